@@ -1,0 +1,80 @@
+"""Topic layout (DESIGN §3). Every topic tether uses is built here and nowhere else.
+
+At most 7 slashes per topic, so the layout also fits AWS IoT Core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "tether/v1"
+
+# Per-session sub-topics. c2a carries client input, control and acks; a2c carries output.
+C2A = "c2a"
+A2C = "a2c"
+
+
+def valid_name(name: str) -> bool:
+    """Principal names become topic levels and MQTT usernames, so keep them boring."""
+    if not 1 <= len(name) <= 64:
+        return False
+    if name[0] in "-." or name in {"all"}:
+        return False
+    return all(ch.isascii() and (ch.isalnum() or ch in "-_.") for ch in name)
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = DEFAULT_PREFIX
+
+    def presence(self, agent: str) -> str:
+        return f"{self.prefix}/a/{agent}/presence"
+
+    def all_presence(self) -> str:
+        return f"{self.prefix}/a/+/presence"
+
+    def handshake(self, agent: str, client: str) -> str:
+        return f"{self.prefix}/a/{agent}/hs/{client}"
+
+    def handshake_inbox(self, agent: str) -> str:
+        return f"{self.prefix}/a/{agent}/hs/+"
+
+    def session(self, agent: str, client: str, sid: str, leg: str) -> str:
+        return f"{self.prefix}/a/{agent}/s/{client}/{sid}/{leg}"
+
+    def agent_sessions_c2a(self, agent: str) -> str:
+        return f"{self.prefix}/a/{agent}/s/+/+/{C2A}"
+
+    def authz_request(self, principal: str) -> str:
+        return f"{self.prefix}/authz/req/{principal}"
+
+    def authz_requests(self) -> str:
+        return f"{self.prefix}/authz/req/+"
+
+    def authz_reply(self, principal: str) -> str:
+        return f"{self.prefix}/authz/rep/{principal}"
+
+    def parse_agent(self, topic: str) -> str | None:
+        parts = topic.split("/")
+        pre = self.prefix.split("/")
+        if parts[: len(pre)] != pre or len(parts) < len(pre) + 2 or parts[len(pre)] != "a":
+            return None
+        return parts[len(pre) + 1]
+
+    def parse_session(self, topic: str) -> tuple[str, str, str, str] | None:
+        """(agent, client, sid, leg) for a session topic, else None."""
+        parts = topic.split("/")
+        pre = self.prefix.split("/")
+        rest = parts[len(pre) :]
+        if parts[: len(pre)] != pre or len(rest) != 6 or rest[0] != "a" or rest[2] != "s":
+            return None
+        return rest[1], rest[3], rest[4], rest[5]
+
+    def parse_handshake(self, topic: str) -> tuple[str, str] | None:
+        """(agent, client) for a handshake topic, else None."""
+        parts = topic.split("/")
+        pre = self.prefix.split("/")
+        rest = parts[len(pre) :]
+        if parts[: len(pre)] != pre or len(rest) != 4 or rest[0] != "a" or rest[2] != "hs":
+            return None
+        return rest[1], rest[3]
