@@ -1,0 +1,82 @@
+"""The `tether` command. Subcommands are imported only when chosen, so `--help` stays fast.
+
+Each subcommand module exposes `configure(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Protocol
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("tether.up", "start broker, authority, recorder and a local agent in one process"),
+    "shell": ("tether.client.shell", "open an interactive, end-to-end encrypted shell on an agent"),
+    "run": ("tether.client.run", "run one command on an agent; stdin, stdout, stderr, exit code"),
+    "ls": ("tether.client.ls", "list agents with online/offline, labels, platform, last seen"),
+    "broker": ("tether.broker.cli", "run the embedded MQTT broker, or generate Mosquitto files"),
+    "authority": ("tether.authority.cli", "run the authority, or manage users and agents"),
+    "agent": ("tether.agent.cli", "run an agent on this machine"),
+    "init": ("tether.init", "create keys, registry and broker files under $TETHER_HOME"),
+}
+
+
+class CommandModule(Protocol):
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, no traceback."""
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="tether",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="tether: outbound-only, end-to-end encrypted shells over MQTT.",
+        usage="tether COMMAND [options]",
+        epilog=f"commands:\n{lines}\n\nStart here: `tether up`, then follow the printed next step.\n"
+        "Run `tether COMMAND --help` for the options of one command.",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        _top_parser().print_help()
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from tether import __version__
+
+        print(f"tether {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"tether: unknown command {name!r}. Run `tether --help` for the list.", file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[name]
+    module: CommandModule = importlib.import_module(module_name)  # type: ignore[assignment]
+    parser = argparse.ArgumentParser(prog=f"tether {name}", description=help_)
+    module.configure(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return module.run(args)
+    except UserError as exc:
+        print(f"tether {name}: {exc}", file=sys.stderr)
+        return 255
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Stdout went away (e.g. `| head`); nothing left to tell anyone.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())
