@@ -1,0 +1,121 @@
+"""Session frames: a small clear header that is the AEAD's associated data, then ciphertext.
+
+    version u8 | type u8 | flags u8 | epoch u32 | seq u64 | ack u64 | ciphertext+tag
+
+The XChaCha20-Poly1305 nonce is derived from (direction, number space, epoch, seq) and
+never sent. Reliable frames and ACK frames count in separate number spaces, so no two
+frames of one direction ever share a nonce. The key changes every 2**20 frames (an epoch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_decrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+)
+from nacl.exceptions import CryptoError
+
+VERSION = 1
+HEADER = struct.Struct(">BBBIQQ")
+HEADER_LEN = HEADER.size
+TAG_LEN = 16
+EPOCH_BITS = 20
+MAX_PAYLOAD = 64 * 1024
+
+
+class Direction(IntEnum):
+    C2A = 0
+    A2C = 1
+
+
+class FrameType(IntEnum):
+    DATA = 1  # a2c: PTY output or stdout; c2a: input
+    STDERR = 2  # a2c: stderr of an exec session
+    EOF = 3  # c2a: stdin closed
+    RESIZE = 4  # c2a: cols u16, rows u16
+    SIGNAL = 5  # c2a: signal number u8
+    EXIT = 6  # a2c: JSON {"code": int | None, "signal": int | None}
+    CLOSE = 7  # either: the last reliable frame; its seq is the final seq
+    ACK = 8  # either, unreliable: received u64, then missing (first, last) u64 pairs
+    NOTICE = 9  # a2c: UTF-8 text for the user, e.g. "session ends in 60 s"
+
+
+class FrameError(Exception):
+    """A frame that fails to parse or authenticate. It is dropped, never acted on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    type: FrameType
+    flags: int
+    seq: int
+    ack: int
+    payload: bytes
+
+
+def _next_key(key: bytes) -> bytes:
+    return hashlib.blake2b(b"rekey", key=key, digest_size=32, person=b"tether-epoch").digest()
+
+
+class FrameCipher:
+    """Seals or opens the frames of one direction of one session."""
+
+    __slots__ = ("_direction", "_keys")
+
+    def __init__(self, key: bytes, direction: Direction) -> None:
+        if len(key) != 32:
+            raise ValueError("frame key must be 32 bytes")
+        self._direction = direction
+        self._keys: dict[int, bytes] = {0: key}
+
+    def _key(self, epoch: int) -> bytes:
+        key = self._keys.get(epoch)
+        if key is None:
+            if epoch > 1 << 24:
+                raise FrameError("epoch out of range")
+            start = max(e for e in self._keys if e < epoch)
+            key = self._keys[start]
+            for e in range(start + 1, epoch + 1):
+                key = _next_key(key)
+                self._keys[e] = key
+        return key
+
+    def _nonce(self, ftype: int, epoch: int, seq: int) -> bytes:
+        space = 1 if ftype == FrameType.ACK else 0
+        return bytes((self._direction, space)) + struct.pack(">IQ", epoch, seq) + bytes(10)
+
+    def seal(self, ftype: FrameType, seq: int, ack: int, payload: bytes, flags: int = 0) -> bytes:
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"frame payload {len(payload)} exceeds {MAX_PAYLOAD}")
+        epoch = seq >> EPOCH_BITS
+        header = HEADER.pack(VERSION, ftype, flags, epoch, seq, ack)
+        sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(
+            payload, header, self._nonce(ftype, epoch, seq), self._key(epoch)
+        )
+        return header + sealed
+
+    def open(self, blob: bytes) -> Frame:
+        if len(blob) < HEADER_LEN + TAG_LEN:
+            raise FrameError("frame too short")
+        version, ftype, flags, epoch, seq, ack = HEADER.unpack_from(blob)
+        if version != VERSION:
+            raise FrameError(f"unknown frame version {version}")
+        try:
+            kind = FrameType(ftype)
+        except ValueError as exc:
+            raise FrameError(f"unknown frame type {ftype}") from exc
+        if epoch != seq >> EPOCH_BITS:
+            raise FrameError("epoch does not match seq")
+        header = blob[:HEADER_LEN]
+        try:
+            payload = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                blob[HEADER_LEN:], header, self._nonce(ftype, epoch, seq), self._key(epoch)
+            )
+        except CryptoError as exc:
+            raise FrameError("frame failed authentication") from exc
+        return Frame(kind, flags, seq, ack, payload)
