@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tether: unknown command {name!r}. Run `tether --help` for the list.", file=sys.stderr)
         return 2
     module_name, help_ = COMMANDS[name]
-    module: CommandModule = importlib.import_module(module_name)  # type: ignore[assignment]
+    module: CommandModule = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"tether {name}", description=help_)
     module.configure(parser)
     args = parser.parse_args(argv[1:])

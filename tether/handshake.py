@@ -29,7 +29,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from tether.encoding import b64d, b64e, dumps, loads
 
-HS_VERSION = 1
+HS_VERSION = 0x81  # high bit set: never confused with a frame (version 1)
 PREFIX = struct.Struct(">BB16s")
 NONCE = bytes(24)  # every handshake key encrypts exactly one message
 MAX_SKEW = 120.0

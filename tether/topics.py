@@ -30,8 +30,13 @@ class Topics:
     def presence(self, agent: str) -> str:
         return f"{self.prefix}/a/{agent}/presence"
 
+    def status(self, agent: str) -> str:
+        """Retained online/offline; the offline form is the agent's MQTT last will."""
+        return f"{self.prefix}/a/{agent}/presence/status"
+
     def all_presence(self) -> str:
-        return f"{self.prefix}/a/+/presence"
+        """Matches both presence documents and status of every agent."""
+        return f"{self.prefix}/a/+/presence/#"
 
     def handshake(self, agent: str, client: str) -> str:
         return f"{self.prefix}/a/{agent}/hs/{client}"

@@ -1,0 +1,157 @@
+"""Starting session processes: a login shell on a PTY, or a command on pipes, as the
+grant's run-as user. Exit is observed through a pidfd, so no SIGCHLD handler is needed
+and no zombie is left."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import pwd
+import shutil
+import struct
+import subprocess
+import termios
+from dataclasses import dataclass
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class SpawnError(Exception):
+    """The session process cannot be started; the message is shown to the user."""
+
+
+@dataclass
+class RunAs:
+    name: str
+    uid: int
+    gid: int
+    groups: list[int]
+    home: str
+    shell: str
+    switch: bool  # whether the agent must change identity (it runs as root)
+
+
+def resolve_run_as(name: str) -> RunAs:
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise SpawnError(f"user {name!r} does not exist on this agent") from None
+    me = os.geteuid()
+    if me != 0 and pw.pw_uid != me:
+        raise SpawnError(
+            f"this agent runs as {pwd.getpwuid(me).pw_name!r} and cannot switch to {name!r}; "
+            "run the agent as root to allow run-as"
+        )
+    groups = os.getgrouplist(name, pw.pw_gid) if me == 0 else []
+    shell = pw.pw_shell if pw.pw_shell and os.path.exists(pw.pw_shell) else "/bin/sh"
+    if shell.endswith(("/nologin", "/false")):
+        shell = "/bin/sh"
+    return RunAs(name, pw.pw_uid, pw.pw_gid, groups, pw.pw_dir, shell, me == 0)
+
+
+def session_env(ra: RunAs, term: str | None, extra: dict[str, str]) -> dict[str, str]:
+    env = {
+        "HOME": ra.home,
+        "USER": ra.name,
+        "LOGNAME": ra.name,
+        "SHELL": ra.shell,
+        "PATH": DEFAULT_PATH,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+    if term:
+        env["TERM"] = term
+    for key in ("LANG", "LC_ALL", "LC_CTYPE", "COLORTERM"):
+        if key in extra and isinstance(extra[key], str):
+            env[key] = extra[key]
+    return env
+
+
+def _workdir(ra: RunAs) -> str:
+    return ra.home if os.path.isdir(ra.home) else "/"
+
+
+def set_winsize(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _take_controlling_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@dataclass
+class Spawned:
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+    master: int | None = None  # PTY master (shell mode)
+    stdin: int | None = None  # pipes (exec mode)
+    stdout: int | None = None
+    stderr: int | None = None
+
+
+def _nonblocking(fd: int) -> int:
+    os.set_blocking(fd, False)
+    return fd
+
+
+def spawn_shell(ra: RunAs, term: str, cols: int, rows: int, extra_env: dict[str, str]) -> Spawned:
+    master, slave = pty.openpty()
+    try:
+        set_winsize(master, cols, rows)
+        if ra.switch:
+            os.fchown(slave, ra.uid, -1)
+            os.fchmod(slave, 0o620)
+        argv0 = "-" + os.path.basename(ra.shell)  # a login shell, as sshd starts it
+        proc = subprocess.Popen(
+            [argv0],
+            executable=ra.shell,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=_workdir(ra),
+            env=session_env(ra, term, extra_env),
+            start_new_session=True,
+            preexec_fn=_take_controlling_tty,
+            close_fds=True,
+            user=ra.uid if ra.switch else None,
+            group=ra.gid if ra.switch else None,
+            extra_groups=ra.groups if ra.switch else None,
+        )
+    except OSError as exc:
+        os.close(master)
+        raise SpawnError(f"cannot start {ra.shell}: {exc.strerror}") from exc
+    finally:
+        os.close(slave)
+    return Spawned(proc, os.pidfd_open(proc.pid), master=_nonblocking(master))
+
+
+def spawn_exec(ra: RunAs, argv: list[str], extra_env: dict[str, str]) -> Spawned:
+    env = session_env(ra, None, extra_env)
+    exe = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env["PATH"])
+    if exe is None:
+        raise SpawnError(f"{argv[0]}: command not found")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            executable=exe,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=_workdir(ra),
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            user=ra.uid if ra.switch else None,
+            group=ra.gid if ra.switch else None,
+            extra_groups=ra.groups if ra.switch else None,
+        )
+    except OSError as exc:
+        raise SpawnError(f"{argv[0]}: {exc.strerror}") from exc
+    assert proc.stdin and proc.stdout and proc.stderr
+    return Spawned(
+        proc,
+        os.pidfd_open(proc.pid),
+        stdin=_nonblocking(proc.stdin.fileno()),
+        stdout=_nonblocking(proc.stdout.fileno()),
+        stderr=_nonblocking(proc.stderr.fileno()),
+    )

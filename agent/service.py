@@ -1,0 +1,214 @@
+"""The agent service: presence, handshakes, grant checks, and its live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tether.agent.process import SpawnError, resolve_run_as
+from tether.agent.session import AgentSession
+
+from tether import grants
+from tether.encoding import b64d
+from tether.handshake import (
+    AgentHandshake,
+    HandshakeError,
+    HelloRejected,
+    HsType,
+    PendingSession,
+    message_type,
+)
+from tether.keys import Identity
+from tether.mqtt import BrokerSettings, MqttConnection, Will
+from tether.presence import HEARTBEAT, presence_document, status_document
+from tether.topics import A2C, Topics
+
+log = logging.getLogger("tether.agent")
+PENDING_TIMEOUT = 30.0
+MAX_EARLY_FRAMES = 64
+CAPABILITIES = ["shell", "exec"]
+
+
+@dataclass
+class _Pending:
+    handshake: PendingSession
+    grant: grants.Grant
+    topic_out: str
+    expires: float
+    early: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class AgentService:
+    identity: Identity
+    topics: Topics = field(default_factory=Topics)
+
+    def __post_init__(self) -> None:
+        ident = self.identity
+        self.name = ident.name
+        self._hs = AgentHandshake(ident.signing_key, ident.x25519_secret or b"")
+        self._checker = grants.GrantChecker(
+            b64d(ident.authority["ed25519"]), ident.name, ident.public_key
+        )
+        self.sessions: dict[tuple[str, str], AgentSession] = {}
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self.stats: Counter[str] = Counter()
+        self.conn: MqttConnection | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def _presence(self, online: bool) -> bytes:
+        return presence_document(
+            self.identity.signing_key, self.name, self.identity.x25519_public,
+            self.identity.labels, online, time.time(), CAPABILITIES,
+        )
+
+    async def start(self) -> None:
+        settings = BrokerSettings.from_identity(self.name, self.identity.broker)
+        will = Will(self.topics.status(self.name), status_document(self.identity.signing_key, False, time.time()))
+        self.conn = MqttConnection(settings, self._on_message, clean_session=False, will=will)
+        self.conn.on_connected.append(self._on_connected)
+        self.conn.subscribe(self.topics.handshake_inbox(self.name), 1)
+        self.conn.subscribe(self.topics.agent_sessions_c2a(self.name), 1)
+        await self.conn.connect()
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    def _on_connected(self) -> None:
+        assert self.conn is not None
+        self.conn.publish(self.topics.presence(self.name), self._presence(True), qos=1, retain=True)
+        self.conn.publish(self.topics.status(self.name),
+                          status_document(self.identity.signing_key, True, time.time()), qos=1, retain=True)
+        for session in self.sessions.values():
+            session.on_reconnect()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            if self.conn is not None and self.conn.connected:
+                self.conn.publish(self.topics.presence(self.name), self._presence(True), qos=1, retain=True)
+
+    async def stop(self) -> None:
+        """Clean shutdown: end sessions, then say offline (the will is not sent)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for session in list(self.sessions.values()):
+            session.terminate()
+        deadline = time.monotonic() + 5
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions.values()):
+            session.close_resources()
+        if self.conn is not None:
+            self.conn.publish(self.topics.status(self.name),
+                              status_document(self.identity.signing_key, False, time.time()), qos=1, retain=True)
+            self.conn.publish(self.topics.presence(self.name), self._presence(False), qos=1, retain=True)
+            await self.conn.close()
+
+    # ----- messages -----
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parsed = self.topics.parse_session(topic)
+        if parsed is not None:
+            agent, client, sid, leg = parsed
+            if agent == self.name and leg != A2C:
+                self._on_session_datagram(client, sid, payload)
+            return
+        hs = self.topics.parse_handshake(topic)
+        if hs is not None and hs[0] == self.name:
+            self._on_hello(hs[1], payload)
+
+    def _refuse(self, topic_out: str, message: bytes, reason: str) -> None:
+        log.warning("refused session on %s: %s", topic_out, reason)
+        self.stats["refused"] += 1
+        assert self.conn is not None
+        self.conn.publish(topic_out, message, qos=1)
+
+    def _on_hello(self, client: str, msg: bytes) -> None:
+        now = time.time()
+        try:
+            hello = self._hs.open_hello(msg, now)
+        except HelloRejected as exc:
+            self.stats["replayed_or_stale_hello"] += 1
+            topic = self.topics.session(self.name, client, exc.hello.sid.hex(), A2C)
+            self._refuse(topic, exc.hello.refuse(str(exc)), str(exc))
+            return
+        except HandshakeError as exc:
+            self.stats["bad_hello"] += 1
+            log.warning("dropped handshake from %s: %s", client, exc)
+            return
+        sid = hello.sid.hex()
+        topic_out = self.topics.session(self.name, client, sid, A2C)
+        body = hello.body
+        try:
+            grant = self._checker.check(
+                str(body.get("grant", "")), client_key=hello.client_key, mqtt_name=client, now=now
+            )
+            if body.get("mode") != grant.mode:
+                raise grants.GrantError(f"grant is for {grant.mode!r}, not {body.get('mode')!r}")
+            if grant.mode not in CAPABILITIES:
+                raise grants.GrantError(f"this agent does not support {grant.mode!r} sessions")
+            if grant.command is not None and body.get("command") != grant.command:
+                raise grants.GrantError("the command differs from the one in the grant")
+            resolve_run_as(grant.run_as)
+        except (grants.GrantError, SpawnError) as exc:
+            self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
+            return
+        pending = self._hs.accept(hello, {"run_as": grant.run_as, "mode": grant.mode,
+                                          "max_duration": grant.max_duration})
+        self._pending[(client, sid)] = _Pending(pending, grant, topic_out, now + PENDING_TIMEOUT)
+        assert self.conn is not None
+        self.conn.publish(topic_out, pending.accept, qos=1)
+        self._expire_pending(now)
+
+    def _expire_pending(self, now: float) -> None:
+        for key in [k for k, p in self._pending.items() if p.expires < now]:
+            del self._pending[key]
+
+    def _on_session_datagram(self, client: str, sid: str, payload: bytes) -> None:
+        key = (client, sid)
+        session = self.sessions.get(key)
+        if session is not None:
+            session.on_datagram(payload)
+            return
+        pending = self._pending.get(key)
+        if pending is None:
+            self.stats["unknown_session"] += 1
+            return
+        try:
+            is_confirm = message_type(payload) == HsType.CONFIRM
+        except HandshakeError:
+            is_confirm = False
+        if not is_confirm:
+            if len(pending.early) < MAX_EARLY_FRAMES:
+                pending.early.append(payload)
+            return
+        try:
+            keys = pending.handshake.on_confirm(payload)
+        except HandshakeError as exc:
+            self.stats["bad_confirm"] += 1
+            log.warning("dropped confirm for %s/%s: %s", client, sid, exc)
+            return
+        del self._pending[key]
+        assert self.conn is not None
+        session = AgentSession(
+            self.conn, pending.topic_out, keys, pending.grant, pending.handshake.hello.body,
+            resolve_run_as(pending.grant.run_as), self._session_done,
+        )
+        self.sessions[key] = session
+        self.idle.clear()
+        self.stats["sessions"] += 1
+        session.start()
+        for early in pending.early:
+            session.on_datagram(early)
+
+    def _session_done(self, session: AgentSession) -> None:
+        for key, s in list(self.sessions.items()):
+            if s is session:
+                del self.sessions[key]
+                self.stats["bad_frames"] += s.channel.stats.bad_frames
+        if not self.sessions:
+            self.idle.set()

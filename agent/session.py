@@ -1,0 +1,415 @@
+"""One live session on the agent: the bridge between a reliable channel and a process.
+
+Output is read from the PTY master (or stdout/stderr pipes), coalesced for up to 2 ms or
+64 KiB, cut only at UTF-8 boundaries and sent as frames. When the client's credit window
+or the MQTT socket is full, reading stops, so the program blocks in write() exactly as it
+would over SSH. Input is written in bounded pieces and credited back only once written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tether.agent.process import RunAs, Spawned, SpawnError, set_winsize, spawn_exec, spawn_shell
+
+from tether.channel import Channel
+from tether.encoding import dumps
+from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
+from tether.grants import Grant
+from tether.handshake import SessionKeys
+from tether.mqtt import MqttConnection
+
+log = logging.getLogger("tether.agent.session")
+
+READ_SIZE = 65536
+COALESCE_SECONDS = 0.002
+BULK_READ = 2048  # a read this large means more is coming: wait briefly to fill the frame
+EXIT_DRAIN_GRACE = 2.0
+CLOSE_ACK_TIMEOUT = 10.0
+KILL_GRACE = 5.0
+
+
+def utf8_cut(data: bytes | bytearray, end: int) -> int:
+    """The largest cut <= end that does not split a UTF-8 sequence (binary passes through)."""
+    if end >= len(data):
+        return end
+    i = end
+    back = 0
+    while i > 0 and back < 3 and (data[i] & 0xC0) == 0x80:
+        i -= 1
+        back += 1
+    if i > 0 and data[i] >= 0xC0 and i < end:
+        return i if i > 0 else end
+    return end
+
+
+def utf8_tail_incomplete(data: bytes | bytearray) -> int:
+    """How many trailing bytes form an incomplete UTF-8 sequence (0-3)."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        b = data[n - back]
+        if b & 0xC0 == 0x80:
+            continue
+        if b >= 0xC0:
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return back if back < need else 0
+        return 0
+    return 0
+
+
+@dataclass
+class _Output:
+    fd: int
+    ftype: FrameType
+    buf: bytearray = field(default_factory=bytearray)
+    eof: bool = False
+    reading: bool = False
+
+
+@dataclass
+class AgentSession:
+    conn: MqttConnection
+    topic_out: str
+    keys: SessionKeys
+    grant: Grant
+    request: dict[str, object]
+    run_as: RunAs
+    on_done: Callable[[AgentSession], None]
+
+    def __post_init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.channel = Channel(
+            FrameCipher(self.keys.a2c, Direction.A2C),
+            FrameCipher(self.keys.c2a, Direction.C2A),
+            auto_consume=False,
+        )
+        self.started = time.time()
+        self.proc: Spawned | None = None
+        self._outputs: list[_Output] = []
+        self._input: deque[tuple[int, bytearray]] = deque()
+        self._input_fd: int | None = None
+        self._writing = False
+        self._stdin_eof = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._coalesce: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._exit_status: tuple[int | None, int | None] | None = None
+        self._finishing = False
+        self._done = False
+        self._end_task: asyncio.Task[None] | None = None
+        self._limit_timer: asyncio.TimerHandle | None = None
+
+    # ----- lifecycle -----
+
+    def start(self) -> None:
+        mode = self.grant.mode
+        env = self.request.get("env")
+        extra = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+        try:
+            if mode == "shell":
+                cols, rows = int(str(self.request.get("cols", 80))), int(str(self.request.get("rows", 24)))
+                term = str(self.request.get("term") or "xterm-256color")
+                self.proc = spawn_shell(self.run_as, term, cols, rows, extra)
+                assert self.proc.master is not None
+                self._outputs = [_Output(self.proc.master, FrameType.DATA)]
+                self._input_fd = self.proc.master
+            else:
+                argv = self.grant.command or []
+                cmd = self.request.get("command")
+                if isinstance(cmd, list) and self.grant.command is None:
+                    argv = [str(a) for a in cmd]
+                if not argv:
+                    raise SpawnError("no command given")
+                self.proc = spawn_exec(self.run_as, argv, extra)
+                assert self.proc.stdout is not None and self.proc.stderr is not None
+                self._outputs = [
+                    _Output(self.proc.stdout, FrameType.DATA),
+                    _Output(self.proc.stderr, FrameType.STDERR),
+                ]
+                self._input_fd = self.proc.stdin
+        except SpawnError as exc:
+            self._send(FrameType.STDERR, f"tether: {exc}\r\n".encode())
+            self._exit_status = (127 if "not found" in str(exc) else 126, None)
+            self._begin_end()
+            return
+        self.loop.add_reader(self.proc.pidfd, self._on_exit)
+        for out in self._outputs:
+            self._resume(out)
+        self._limit_timer = self.loop.call_later(self.grant.max_duration, self._on_max_duration)
+        log.info("session %s: %s as %s for %s", self.topic_out, self.grant.mode, self.run_as.name, self.grant.user)
+
+    def _on_max_duration(self) -> None:
+        self._send(FrameType.NOTICE, b"session reached its maximum duration")
+        self.terminate(signal.SIGHUP)
+
+    def terminate(self, sig: int = signal.SIGHUP) -> None:
+        """End the process (client closed, limit reached, or admin request)."""
+        if self.proc is not None and self._exit_status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.proc.pid, sig)
+            self.loop.call_later(KILL_GRACE, self._kill)
+        elif self.proc is None:
+            self._begin_end()
+
+    def _kill(self) -> None:
+        if self.proc is not None and self._exit_status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.proc.pid, signal.SIGKILL)
+
+    def _on_exit(self) -> None:
+        assert self.proc is not None
+        self.loop.remove_reader(self.proc.pidfd)
+        rc = self.proc.proc.wait()
+        self._exit_status = (rc, None) if rc >= 0 else (None, -rc)
+        # Let buffered output drain; a background job holding the PTY open must not keep
+        # the session alive once the shell has gone.
+        self.loop.call_later(EXIT_DRAIN_GRACE, self._begin_end)
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        if self._exit_status is not None and all(o.eof and not o.buf for o in self._outputs):
+            self._begin_end()
+
+    def _begin_end(self) -> None:
+        if self._finishing:
+            return
+        self._finishing = True
+        self._end_task = self.loop.create_task(self._finish())
+
+    async def _finish(self) -> None:
+        # Everything read must be sent before EXIT; wait for credit if need be.
+        deadline = time.monotonic() + CLOSE_ACK_TIMEOUT
+        for out in self._outputs:
+            out.eof = True
+        while any(o.buf for o in self._outputs) and time.monotonic() < deadline:
+            self._send_buffered(final=True)
+            if any(o.buf for o in self._outputs):
+                await asyncio.sleep(0.01)
+        code, sig = self._exit_status or (None, None)
+        self._send(FrameType.EXIT, dumps({"code": code, "signal": sig}))
+        self.channel.close(time.monotonic())
+        self._flush_channel()
+        while not self.channel.all_acked and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.close_resources()
+
+    def close_resources(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for handle in (self._timer, self._coalesce, self._limit_timer):
+            if handle is not None:
+                handle.cancel()
+        if self.proc is not None:
+            fds = {o.fd for o in self._outputs}
+            for fd in (self.proc.master, self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if fd is not None:
+                    fds.add(fd)
+            for fd in fds:
+                self.loop.remove_reader(fd)
+                self.loop.remove_writer(fd)
+            self._kill()
+            with contextlib.suppress(OSError):
+                self.loop.remove_reader(self.proc.pidfd)
+            if self._exit_status is None:
+                with contextlib.suppress(Exception):
+                    self.proc.proc.wait(timeout=KILL_GRACE)
+            for f in (self.proc.proc.stdin, self.proc.proc.stdout, self.proc.proc.stderr):
+                if f is not None:
+                    with contextlib.suppress(OSError):
+                        f.close()
+            for fd in (self.proc.master, self.proc.pidfd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        self.on_done(self)
+
+    # ----- output -----
+
+    def _resume(self, out: _Output) -> None:
+        if not out.reading and not out.eof:
+            out.reading = True
+            self.loop.add_reader(out.fd, self._on_readable, out)
+
+    def _pause(self, out: _Output) -> None:
+        if out.reading:
+            out.reading = False
+            self.loop.remove_reader(out.fd)
+
+    def _on_readable(self, out: _Output) -> None:
+        last = 0
+        while len(out.buf) < READ_SIZE:
+            try:
+                chunk = os.read(out.fd, READ_SIZE - len(out.buf))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # EIO: the PTY slave side is closed
+                    log.debug("read error: %s", exc)
+                chunk = b""
+            if not chunk:
+                out.eof = True
+                self._pause(out)
+                break
+            out.buf += chunk
+            last = len(chunk)
+        if out.eof or len(out.buf) >= READ_SIZE or last < BULK_READ:
+            self._send_buffered()
+        elif self._coalesce is None:
+            self._coalesce = self.loop.call_later(COALESCE_SECONDS, self._coalesce_due)
+        if len(out.buf) >= READ_SIZE:
+            self._pause(out)
+        self._maybe_end()
+
+    def _coalesce_due(self) -> None:
+        self._coalesce = None
+        self._send_buffered()
+        self._maybe_end()
+
+    def _send_buffered(self, final: bool = False) -> None:
+        now = time.monotonic()
+        for out in self._outputs:
+            while out.buf:
+                room = min(self.channel.send_capacity(), MAX_PAYLOAD)
+                if room <= 0 or self.conn.backlogged:
+                    break
+                end = min(room, len(out.buf))
+                if end == len(out.buf) and not (out.eof or final):
+                    end -= utf8_tail_incomplete(out.buf)
+                elif end < len(out.buf):
+                    end = utf8_cut(out.buf, end)
+                if end <= 0:
+                    break
+                self.channel.send(out.ftype, bytes(out.buf[:end]), now)
+                del out.buf[:end]
+        self._flush_channel()
+        self._apply_backpressure()
+
+    def _apply_backpressure(self) -> None:
+        blocked = self.channel.send_capacity() <= 0 or self.conn.backlogged
+        for out in self._outputs:
+            if blocked or len(out.buf) >= READ_SIZE:
+                self._pause(out)
+            elif not self._finishing:
+                self._resume(out)
+        if self.conn.backlogged and self._drain_task is None:
+            self._drain_task = self.loop.create_task(self._wait_drain())
+
+    async def _wait_drain(self) -> None:
+        await self.conn.drain()
+        self._drain_task = None
+        self._send_buffered()
+        self._maybe_end()
+
+    def _send(self, ftype: FrameType, payload: bytes) -> None:
+        if not self.channel.closed:
+            self.channel.send(ftype, payload, time.monotonic())
+            self._flush_channel()
+
+    def _flush_channel(self) -> None:
+        for blob, qos in self.channel.take_outgoing():
+            self.conn.publish(self.topic_out, blob, qos)
+        deadline = self.channel.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and not self._done:
+            self._timer = self.loop.call_at(
+                self.loop.time() + max(0.0, deadline - time.monotonic()), self._on_timer
+            )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.channel.tick(time.monotonic())
+        self._flush_channel()
+
+    def on_reconnect(self) -> None:
+        self.channel.resend_all(time.monotonic())
+        self._flush_channel()
+
+    # ----- input -----
+
+    def on_datagram(self, blob: bytes) -> None:
+        now = time.monotonic()
+        for frame in self.channel.receive(blob, now):
+            self._on_frame(frame)
+        self._write_input()
+        self._credit_input(now)
+        if not self._finishing:
+            self._send_buffered()
+        else:
+            self._flush_channel()
+
+    def _on_frame(self, frame: Frame) -> None:
+        t = frame.type
+        if t == FrameType.DATA:
+            self._input.append((frame.seq, bytearray(frame.payload)))
+            return
+        if t == FrameType.RESIZE and len(frame.payload) == 4 and self.proc and self.proc.master:
+            cols, rows = struct.unpack(">HH", frame.payload)
+            with contextlib.suppress(OSError):
+                set_winsize(self.proc.master, max(cols, 1), max(rows, 1))
+        elif t == FrameType.SIGNAL and len(frame.payload) == 1 and self.proc:
+            self._signal(frame.payload[0])
+        elif t == FrameType.EOF:
+            self._stdin_eof = True
+        elif t == FrameType.CLOSE:
+            self.terminate(signal.SIGHUP)
+        self._input.append((frame.seq, bytearray()))
+
+    def _signal(self, signum: int) -> None:
+        if signum not in {s.value for s in signal.Signals}:
+            return
+        assert self.proc is not None
+        try:
+            pgrp = os.tcgetpgrp(self.proc.master) if self.proc.master is not None else self.proc.proc.pid
+        except OSError:
+            pgrp = self.proc.proc.pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgrp, signum)
+
+    def _write_input(self) -> None:
+        fd = self._input_fd
+        while self._input and fd is not None:
+            _seq, data = self._input[0]
+            if data:
+                try:
+                    n = os.write(fd, data[:4096])
+                except BlockingIOError:
+                    if not self._writing:
+                        self._writing = True
+                        self.loop.add_writer(fd, self._on_writable)
+                    return
+                except OSError:
+                    data.clear()  # the reader is gone; drop input like a closed pipe
+                    n = 0
+                del data[:n]
+                if data:
+                    continue
+            self._input.popleft()
+        if self._writing and fd is not None:
+            self._writing = False
+            self.loop.remove_writer(fd)
+        if not self._input and self._stdin_eof and self.proc and self.proc.proc.stdin:
+            self.proc.proc.stdin.close()
+            self._input_fd = None
+
+    def _on_writable(self) -> None:
+        self._write_input()
+        self._credit_input(time.monotonic())
+        self._flush_channel()
+
+    def _credit_input(self, now: float) -> None:
+        upto = self._input[0][0] - 1 if self._input else self.channel.delivered_seq
+        self.channel.consume(upto, now)

@@ -1,0 +1,112 @@
+"""`tether authority`: run the authority, or add users and agents to its registry."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Without a subcommand, run the authority service (it answers grant requests over "
+        "MQTT). `user add` and `agent add` register principals and write their identity files."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log decisions")
+    sub = parser.add_subparsers(dest="what")
+    for kind in ("user", "agent"):
+        p = sub.add_parser(kind, help=f"manage {kind}s")
+        verbs = p.add_subparsers(dest="verb", required=True)
+        add = verbs.add_parser("add", help=f"register a new {kind} and write its identity file")
+        add.add_argument("name")
+        add.add_argument("--out", required=True, metavar="FILE", help="where to write the identity (0600)")
+        add.add_argument("--broker", metavar="HOST:PORT", help="broker address the identity dials "
+                         "(default: the one in the authority's own identity)")
+        if kind == "user":
+            add.add_argument("--allow", action="append", default=[], metavar="AGENT",
+                             help="allow shell and exec on AGENT (glob); repeatable")
+            add.add_argument("--run-as", action="append", default=[], metavar="USER",
+                             help="OS users the --allow statement permits; repeatable")
+            add.add_argument("--role", choices=["user", "admin"], default="user",
+                             help="broker role; admin may read every topic (for operators' tooling)")
+        else:
+            add.add_argument("--labels", default="", metavar="K=V,...", help="agent labels")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.what is None:
+        return asyncio.run(_serve())
+    return _add(args)
+
+
+def _add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tether.authority.policy import Policy, Statement
+    from tether.authority.provision import authority_identity, commit, new_principal
+    from tether.authority.registry import Registry, RegistryError
+
+    from tether.cli import UserError
+    from tether.home import Home
+    from tether.up import parse_hostport
+
+    home = Home.default()
+    if not home.authority_identity.exists():
+        raise UserError(f"no authority under {home.root}; run `tether up` (or set TETHER_HOME)")
+    authority = authority_identity(home)
+    host, port = (parse_hostport(args.broker) if args.broker else
+                  (str(authority.broker.get("host", "127.0.0.1")), int(authority.broker.get("port", 1883))))
+    registry = Registry.load(home.registry)
+    labels: dict[str, str] = {}
+    if args.what == "agent" and args.labels:
+        for item in args.labels.split(","):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UserError(f"label {item!r} is not KEY=VALUE")
+            labels[key.strip()] = value.strip()
+    kind = "agent" if args.what == "agent" else args.role
+    try:
+        ident = new_principal(home, registry, authority, args.name, kind, host=host, port=port,
+                              labels=labels)
+    except RegistryError as exc:
+        raise UserError(str(exc)) from exc
+    out = Path(args.out)
+    ident.save(out)
+    commit(home, registry)
+    if args.what == "user" and args.allow:
+        policy = Policy.load(home.policy)
+        policy.statements.append(Statement(users=[args.name], agents=list(args.allow),
+                                           actions=["shell", "exec"], run_as=list(args.run_as)))
+        policy.save(home.policy)
+    print(f"{args.what} {args.name!r} registered; identity written to {out} (keep it secret). "
+          "Reload the broker so it accepts the new credentials: `tether broker reload`.")
+    return 0
+
+
+async def _serve() -> int:
+    import asyncio
+    import signal
+
+    from tether.authority.provision import authority_identity
+    from tether.authority.service import AuthorityService
+
+    from tether.cli import UserError
+    from tether.home import Home
+    from tether.mqtt import BrokerError
+
+    home = Home.default()
+    service = AuthorityService(authority_identity(home), home)
+    try:
+        await service.start()
+    except BrokerError as exc:
+        raise UserError(str(exc)) from exc
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
+    return 0

@@ -1,0 +1,107 @@
+"""The authority's registry of principals: their keys, roles, labels and MQTT credentials.
+
+It is the single source for both brokers' password and ACL files.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.broker.files import BrokerUser, write_broker_files
+from tether.broker.passwd import hash_password
+
+from tether.encoding import dumps, loads
+from tether.keys import read_private_file, write_private_file
+from tether.topics import valid_name
+
+KINDS = ("user", "agent", "recorder", "authority", "admin")
+# A user may hold this many broker connections at once (one per running CLI command),
+# because each broker connection needs its own client id and the broker ties client ids
+# to usernames to stop takeovers.
+USER_SLOTS = 8
+
+
+class RegistryError(Exception):
+    pass
+
+
+def slot_names(name: str, kind: str) -> list[str]:
+    if kind != "user":
+        return [name]
+    return [name] + [f"{name}.{i}" for i in range(1, USER_SLOTS)]
+
+
+@dataclass
+class Principal:
+    name: str
+    kind: str
+    ed25519: str
+    mqtt_hash: str
+    x25519: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+
+    @property
+    def mqtt_names(self) -> list[str]:
+        return slot_names(self.name, self.kind)
+
+
+@dataclass
+class Registry:
+    path: Path
+    principals: dict[str, Principal] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Registry:
+        reg = cls(path)
+        if path.exists():
+            doc = loads(read_private_file(path))
+            for item in doc.get("principals", []):
+                p = Principal(**item)
+                reg.principals[p.name] = p
+        return reg
+
+    def save(self) -> None:
+        doc: dict[str, Any] = {"principals": [asdict(p) for p in self.principals.values()]}
+        write_private_file(self.path, dumps(doc))
+
+    def _mqtt_owner(self) -> dict[str, str]:
+        return {m: p.name for p in self.principals.values() for m in p.mqtt_names}
+
+    def principal_for_mqtt(self, mqtt_name: str) -> Principal | None:
+        owner = self._mqtt_owner().get(mqtt_name)
+        return self.principals.get(owner) if owner else None
+
+    def add(self, principal: Principal, *, replace: bool = False) -> None:
+        if not valid_name(principal.name):
+            raise RegistryError(
+                f"invalid name {principal.name!r}: use 1-64 letters, digits, '-', '_' or '.'"
+            )
+        if principal.kind not in KINDS:
+            raise RegistryError(f"unknown kind {principal.kind!r}")
+        owners = self._mqtt_owner()
+        for m in principal.mqtt_names:
+            if m in owners and not (replace and owners[m] == principal.name):
+                raise RegistryError(f"the name {m!r} is already taken by {owners[m]!r}")
+        self.principals[principal.name] = principal
+
+    def remove(self, name: str) -> None:
+        if self.principals.pop(name, None) is None:
+            raise RegistryError(f"no principal named {name!r}")
+
+    def broker_users(self) -> list[BrokerUser]:
+        return [
+            BrokerUser(m, p.kind, p.mqtt_hash) for p in self.principals.values() for m in p.mqtt_names
+        ]
+
+    def write_broker_files(self, directory: Path) -> None:
+        write_broker_files(directory, self.broker_users())
+
+
+def new_mqtt_password() -> tuple[str, str]:
+    """(password, Mosquitto $7$ hash). The password goes only into the identity file."""
+    password = secrets.token_urlsafe(24)
+    return password, hash_password(password)

@@ -1,0 +1,130 @@
+"""The authority as a service: answers grant requests over MQTT."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.authority.policy import Policy
+from tether.authority.registry import Registry
+
+from tether import authz, grants
+from tether.encoding import b64d
+from tether.home import Home
+from tether.keys import Identity
+from tether.mqtt import BrokerSettings, MqttConnection
+from tether.topics import Topics
+
+log = logging.getLogger("tether.authority")
+GRANT_LIFETIME = 300.0
+
+
+@dataclass
+class AuthorityService:
+    identity: Identity
+    home: Home
+    topics: Topics = field(default_factory=Topics)
+
+    def __post_init__(self) -> None:
+        self._registry_mtime = -1.0
+        self._policy_mtime = -1.0
+        self.registry = Registry(self.home.registry)
+        self.policy = Policy()
+        self._nonces: dict[str, float] = {}
+        self.conn: MqttConnection | None = None
+        self.decisions = 0
+
+    def _refresh(self) -> None:
+        """Pick up registry and policy edits without a restart."""
+        for path, attr in ((self.home.registry, "_registry_mtime"), (self.home.policy, "_policy_mtime")):
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                mtime = 0.0
+            if mtime != getattr(self, attr):
+                setattr(self, attr, mtime)
+                if attr == "_registry_mtime":
+                    self.registry = Registry.load(path)
+                else:
+                    self.policy = Policy.load(path)
+
+    async def start(self) -> None:
+        settings = BrokerSettings.from_identity(self.identity.name, self.identity.broker)
+        self.conn = MqttConnection(settings, self._on_message, clean_session=False)
+        self.conn.subscribe(self.topics.authz_requests(), 1)
+        await self.conn.connect()
+
+    async def stop(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        mqtt_name = topic.rsplit("/", 1)[-1]
+        now = time.time()
+        try:
+            claimed, blob = authz.open_request_envelope(self.identity.x25519_secret or b"", payload)
+        except authz.AuthzError as exc:
+            log.warning("dropped request on %s: %s", topic, exc)
+            return
+        self._refresh()
+        principal = self.registry.principal_for_mqtt(mqtt_name)
+        if principal is None or principal.name != claimed:
+            log.warning("dropped request on %s: sender does not match %r", topic, claimed)
+            return
+        try:
+            request = authz.verify_request(b64d(principal.ed25519), blob, now)
+        except authz.AuthzError as exc:
+            log.warning("dropped request from %s: %s", claimed, exc)
+            return
+        nonce = str(request.get("nonce"))
+        self._nonces = {n: t for n, t in self._nonces.items() if t > now}
+        if nonce in self._nonces:
+            log.warning("dropped replayed request from %s", claimed)
+            return
+        self._nonces[nonce] = now + 2 * authz.MAX_SKEW
+        reply = self._decide(principal.name, mqtt_name, request, now)
+        self.decisions += 1
+        assert self.conn is not None
+        self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
+            self.identity.signing_key, request, reply), qos=1)
+
+    def _decide(self, user: str, mqtt_name: str, req: dict[str, Any], now: float) -> dict[str, Any]:
+        kind = req.get("type")
+        if kind != "grant":
+            return {"ok": False, "error": f"unknown request type {kind!r}"}
+        agent_name = str(req.get("agent", ""))
+        mode = str(req.get("mode", ""))
+        agent = self.registry.principals.get(agent_name)
+        if agent is None or agent.kind != "agent":
+            return {"ok": False, "error": f"unknown agent {agent_name!r}; `tether ls` lists the agents"}
+        if mode not in grants.MODES:
+            return {"ok": False, "error": f"unknown mode {mode!r}"}
+        run_as = req.get("run_as")
+        decision = self.policy.evaluate(user, agent_name, mode, str(run_as) if run_as else None)
+        if not decision.allowed:
+            log.info("denied %s %s on %s: %s", user, mode, agent_name, decision.reason)
+            return {"ok": False, "error": f"denied: {decision.reason}"}
+        command = req.get("command")
+        grant = grants.Grant(
+            user=user,
+            agent=agent_name,
+            agent_key=agent.ed25519,
+            client_key=self.registry.principals[user].ed25519,
+            mqtt_name=mqtt_name,
+            mode=mode,
+            run_as=decision.run_as,
+            command=[str(c) for c in command] if isinstance(command, list) else None,
+            max_duration=decision.max_duration,
+            idle_timeout=decision.idle_timeout,
+            recording="off",
+            recorder=None,
+            reason=req.get("reason"),
+            jti=grants.new_jti(),
+            expires=now + GRANT_LIFETIME,
+        )
+        token = grants.issue(self.identity.signing_seed, grant, now)
+        log.info("granted %s %s on %s as %s", user, mode, agent_name, decision.run_as)
+        return {"ok": True, "grant": token, "agent": {"name": agent_name, "ed25519": agent.ed25519,
+                                                     "x25519": agent.x25519}}

@@ -1,0 +1,128 @@
+"""What every client command needs: its identity, a broker connection slot, a grant."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether import authz
+from tether.cli import UserError
+from tether.encoding import b64d
+from tether.home import Home
+from tether.keys import Identity, KeyFileError
+from tether.mqtt import BrokerError, BrokerSettings, MessageHandler, MqttConnection
+from tether.topics import Topics
+
+AUTHORITY_TIMEOUT = 10.0
+SLOTS = 8
+
+
+def add_identity_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--identity", metavar="FILE",
+        help="identity file to use (default: $TETHER_IDENTITY, else $TETHER_HOME/user.json, "
+        "which `tether up` creates)",
+    )
+
+
+def load_identity(path: str | None) -> Identity:
+    chosen = Path(path or os.environ.get("TETHER_IDENTITY") or Home.default().user_identity)
+    if not chosen.exists():
+        raise UserError(
+            f"no identity at {chosen}. Run `tether up` first (it creates one), "
+            "or pass --identity FILE / set TETHER_IDENTITY"
+        )
+    try:
+        return Identity.load(chosen)
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from exc
+
+
+@dataclass
+class Slot:
+    name: str
+    fd: int | None
+
+
+def acquire_slot(identity: Identity) -> Slot:
+    """Pick a free broker username of this user's, so commands can run side by side.
+
+    The broker ties the client id to the username (a client id takeover defence), so two
+    connections with one username would keep kicking each other off.
+    """
+    base = str(identity.broker.get("username", identity.name))
+    if identity.kind != "user":
+        return Slot(base, None)
+    lock_dir = Path(os.environ.get("XDG_RUNTIME_DIR") or Home.default().run_dir) / "tether-slots"
+    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for i in range(SLOTS):
+        name = base if i == 0 else f"{base}.{i}"
+        fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return Slot(name, fd)
+    raise UserError(f"{SLOTS} tether commands are already connected as {base!r}; close one first")
+
+
+async def connect(identity: Identity, slot: Slot, on_message: MessageHandler) -> MqttConnection:
+    settings = BrokerSettings.from_identity(identity.name, identity.broker)
+    settings.username = settings.client_id = slot.name
+    conn = MqttConnection(settings, on_message)
+    try:
+        await conn.connect()
+    except BrokerError as exc:
+        raise UserError(str(exc)) from exc
+    return conn
+
+
+class GrantRequester:
+    """Sends one grant request and waits for the authority's signed reply."""
+
+    def __init__(self, identity: Identity, conn: MqttConnection, slot: Slot, topics: Topics) -> None:
+        self.identity = identity
+        self.conn = conn
+        self.slot = slot
+        self.topics = topics
+        self._pending: authz.PendingRequest | None = None
+        self._reply: asyncio.Future[dict[str, Any]] | None = None
+
+    def on_message(self, topic: str, payload: bytes) -> bool:
+        if topic != self.topics.authz_reply(self.slot.name) or self._pending is None:
+            return False
+        try:
+            doc = authz.open_reply(self._pending, b64d(self.identity.authority["ed25519"]), payload)
+        except authz.AuthzError:
+            return True
+        if doc is not None and self._reply is not None and not self._reply.done():
+            self._reply.set_result(doc)
+        return True
+
+    async def subscribe(self) -> None:
+        await self.conn.subscribe_confirmed(self.topics.authz_reply(self.slot.name), 1)
+
+    async def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            authority_x = b64d(self.identity.authority["x25519"])
+        except KeyError as exc:
+            raise UserError("the identity file has no authority key; re-create it") from exc
+        self._pending = authz.build_request(
+            self.identity.signing_key, self.identity.name, authority_x, body, time.time()
+        )
+        self._reply = asyncio.get_running_loop().create_future()
+        self.conn.publish(self.topics.authz_request(self.slot.name), self._pending.payload, qos=1)
+        try:
+            return await asyncio.wait_for(self._reply, AUTHORITY_TIMEOUT)
+        except TimeoutError:
+            raise UserError(
+                f"the authority did not answer within {AUTHORITY_TIMEOUT:.0f} s via the broker at "
+                f"{self.conn.settings.address}. Is `tether up` (or `tether authority`) running?"
+            ) from None

@@ -1,0 +1,52 @@
+"""ssh-style escape sequences typed at the start of a line: ~. disconnects, ~~ sends ~."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HELP = (
+    "Supported escape sequences:\n"
+    " ~.  - disconnect\n"
+    " ~?  - this message\n"
+    " ~~  - send the escape character\n"
+    "(Escapes are only recognised immediately after a newline.)"
+)
+
+
+@dataclass
+class EscapeResult:
+    data: bytes
+    disconnect: bool = False
+    help: bool = False
+
+
+class EscapeFilter:
+    def __init__(self, escape: str | None = "~") -> None:
+        self.escape = escape.encode()[:1] if escape else None
+        self._line_start = True
+        self._pending = False
+
+    def feed(self, data: bytes) -> EscapeResult:
+        if self.escape is None:
+            return EscapeResult(data)
+        out = bytearray()
+        show_help = False
+        for byte in data:
+            ch = bytes((byte,))
+            if self._pending:
+                self._pending = False
+                if ch == b".":
+                    return EscapeResult(bytes(out), disconnect=True)
+                if ch == b"?":
+                    show_help = True
+                    continue
+                if ch != self.escape:
+                    out += self.escape
+                out += ch
+            elif self._line_start and ch == self.escape:
+                self._pending = True
+                continue
+            else:
+                out += ch
+            self._line_start = ch in (b"\r", b"\n")
+        return EscapeResult(bytes(out), help=show_help)

@@ -1,0 +1,104 @@
+"""`tether shell AGENT`: an interactive login shell, end-to-end encrypted."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+ENV_PASSED = ("LANG", "LC_ALL", "LC_CTYPE", "COLORTERM")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from tether.client.connect import add_identity_argument
+
+    parser.description = (
+        "Open an interactive login shell on AGENT through the broker, end-to-end encrypted. "
+        "The exit status of the remote shell becomes this command's exit status. "
+        "Type ~. at the start of a line to disconnect, ~? for help."
+    )
+    parser.add_argument("agent", help="agent name, as listed by `tether ls`")
+    parser.add_argument("--as", dest="run_as", metavar="USER",
+                        help="remote OS user (default: the first the policy allows)")
+    parser.add_argument("--reason", help="why you need access; recorded, and required by some policies")
+    parser.add_argument("-e", dest="escape", default="~", metavar="CHAR",
+                        help="escape character (default ~); 'none' disables escapes")
+    add_identity_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_shell(args))
+
+
+async def _shell(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from tether.client.connect import load_identity
+    from tether.client.escape import HELP, EscapeFilter
+    from tether.client.session import ClientSession
+    from tether.client.stdin import StdinReader
+    from tether.client.terminal import raw_mode, stderr_line, terminal_size, write_all
+
+    from tether.frames import Frame, FrameType
+
+    identity = load_identity(args.identity)
+    cols, rows = terminal_size()
+    request = {
+        "run_as": args.run_as,
+        "reason": args.reason,
+        "term": os.environ.get("TERM") or "xterm-256color",
+        "cols": cols,
+        "rows": rows,
+        "env": {k: os.environ[k] for k in ENV_PASSED if k in os.environ},
+    }
+
+    def on_frame(frame: Frame) -> None:
+        if frame.type == FrameType.DATA:
+            write_all(1, frame.payload)
+        elif frame.type == FrameType.STDERR:
+            write_all(2, frame.payload)
+        elif frame.type == FrameType.NOTICE:
+            stderr_line(f"\ntether: {frame.payload.decode(errors='replace')}")
+
+    session = ClientSession(identity, args.agent, "shell", request, on_frame)
+    loop = asyncio.get_running_loop()
+    disconnected = asyncio.Event()
+    try:
+        await session.open()
+        with raw_mode(0):
+            loop.add_signal_handler(signal.SIGWINCH, lambda: session.resize(*terminal_size()))
+            escapes = EscapeFilter(None if args.escape == "none" else args.escape)
+            reader = StdinReader()
+
+            async def pump() -> None:
+                while True:
+                    data = await reader.read()
+                    if not data:
+                        return  # local input ended; keep showing output until the shell exits
+                    result = escapes.feed(data)
+                    if result.help:
+                        stderr_line("\n" + HELP)
+                    if result.data:
+                        await session.send_data(result.data)
+                    if result.disconnect:
+                        disconnected.set()
+                        return
+
+            pump_task = loop.create_task(pump())
+            closed = loop.create_task(session.closed.wait())
+            gone = loop.create_task(disconnected.wait())
+            await asyncio.wait({closed, gone}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (pump_task, closed, gone):
+                task.cancel()
+            loop.remove_signal_handler(signal.SIGWINCH)
+    finally:
+        await session.close()
+    if disconnected.is_set():
+        stderr_line(f"Connection to {args.agent} closed.")
+        return 255
+    if session.lost:
+        stderr_line(f"tether: {session.lost}")
+        return 255
+    return session.exit.shell_code

@@ -1,0 +1,82 @@
+"""Grant requests and replies between principals and the authority (sans-IO).
+
+Request, on authz/req/{mqtt name}: sealed box to the authority's X25519 key, holding a
+document signed by the requester: who, which agent, mode, run-as, reason, command, a
+nonce and a one-time reply key. Reply, on authz/rep/{mqtt name}: sealed box to that
+reply key, holding a document signed by the authority. The broker sees only sizes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.signing import SigningKey
+
+from tether.encoding import b64d, b64e
+from tether.signed import BadDocument, open_document, peek_document, sign_document
+
+REQUEST = "grant-request"
+REPLY = "grant-reply"
+MAX_SKEW = 120.0
+
+
+class AuthzError(Exception):
+    pass
+
+
+@dataclass
+class PendingRequest:
+    nonce: str
+    reply_key: PrivateKey
+    payload: bytes
+
+
+def build_request(
+    requester: SigningKey, requester_name: str, authority_x25519: bytes, body: dict[str, Any], now: float
+) -> PendingRequest:
+    reply_key = PrivateKey.generate()
+    nonce = secrets.token_hex(16)
+    doc = dict(body, user=requester_name, nonce=nonce, ts=now, reply_key=b64e(bytes(reply_key.public_key)))
+    sealed = SealedBox(PublicKey(authority_x25519)).encrypt(sign_document(requester, REQUEST, doc))
+    return PendingRequest(nonce, reply_key, sealed)
+
+
+def open_request_envelope(authority_x25519_secret: bytes, payload: bytes) -> tuple[str, bytes]:
+    """Decrypt; return (claimed user, signed blob) so the caller can look up the key."""
+    try:
+        blob = SealedBox(PrivateKey(authority_x25519_secret)).decrypt(payload)
+        return str(peek_document(blob)["user"]), blob
+    except (CryptoError, BadDocument, KeyError) as exc:
+        raise AuthzError("undecryptable or malformed request") from exc
+
+
+def verify_request(requester_key: bytes, blob: bytes, now: float) -> dict[str, Any]:
+    try:
+        doc = open_document(requester_key, REQUEST, blob)
+    except BadDocument as exc:
+        raise AuthzError(str(exc)) from exc
+    if abs(now - float(doc.get("ts", 0))) > MAX_SKEW:
+        raise AuthzError("request timestamp outside the allowed clock skew; check NTP")
+    return doc
+
+
+def build_reply(authority: SigningKey, request: dict[str, Any], body: dict[str, Any]) -> bytes:
+    doc = dict(body, nonce=request["nonce"])
+    return SealedBox(PublicKey(b64d(request["reply_key"]))).encrypt(sign_document(authority, REPLY, doc))
+
+
+def open_reply(pending: PendingRequest, authority_key: bytes, payload: bytes) -> dict[str, Any] | None:
+    """The reply document, or None if this payload is not the reply to `pending`."""
+    try:
+        blob = SealedBox(pending.reply_key).decrypt(payload)
+    except CryptoError:
+        return None
+    try:
+        doc = open_document(authority_key, REPLY, blob)
+    except BadDocument as exc:
+        raise AuthzError("reply is not signed by the authority") from exc
+    return doc if doc.get("nonce") == pending.nonce else None

@@ -1,0 +1,141 @@
+"""Grants: short-lived PASETO v4.public tokens in which the authority says who may do what.
+
+The agent verifies them offline with the authority's public key. A grant is bound to
+one agent and its key, to the client's key (`cnf`) and to the client's MQTT name, and it
+can be used for one session only (`jti` is remembered until `exp`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tether import paseto
+from tether.encoding import b64e, dumps, loads
+
+MAX_LIFETIME = 600.0
+ISSUER = "tether-authority"
+IMPLICIT = b"tether-grant-v1"
+MODES = ("shell", "exec", "forward", "watch")
+
+
+class GrantError(Exception):
+    """The grant is invalid for this use; the message says why."""
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _from_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class Grant:
+    user: str
+    agent: str
+    agent_key: str
+    client_key: str
+    mqtt_name: str
+    mode: str
+    run_as: str
+    command: list[str] | None
+    max_duration: int
+    idle_timeout: int
+    recording: str
+    recorder: str | None
+    reason: str | None
+    jti: str
+    expires: float
+
+    def claims(self, issued: float) -> dict[str, Any]:
+        return {
+            "iss": ISSUER,
+            "sub": self.user,
+            "aud": self.agent,
+            "agent_key": self.agent_key,
+            "cnf": {"ed25519": self.client_key},
+            "mqtt": self.mqtt_name,
+            "mode": self.mode,
+            "run_as": self.run_as,
+            "command": self.command,
+            "max_duration": self.max_duration,
+            "idle_timeout": self.idle_timeout,
+            "recording": self.recording,
+            "recorder": self.recorder,
+            "reason": self.reason,
+            "jti": self.jti,
+            "iat": _iso(issued),
+            "exp": _iso(self.expires),
+        }
+
+
+def new_jti() -> str:
+    return secrets.token_hex(16)
+
+
+def issue(authority_seed: bytes, grant: Grant, now: float) -> str:
+    if grant.expires - now > MAX_LIFETIME:
+        raise GrantError("grants live at most 10 minutes")
+    return paseto.sign(authority_seed, dumps(grant.claims(now)), implicit=IMPLICIT)
+
+
+def decode(authority_key: bytes, token: str) -> Grant:
+    """Check the signature and shape. Expiry and binding are checked by `check`."""
+    try:
+        c = loads(paseto.verify(authority_key, token, implicit=IMPLICIT))
+        if c.get("iss") != ISSUER:
+            raise GrantError("grant has the wrong issuer")
+        return Grant(
+            user=str(c["sub"]),
+            agent=str(c["aud"]),
+            agent_key=str(c["agent_key"]),
+            client_key=str(c["cnf"]["ed25519"]),
+            mqtt_name=str(c["mqtt"]),
+            mode=str(c["mode"]),
+            run_as=str(c["run_as"]),
+            command=[str(a) for a in c["command"]] if c.get("command") is not None else None,
+            max_duration=int(c["max_duration"]),
+            idle_timeout=int(c["idle_timeout"]),
+            recording=str(c["recording"]),
+            recorder=c.get("recorder"),
+            reason=c.get("reason"),
+            jti=str(c["jti"]),
+            expires=_from_iso(str(c["exp"])),
+        )
+    except paseto.PasetoError as exc:
+        raise GrantError(f"grant signature invalid: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GrantError(f"grant is malformed: {exc}") from exc
+
+
+class GrantChecker:
+    """The agent's offline verification, including single use of each grant."""
+
+    def __init__(self, authority_key: bytes, agent_name: str, agent_key: bytes) -> None:
+        self._authority_key = authority_key
+        self._agent = agent_name
+        self._agent_key = b64e(agent_key)
+        self._used: dict[str, float] = {}
+
+    def check(self, token: str, *, client_key: bytes, mqtt_name: str, now: float) -> Grant:
+        grant = decode(self._authority_key, token)
+        if grant.agent != self._agent or grant.agent_key != self._agent_key:
+            raise GrantError(f"grant is for agent {grant.agent!r}, not this one ({self._agent!r})")
+        if grant.expires <= now:
+            raise GrantError("grant has expired; request a new one")
+        if grant.client_key != b64e(client_key):
+            raise GrantError("grant is bound to another client key")
+        if grant.mqtt_name != mqtt_name:
+            raise GrantError("grant was issued to another client connection")
+        if grant.mode not in MODES:
+            raise GrantError(f"unknown session mode {grant.mode!r}")
+        for jti in [j for j, exp in self._used.items() if exp <= now]:
+            del self._used[jti]
+        if grant.jti in self._used:
+            raise GrantError("grant was already used; grants are single-use")
+        self._used[grant.jti] = grant.expires
+        return grant

@@ -1,0 +1,106 @@
+"""`tether up`: broker, authority and a local agent in one process, zero setup."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
+    from tether.cli import UserError
+
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise UserError(f"{text!r} is not HOST:PORT") from None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Start, in one process, the embedded MQTT broker (on loopback), the authority and an "
+        "agent for this machine. State and keys live under $TETHER_HOME (default "
+        "~/.local/state/tether) and are created on the first run. Stop with Ctrl-C."
+    )
+    parser.add_argument("--listen", default="127.0.0.1:1883", metavar="HOST:PORT",
+                        help="where the embedded broker listens (default 127.0.0.1:1883)")
+    parser.add_argument("--broker", metavar="HOST:PORT",
+                        help="use this running broker (e.g. Mosquitto) instead of the embedded one")
+    parser.add_argument("--agent", default="local", metavar="NAME",
+                        help="name of the agent for this machine (default local)")
+    parser.add_argument("--no-agent", action="store_true", help="do not run an agent here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return asyncio.run(_up(args))
+
+
+async def _up(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    from tether.agent.service import AgentService
+    from tether.authority.provision import ensure_local_setup
+    from tether.authority.service import AuthorityService
+    from tether.cli import UserError
+    from tether.home import Home
+    from tether.mqtt import BrokerError
+
+    home = Home.default()
+    host, port = parse_hostport(args.broker or args.listen)
+    setup = ensure_local_setup(home, host, port, None if args.no_agent else args.agent)
+    broker = None
+    if not args.broker:
+        from tether.broker.embedded import EmbeddedBroker
+
+        broker = EmbeddedBroker(home.broker_files, host=host, port=port)
+        await broker.start()
+    authority = AuthorityService(setup.authority, home)
+    agent = AgentService(setup.agent) if setup.agent is not None else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if broker is not None:
+        loop.add_signal_handler(signal.SIGHUP, broker.reload)
+        (home.broker_files / "broker.pid").write_text(f"{os.getpid()}\n")
+    try:
+        await authority.start()
+        if agent is not None:
+            await agent.start()
+    except BrokerError as exc:
+        if broker is not None:
+            await broker.stop()
+        raise UserError(str(exc)) from exc
+    where = f"embedded broker on {host}:{port}" if broker else f"broker at {host}:{port}"
+    lines = [
+        f"tether is up: {where}, authority, "
+        + (f"agent {args.agent!r}." if agent else "no agent."),
+        f"State: {home.root}" + (" (created now)" if setup.created else ""),
+        "",
+        "Next, in another terminal:",
+        f"  tether shell {args.agent}" if agent else "  tether ls",
+        "",
+        "Stop with Ctrl-C.",
+    ]
+    if os.environ.get("TETHER_HOME"):
+        lines.insert(4, f"  export TETHER_HOME={home.root}")
+    print("\n".join(lines), flush=True)
+    await stop.wait()
+    print("tether: stopping", file=sys.stderr)
+    if agent is not None:
+        await agent.stop()
+    await authority.stop()
+    if broker is not None:
+        await broker.stop()
+        (home.broker_files / "broker.pid").unlink(missing_ok=True)
+    return 0
