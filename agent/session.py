@@ -169,9 +169,12 @@ class AgentSession:
 
     def _on_exit(self) -> None:
         assert self.proc is not None
+        if self._exit_status is not None:
+            return
         self.loop.remove_reader(self.proc.pidfd)
         rc = self.proc.proc.wait()
         self._exit_status = (rc, None) if rc >= 0 else (None, -rc)
+        log.debug("%s: process exited %s", self.topic_out, self._exit_status)
         # Let buffered output drain; a background job holding the PTY open must not keep
         # the session alive once the shell has gone.
         self.loop.call_later(EXIT_DRAIN_GRACE, self._begin_end)
@@ -197,11 +200,13 @@ class AgentSession:
             if any(o.buf for o in self._outputs):
                 await asyncio.sleep(0.01)
         code, sig = self._exit_status or (None, None)
+        log.debug("%s: sending exit %s", self.topic_out, self._exit_status)
         self._send(FrameType.EXIT, dumps({"code": code, "signal": sig}))
         self.channel.close(time.monotonic())
         self._flush_channel()
         while not self.channel.all_acked and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        log.debug("%s: finished, all acked: %s", self.topic_out, self.channel.all_acked)
         self.close_resources()
 
     def close_resources(self) -> None:
@@ -211,20 +216,17 @@ class AgentSession:
         for handle in (self._timer, self._coalesce, self._limit_timer):
             if handle is not None:
                 handle.cancel()
+        for out in self._outputs:
+            self._pause(out)
+        self._stop_writing()
         if self.proc is not None:
-            fds = {o.fd for o in self._outputs}
-            for fd in (self.proc.master, self.proc.stdin, self.proc.stdout, self.proc.stderr):
-                if fd is not None:
-                    fds.add(fd)
-            for fd in fds:
-                self.loop.remove_reader(fd)
-                self.loop.remove_writer(fd)
-            self._kill()
-            with contextlib.suppress(OSError):
-                self.loop.remove_reader(self.proc.pidfd)
             if self._exit_status is None:
+                self.loop.remove_reader(self.proc.pidfd)
+                self._kill()
                 with contextlib.suppress(Exception):
                     self.proc.proc.wait(timeout=KILL_GRACE)
+            # Close through the owning objects only: a bare fd number may already have been
+            # closed and reused by another session or socket.
             for f in (self.proc.proc.stdin, self.proc.proc.stdout, self.proc.proc.stderr):
                 if f is not None:
                     with contextlib.suppress(OSError):
@@ -233,6 +235,7 @@ class AgentSession:
                 if fd is not None:
                     with contextlib.suppress(OSError):
                         os.close(fd)
+            self.proc.master = self.proc.stdin = self.proc.stdout = self.proc.stderr = None
         self.on_done(self)
 
     # ----- output -----
@@ -398,12 +401,15 @@ class AgentSession:
                 if data:
                     continue
             self._input.popleft()
-        if self._writing and fd is not None:
-            self._writing = False
-            self.loop.remove_writer(fd)
+        self._stop_writing()
         if not self._input and self._stdin_eof and self.proc and self.proc.proc.stdin:
             self.proc.proc.stdin.close()
-            self._input_fd = None
+            self._input_fd = self.proc.stdin = None
+
+    def _stop_writing(self) -> None:
+        if self._writing and self._input_fd is not None:
+            self.loop.remove_writer(self._input_fd)
+        self._writing = False
 
     def _on_writable(self) -> None:
         self._write_input()

@@ -59,7 +59,7 @@ def acquire_slot(identity: Identity) -> Slot:
     base = str(identity.broker.get("username", identity.name))
     if identity.kind != "user":
         return Slot(base, None)
-    lock_dir = Path(os.environ.get("XDG_RUNTIME_DIR") or Home.default().run_dir) / "tether-slots"
+    lock_dir = Home.default().run_dir / "slots"
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for i in range(SLOTS):
         name = base if i == 0 else f"{base}.{i}"

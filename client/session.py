@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 import time
@@ -23,6 +24,7 @@ from tether.presence import read_status
 from tether.signed import BadDocument
 from tether.topics import A2C, C2A, Topics
 
+log = logging.getLogger("tether.client")
 HANDSHAKE_TIMEOUT = 10.0
 STATUS_WAIT = 1.0
 OFFLINE_GRACE = 20.0
@@ -182,7 +184,9 @@ class ClientSession:
 
     def _on_datagram(self, payload: bytes) -> None:
         assert self.channel is not None
-        for frame in self.channel.receive(payload, time.monotonic()):
+        frames = self.channel.receive(payload, time.monotonic())
+        log.debug("datagram %d bytes -> %s", len(payload), [(f.type.name, f.seq) for f in frames])
+        for frame in frames:
             if frame.type == FrameType.EXIT:
                 try:
                     doc = loads(frame.payload)

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"tether: unknown command {name!r}. Run `tether --help` for the list.", file=sys.stderr)
         return 2
+    if os.environ.get("TETHER_DEBUG"):
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(relativeCreated)d %(name)s %(message)s")
     module_name, help_ = COMMANDS[name]
     module: CommandModule = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"tether {name}", description=help_)

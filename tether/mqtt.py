@@ -249,7 +249,12 @@ class MqttConnection:
             self._closing = True
             self._client.disconnect()
             self._unregister()
-            what = {4: "bad username or password", 5: "not authorised", 2: "client id refused"}
+            # paho reports MQTT 3.1.1 return codes as MQTT 5 reason codes.
+            what = {
+                4: "bad username or password", 134: "bad username or password",
+                5: "not authorised", 135: "not authorised (unknown user or wrong password)",
+                2: "client id refused", 133: "client id refused",
+            }
             raise BrokerError(
                 f"the broker at {s.address} refused {s.username!r}: {what.get(rc, f'code {rc}')}. "
                 "Check the credentials in your identity file."

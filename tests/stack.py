@@ -1,0 +1,271 @@
+"""A whole tether deployment on loopback for end-to-end tests: a real broker (embedded
+amqtt or Mosquitto from the repo's mosquitto.conf, each in its own process), and
+`tether up --broker` running the authority and agent `local`."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import os
+import re
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from support.brokers import free_port, start_embedded, start_mosquitto
+
+from tether.authority.policy import Policy, Statement
+from tether.authority.provision import authority_identity, commit, ensure_local_setup, new_principal
+from tether.authority.registry import Registry
+from tether.home import Home
+
+TETHER = shutil.which("tether") or "tether"
+OS_USER = getpass.getuser()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)  # polling interval of a condition wait, not synchronisation by sleep
+        delay = min(delay * 2, 0.1)
+
+
+@dataclass
+class Stack:
+    kind: str
+    root: Path
+    port: int = 0
+    broker: Any = None
+    up: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def home(self) -> Home:
+        return Home(self.root / "home")
+
+    @property
+    def spy_identity(self) -> Path:
+        return self.root / "spy.json"
+
+    @property
+    def bob_identity(self) -> Path:
+        return self.root / "bob.json"
+
+    def setup(self) -> None:
+        self.port = free_port()
+        self.env = dict(os.environ, TETHER_HOME=str(self.home.root))
+        self.env.pop("TETHER_IDENTITY", None)
+        setup = ensure_local_setup(self.home, "127.0.0.1", self.port)
+        registry = Registry.load(self.home.registry)
+        auth = authority_identity(self.home)
+        spy = new_principal(self.home, registry, auth, "spy", "admin", host="127.0.0.1", port=self.port)
+        spy.save(self.spy_identity)
+        bob = new_principal(self.home, registry, auth, "bob", "user", host="127.0.0.1", port=self.port)
+        bob.save(self.bob_identity)
+        commit(self.home, registry)
+        run_as = [OS_USER] + (["nobody"] if os.geteuid() == 0 else [])
+        Policy([Statement(users=[setup.user.name], agents=["local"], actions=["shell", "exec"],
+                          run_as=run_as)]).save(self.home.policy)
+        self.start_broker()
+        self.start_up()
+
+    def start_broker(self) -> None:
+        files = self.home.broker_files
+        if self.kind == "mosquitto":
+            self.broker = start_mosquitto(files, self.root / "mosquitto", port=self.port)
+        else:
+            self.broker = start_embedded(files, port=self.port)
+
+    def start_up(self) -> None:
+        self.up = subprocess.Popen(
+            [TETHER, "up", "--broker", f"127.0.0.1:{self.port}"],
+            env=self.env, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        assert self.up.stdout is not None
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"tether is up" not in seen:
+            if time.monotonic() > deadline or self.up.poll() is not None:
+                raise AssertionError(f"tether up did not start: {seen.decode(errors='replace')}")
+            ready, _, _ = select.select([self.up.stdout], [], [], 0.5)
+            if ready:
+                seen += os.read(self.up.stdout.fileno(), 4096)
+        wait_for(lambda: self.agent_status("local") == "online", what="agent local online")
+
+    def stop_up(self) -> None:
+        if self.up is not None and self.up.poll() is None:
+            self.up.send_signal(signal.SIGTERM)
+            try:
+                self.up.wait(15)
+            except subprocess.TimeoutExpired:
+                self.up.kill()
+                self.up.wait()
+        self.up = None
+
+    def agent_status(self, name: str) -> str | None:
+        out = self.tether("ls", "--json", timeout=30).stdout.decode()
+        for line in out.splitlines():
+            if f'"name":"{name}"' in line:
+                m = re.search(r'"status":"(\w+)"', line)
+                return m.group(1) if m else None
+        return None
+
+    def tether(self, *args: str, input: bytes | None = None, timeout: float = 60,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([TETHER, *args], input=input, capture_output=True, timeout=timeout,
+                              env=env or self.env, cwd=self.root)
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs.setdefault("env", self.env)
+        kwargs.setdefault("cwd", self.root)
+        proc = subprocess.Popen([TETHER, *args], **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.stop_up()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+@contextlib.contextmanager
+def running_stack(kind: str, root: Path) -> Iterator[Stack]:
+    stack = Stack(kind, root)
+    try:
+        stack.setup()
+        yield stack
+    finally:
+        stack.close()
+
+
+def _take_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class PtyClient:
+    """A tether command on a real pseudo-terminal, driven like a person at a keyboard."""
+
+    def __init__(self, stack: Stack, *args: str, cols: int = 80, rows: int = 24) -> None:
+        self.master, slave = os.openpty()
+        self.resize(cols, rows)
+        self.proc = subprocess.Popen(
+            [TETHER, *args], stdin=slave, stdout=slave, stderr=slave, env=stack.env, cwd=stack.root,
+            start_new_session=True, preexec_fn=_take_tty,
+        )
+        os.close(slave)
+        self.buffer = b""
+
+    def resize(self, cols: int, rows: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            raise EOFError(self.buffer[-2000:].decode(errors="replace"))
+        self.buffer += chunk
+        return True
+
+    def expect(self, pattern: bytes, timeout: float = 15.0) -> re.Match[bytes]:
+        """Wait until pattern appears in output not yet consumed; consume through it."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = regex.search(self.buffer)
+            if m:
+                self.buffer = self.buffer[m.end():]
+                return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"{pattern!r} not seen within {timeout} s; last output: {self.buffer[-600:]!r}"
+                )
+            try:
+                self._read(min(left, 0.5))
+            except EOFError as exc:
+                raise AssertionError(f"{pattern!r} not seen; the client exited: {exc}") from None
+
+    def drain_until_exit(self, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                self._read(0.2)
+            except EOFError:
+                break
+        return self.proc.wait(max(0.1, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(self.master)
+
+
+class Spy:
+    """An admin-level MQTT subscriber on `#` that keeps every payload it sees."""
+
+    def __init__(self, stack: Stack) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from tether.keys import Identity
+
+        ident = Identity.load(stack.spy_identity)
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=ident.name, protocol=paho.MQTTv311)
+        self.client.username_pw_set(ident.name, ident.broker["password"])
+        self.client.on_connect = lambda c, *_: c.subscribe("#", 0)
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", stack.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("spy could not subscribe")
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def snapshot(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return list(self.messages)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self.client.publish(topic, payload, qos).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

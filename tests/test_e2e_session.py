@@ -1,0 +1,216 @@
+"""End to end: real broker, real `tether up`, real PTYs, real processes. Each test runs on
+the embedded amqtt broker and on Mosquitto configured from the repository's mosquitto.conf."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+from stack import OS_USER, PtyClient, Spy, Stack, wait_for
+
+PROMPT = rb"\[tp\]\$ "
+
+
+def open_shell(stack: Stack, cols: int = 80, rows: int = 24) -> PtyClient:
+    client = PtyClient(stack, "shell", "local", cols=cols, rows=rows)
+    client.send(b"export PS1='[tp]$ '\r")
+    client.expect(PROMPT)
+    return client
+
+
+def test_shell_runs_commands_follows_resize_and_propagates_exit(stack: Stack) -> None:
+    client = open_shell(stack, cols=91, rows=27)
+    try:
+        client.send(b"echo hello-$((6*7))\r")
+        client.expect(rb"hello-42")
+        client.expect(PROMPT)
+        client.send(b"stty size\r")
+        client.expect(rb"27 91")
+        client.expect(PROMPT)
+        client.resize(132, 43)
+        # The kernel sends SIGWINCH to the client; the remote size must follow.
+        deadline = time.monotonic() + 10
+        while True:
+            client.send(b"stty size\r")
+            m = client.expect(rb"(\d+) (\d+)\r\n")
+            client.expect(PROMPT)
+            if m.group(0).startswith(b"43 132"):
+                break
+            assert time.monotonic() < deadline, f"remote size stayed {m.group(0)!r}"
+        client.send(b"exit 3\r")
+        assert client.drain_until_exit() == 3
+    finally:
+        client.close()
+
+
+def test_shell_escape_disconnects(stack: Stack) -> None:
+    client = open_shell(stack)
+    try:
+        client.send(b"\r~.")
+        assert client.drain_until_exit() == 255
+        assert b"closed" in client.buffer
+    finally:
+        client.close()
+
+
+def test_ctrl_c_stops_yes_within_one_second(stack: Stack) -> None:
+    client = open_shell(stack)
+    try:
+        client.send(b"yes\r")
+        client.expect(rb"(y\r\n){200}")
+        start = time.monotonic()
+        client.send(b"\x03")
+        client.expect(PROMPT, timeout=5)
+        elapsed = time.monotonic() - start
+        assert elapsed < 1.0, f"prompt came back after {elapsed:.2f} s"
+        client.send(b"echo still-$((1+1))\r")
+        client.expect(rb"still-2")
+        client.send(b"exit\r")
+        assert client.drain_until_exit() == 0
+    finally:
+        client.close()
+
+
+def test_shell_full_screen_programs_work(stack: Stack) -> None:
+    client = open_shell(stack, cols=100, rows=30)
+    try:
+        client.send(b"printf 'line-%s\\n' $(seq 1 200) > /tmp/tether-less-$$.txt; "
+                    b"less /tmp/tether-less-$$.txt\r")
+        client.expect(rb"line-1\r?\n")
+        client.expect(rb"line-2\d")  # less fills the 30-row screen
+        client.send(b"q")
+        client.expect(PROMPT)
+        client.send(b"top -b -n 1 | head -3\r")
+        client.expect(rb"Tasks:")
+        client.expect(PROMPT)
+        client.send(b"exit\r")
+        assert client.drain_until_exit() == 0
+    finally:
+        client.close()
+
+
+def test_run_exit_codes_and_separate_streams(stack: Stack) -> None:
+    r = stack.tether("run", "local", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert r.returncode == 7
+    assert r.stdout == b"out\n"
+    assert r.stderr == b"err\n"
+    assert stack.tether("run", "local", "--", "true").returncode == 0
+    killed = stack.tether("run", "local", "--", "sh", "-c", "kill -TERM $$")
+    assert killed.returncode == 128 + signal.SIGTERM
+    missing = stack.tether("run", "local", "--", "no-such-command-xyz")
+    assert missing.returncode == 127
+    assert b"not found" in missing.stderr
+
+
+def test_run_streams_stdin(stack: Stack) -> None:
+    data = b"".join(b"%d\n" % i for i in range(1, 100001))
+    r = stack.tether("run", "local", "--", "wc", "-l", input=data)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == b"100000"
+
+
+def test_run_50_mb_byte_exact(stack: Stack, tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(50 * 1024 * 1024))
+    r = stack.tether("run", "local", "--", "cat", str(blob), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(r.stdout).hexdigest() == hashlib.sha256(blob.read_bytes()).hexdigest()
+
+
+def test_concurrent_sessions(stack: Stack) -> None:
+    procs = [stack.popen("run", "local", "--", "sh", "-c", f"sleep 0.5; echo n{i}",
+                         stdout=-1, stderr=-1) for i in range(6)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, outs
+    assert sorted(o[0] for o in outs) == sorted(b"n%d\n" % i for i in range(6))
+
+
+def test_run_as(stack: Stack) -> None:
+    if os.geteuid() == 0:
+        r = stack.tether("run", "--as", "nobody", "local", "--", "id", "-un")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == b"nobody"
+        groups = stack.tether("run", "--as", "nobody", "local", "--", "id", "-u")
+        assert groups.stdout.strip() != b"0"
+    denied = stack.tether("run", "--as", "daemon", "local", "--", "true")
+    assert denied.returncode == 255
+    assert b"may not run as 'daemon'" in denied.stderr
+    me = stack.tether("run", "local", "--", "id", "-un")
+    assert me.stdout.strip() == OS_USER.encode()
+
+
+def test_no_plaintext_on_the_broker(stack: Stack) -> None:
+    spy = Spy(stack)
+    typed = "typed-" + secrets.token_hex(8)
+    printed = "printed-" + secrets.token_hex(8)
+    try:
+        client = open_shell(stack)
+        try:
+            client.send(f"echo {typed}; echo {printed[:8]}''{printed[8:]}\r".encode())
+            client.expect(printed.encode())
+            client.send(b"exit\r")
+            assert client.drain_until_exit() == 0
+        finally:
+            client.close()
+        r = stack.tether("run", "local", "--", "sh", "-c", f"echo {printed}; cat", input=typed.encode())
+        assert r.stdout == f"{printed}\n{typed}".encode()
+        captured = spy.snapshot()
+    finally:
+        spy.close()
+    session_payloads = [p for t, p in captured if "/s/" in t]
+    assert len(session_payloads) > 10, "the spy saw no session traffic; the test proves nothing"
+    for canary in (typed, printed):
+        for form in (canary.encode(), canary.encode().hex().encode(), canary.encode("utf-16-le")):
+            assert not any(form in payload for _, payload in captured), f"{canary} leaked"
+
+
+def test_ls_shows_agents(stack: Stack) -> None:
+    r = stack.tether("ls")
+    assert r.returncode == 0
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "LABELS", "PLATFORM", "VERSION", "LAST", "SEEN"]
+    row = next(line for line in lines if line.startswith("local "))
+    assert " online " in row and "host=" in row and "linux/" in row and "0.1.0" in row
+
+
+def test_errors_are_clear(stack: Stack) -> None:
+    unknown = stack.tether("shell", "nosuch")
+    assert unknown.returncode == 255
+    assert b"unknown agent 'nosuch'" in unknown.stderr and b"tether ls" in unknown.stderr
+    assert b"Traceback" not in unknown.stderr
+    bob = stack.tether("run", "--identity", str(stack.bob_identity), "local", "--", "true")
+    assert bob.returncode == 255
+    assert b"denied: no policy statement allows 'bob'" in bob.stderr
+    env = dict(stack.env)
+    unreachable = stack.tether("ls", "--identity", str(stack.root / "nowhere.json"), env=env)
+    assert b"no identity at" in unreachable.stderr
+    no_cmd = stack.tether("run", "local")
+    assert no_cmd.returncode != 0 and b"no command given" in no_cmd.stderr
+
+
+def test_unreachable_broker_names_the_address(stack: Stack, tmp_path: Path) -> None:
+    from support.brokers import free_port
+
+    from tether.keys import Identity
+
+    ident = Identity.load(stack.home.user_identity)
+    port = free_port()
+    ident.broker["port"] = port
+    path = tmp_path / "id.json"
+    ident.save(path)
+    r = stack.tether("run", "--identity", str(path), "local", "--", "true")
+    assert r.returncode == 255
+    assert f"127.0.0.1:{port}".encode() in r.stderr and b"connection refused" in r.stderr.lower()
+
+
+def test_offline_agent_points_to_ls(fresh_stack: Stack) -> None:
+    fresh_stack.stop_up()
+    wait_for(lambda: fresh_stack.agent_status("local") == "offline", what="agent offline")
+    r = fresh_stack.tether("run", "local", "--", "true")
+    # The authority is down too (it ran in the same `tether up`), which must also be clear.
+    assert r.returncode == 255
+    assert b"authority did not answer" in r.stderr or b"offline" in r.stderr
