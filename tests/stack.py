@@ -14,6 +14,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,8 @@ from tether.authority.provision import authority_identity, commit, ensure_local_
 from tether.authority.registry import Registry
 from tether.home import Home
 
-TETHER = shutil.which("tether") or "tether"
+_BESIDE = Path(sys.executable).parent / "tether"
+TETHER = str(_BESIDE) if _BESIDE.exists() else (shutil.which("tether") or "tether")
 OS_USER = getpass.getuser()
 
 

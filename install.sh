@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs tether and everything its tests need, on Debian 12 with Python 3.11:
+#   - Debian packages: mosquitto (the production broker, used by the tests), python3-venv;
+#   - a virtualenv in ./.venv with tether (editable) and the test tools;
+#   - a `tether` command on PATH (/usr/local/bin as root, else ~/.local/bin).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install: apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # tether starts its own brokers; Debian's default mosquitto service would hold port 1883.
+  if [[ " ${need_apt[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1 \
+      && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    echo "install: stopped Debian's default mosquitto service (see docs/operations.md to run it with tether's config)"
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# strict: the installed tree mirrors the package layout (tether.agent is agent/), which
+# mypy needs; re-run ./install.sh after adding a module.
+.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+
+if [ "$(id -u)" = 0 ]; then bindir=/usr/local/bin; else bindir="$HOME/.local/bin"; fi
+mkdir -p "$bindir"
+ln -sf "$PWD/.venv/bin/tether" "$bindir/tether"
+echo "install: done. \`tether\` is $bindir/tether$(case ":$PATH:" in *":$bindir:"*) ;; *) echo " (add $bindir to PATH)";; esac)"
