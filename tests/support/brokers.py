@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 __all__ = [
     "BROKER_KINDS",
@@ -589,6 +589,7 @@ class ProbeClient:
         clean_session: bool = True,
         keepalive: int = 30,
         will: tuple[str, bytes, int, bool] | None = None,
+        transport: Literal["tcp", "websockets"] = "tcp",
     ) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
@@ -609,6 +610,7 @@ class ProbeClient:
             protocol=mqtt.MQTTv311,
             clean_session=clean_session,
             reconnect_on_failure=False,
+            transport=transport,
         )
         if username is not None:
             self._client.username_pw_set(username, password)
@@ -647,7 +649,7 @@ class ProbeClient:
     def subscribe(self, topic_filter: str, qos: int = 1, timeout: float = 10.0) -> int:
         """Subscribe and wait for the SUBACK; its return code (granted QoS or 0x80)."""
         rc, mid = self._client.subscribe(topic_filter, qos)
-        if rc != 0:
+        if rc != 0 or mid is None:
             raise RuntimeError(f"subscribe failed locally: {rc}")
         codes: list[int] = poll(lambda: self._subacks.get(mid), timeout=timeout)
         return 0x80 if codes[0] >= 0x80 else codes[0]
@@ -683,9 +685,10 @@ class ProbeClient:
         """Vanish without DISCONNECT (the broker sends the will)."""
         self._client.loop_stop()
         sock = self._client.socket()
-        if sock is not None:
+        if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        if sock is not None:
             sock.close()
 
     def close(self) -> None:
