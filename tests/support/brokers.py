@@ -341,20 +341,25 @@ class BrokerProcess:
             )
         return mqtt_probe(self.host, self.port, timeout=0.5) is not None
 
-    def stop(self) -> None:
-        """SIGTERM by pid, wait; SIGKILL if it does not go."""
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Send ``sig`` (SIGTERM) by pid and wait; SIGKILL if it does not go.
+
+        Returns the exit status (None if it was not running).
+        """
         proc, self._proc = self._proc, None
         _LIVE.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
+        if proc is None:
+            return None
+        if proc.poll() is not None:
+            return proc.returncode
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, sig)
         try:
-            proc.wait(timeout=STOP_TIMEOUT)
+            return proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT)
+            return proc.wait(timeout=STOP_TIMEOUT)
 
     def kill(self) -> None:
         """SIGKILL by pid: a crash, no clean shutdown."""
