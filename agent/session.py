@@ -384,9 +384,11 @@ class AgentSession:
 
     def _write_input(self) -> None:
         fd = self._input_fd
-        while self._input and fd is not None:
+        while self._input:
             _seq, data = self._input[0]
-            if data:
+            if data and fd is None:
+                data.clear()  # stdin is closed: input after EOF goes nowhere, as with a pipe
+            if data and fd is not None:
                 try:
                     n = os.write(fd, data[:4096])
                 except BlockingIOError:
@@ -401,7 +403,8 @@ class AgentSession:
                 if data:
                     continue
             self._input.popleft()
-        self._stop_writing()
+        if self._input_fd is not None:
+            self._stop_writing()
         if not self._input and self._stdin_eof and self.proc and self.proc.proc.stdin:
             self.proc.proc.stdin.close()
             self._input_fd = self.proc.stdin = None

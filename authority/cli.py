@@ -24,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
             add.add_argument("--allow", action="append", default=[], metavar="AGENT",
                              help="allow shell and exec on AGENT (glob); repeatable")
             add.add_argument("--run-as", action="append", default=[], metavar="USER",
-                             help="OS users the --allow statement permits; repeatable")
+                             help="OS users the --allow statement permits; repeatable "
+                             "(default: an OS user with the same name)")
             add.add_argument("--role", choices=["user", "admin"], default="user",
                              help="broker role; admin may read every topic (for operators' tooling)")
         else:
@@ -79,7 +80,8 @@ def _add(args: argparse.Namespace) -> int:
     if args.what == "user" and args.allow:
         policy = Policy.load(home.policy)
         policy.statements.append(Statement(users=[args.name], agents=list(args.allow),
-                                           actions=["shell", "exec"], run_as=list(args.run_as)))
+                                           actions=["shell", "exec"],
+                                           run_as=list(args.run_as) or [args.name]))
         policy.save(home.policy)
     print(f"{args.what} {args.name!r} registered; identity written to {out} (keep it secret). "
           "Reload the broker so it accepts the new credentials: `tether broker reload`.")

@@ -61,7 +61,9 @@ class Policy:
             raise PolicyError(f"{path}: {exc}") from exc
 
     def save(self, path: Path) -> None:
-        path.write_bytes(dumps({"statements": [s.__dict__ for s in self.statements]}))
+        from tether.keys import write_private_file
+
+        write_private_file(path, dumps({"statements": [s.__dict__ for s in self.statements]}))
 
     def evaluate(self, user: str, agent: str, action: str, run_as: str | None) -> Decision:
         matched = False

@@ -70,7 +70,7 @@ class AuthorityService:
             return
         self._refresh()
         principal = self.registry.principal_for_mqtt(mqtt_name)
-        if principal is None or principal.name != claimed:
+        if principal is None or principal.name != claimed or principal.kind not in ("user", "admin"):
             log.warning("dropped request on %s: sender does not match %r", topic, claimed)
             return
         try:

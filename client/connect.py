@@ -61,6 +61,7 @@ def acquire_slot(identity: Identity) -> Slot:
         return Slot(base, None)
     lock_dir = Home.default().run_dir / "slots"
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_dir.parent.chmod(0o700)
     for i in range(SLOTS):
         name = base if i == 0 else f"{base}.{i}"
         fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)

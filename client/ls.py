@@ -56,9 +56,12 @@ async def _ls(args: argparse.Namespace) -> int:
             status[agent] = payload
         elif topic == topics.presence(agent):
             try:
-                docs[agent] = read_presence(payload)
+                doc = read_presence(payload)
             except BadDocument:
                 return
+            if doc.get("name") != agent:
+                return  # a document copied to another agent's topic
+            docs[agent] = doc
         arrived.set()
 
     slot = acquire_slot(identity)

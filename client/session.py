@@ -59,7 +59,7 @@ class ClientSession:
         self.channel: Channel | None = None
         self._hs: ClientHandshake | None = None
         self._reply: asyncio.Future[bytes] | None = None
-        self._status: dict[str, Any] | None = None
+        self._status_raw: bytes | None = None
         self._status_seen = asyncio.Event()
         self._agent_key: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -128,9 +128,19 @@ class ClientSession:
             await asyncio.wait_for(self._status_seen.wait(), STATUS_WAIT)
         except TimeoutError:
             return  # no status retained (e.g. a broker without retained state): just try
-        if self._status is not None and not self._status.get("online"):
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(self._status.get("ts", 0))))
-            raise UserError(f"agent {self.agent!r} is offline (since {since}). `tether ls` lists the agents.")
+        status = self._verified_status()
+        if status is not None and not status.get("online"):
+            raise UserError(f"agent {self.agent!r} is offline. `tether ls` shows which agents are online.")
+
+    def _verified_status(self) -> dict[str, Any] | None:
+        """The agent's retained status, if it carries the agent's signature."""
+        if self._status_raw is None or self._agent_key is None:
+            return None
+        try:
+            return read_status(self._status_raw, self._agent_key)
+        except BadDocument:
+            log.warning("ignored a status for %s with a bad signature", self.agent)
+            return None
 
     # ----- incoming -----
 
@@ -154,23 +164,10 @@ class ClientSession:
         return hasattr(self, "_grants")
 
     def _on_status(self, payload: bytes) -> None:
-        if self._agent_key is None:
-            # Before the grant we do not know the agent's key; the status is only a hint.
-            try:
-                from tether.signed import peek_document
-
-                self._status = peek_document(payload)
-            except BadDocument:
-                return
-            self._status_seen.set()
-            return
-        try:
-            status = read_status(payload, self._agent_key)
-        except BadDocument:
-            return
-        self._status = status
+        self._status_raw = payload
         self._status_seen.set()
-        if self.channel is None:
+        status = self._verified_status()
+        if self.channel is None or status is None:
             return
         if not status.get("online") and self._offline_timer is None:
             self._offline_timer = self.loop.call_later(OFFLINE_GRACE, self._agent_gone)

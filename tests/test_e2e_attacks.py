@@ -17,7 +17,7 @@ import pytest
 from stack import Spy, Stack, wait_for
 
 from tether import grants
-from tether.encoding import b64d, b64e
+from tether.encoding import b64e
 from tether.handshake import ClientHandshake, HandshakeRefused
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection

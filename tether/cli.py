@@ -13,14 +13,13 @@ from typing import Protocol
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("tether.up", "start broker, authority, recorder and a local agent in one process"),
+    "up": ("tether.up", "start the embedded broker, the authority and a local agent in one process"),
     "shell": ("tether.client.shell", "open an interactive, end-to-end encrypted shell on an agent"),
     "run": ("tether.client.run", "run one command on an agent; stdin, stdout, stderr, exit code"),
     "ls": ("tether.client.ls", "list agents with online/offline, labels, platform, last seen"),
     "broker": ("tether.broker.cli", "run the embedded MQTT broker, or generate Mosquitto files"),
     "authority": ("tether.authority.cli", "run the authority, or manage users and agents"),
     "agent": ("tether.agent.cli", "run an agent on this machine"),
-    "init": ("tether.init", "create keys, registry and broker files under $TETHER_HOME"),
 }
 
 

@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.verbose:
+        # amqtt logs client disconnects and bind failures with tracebacks; we report those.
+        for noisy in ("amqtt", "transitions"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
     return asyncio.run(_up(args))
 
 
@@ -63,7 +67,13 @@ async def _up(args: argparse.Namespace) -> int:
         from tether.broker.embedded import EmbeddedBroker
 
         broker = EmbeddedBroker(home.broker_files, host=host, port=port)
-        await broker.start()
+        try:
+            await broker.start()
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}). Is `tether up` already "
+                "running? Pick another address with --listen, or use a running broker with --broker."
+            ) from None
     authority = AuthorityService(setup.authority, home)
     agent = AgentService(setup.agent) if setup.agent is not None else None
     stop = asyncio.Event()
