@@ -30,9 +30,7 @@ reproduces every attack against this broker:
    waits for its PUBACK for as long as the connection lives, and stays in flight for
    redelivery when a persistent session (clean session off) reconnects. Nothing is
    retransmitted on a live connection (TCP already did), exactly like Mosquitto 2.0.
-   At most ``MAX_INFLIGHT`` unacknowledged QoS 1 messages per session; beyond that new
-   ones are dropped and logged, like Mosquitto's ``max_queued_messages``. tether's own
-   channel numbers and retransmits its frames, so this is defence in depth.
+   tether's own channel numbers and retransmits its frames, so this is defence in depth.
 5. *The websocket listener closes connections on messages over ~1 MiB.* Every packet,
    on every listener, is capped at ``max_packet_size`` (131072, as in mosquitto.conf;
    tether frames are at most 64 KiB). An over-cap packet closes that connection as soon
@@ -51,6 +49,11 @@ Found while building this, and fixed the same way:
 * A reload that removes a principal or changes its password disconnects its live
   connections, as Mosquitto does on SIGHUP.
 * A client that connects and never sends CONNECT is dropped after ``CONNECT_TIMEOUT``.
+* amqtt queues deliveries to a slow subscriber without bound (one task per message,
+  holding the payload). Here at most ``MAX_QUEUED`` deliveries (unsent, or sent at QoS 1
+  and not yet acknowledged) wait per client; beyond that messages to that client are
+  dropped and logged, exactly like Mosquitto's ``max_queued_messages`` (16384 in
+  mosquitto.conf). tether's credit window keeps well below it.
 """
 
 from __future__ import annotations
@@ -89,8 +92,8 @@ from tether.topics import DEFAULT_PREFIX, valid_name
 
 __all__ = [
     "CONNECT_TIMEOUT",
-    "MAX_INFLIGHT",
     "MAX_PACKET_SIZE",
+    "MAX_QUEUED",
     "EmbeddedBroker",
     "TetherAuthPlugin",
     "TetherTopicPlugin",
@@ -100,13 +103,15 @@ __all__ = [
 log = logging.getLogger("tether.broker")
 
 MAX_PACKET_SIZE: Final = 131072  # the same as max_packet_size in mosquitto.conf
-MAX_INFLIGHT: Final = 16384  # unacked QoS 1 deliveries per session (max_queued_messages)
+MAX_QUEUED: Final = 16384  # waiting deliveries per client (mosquitto.conf max_queued_messages)
 CONNECT_TIMEOUT: Final = 10.0  # seconds from TCP accept to a complete CONNECT packet
 TAKEOVER_TIMEOUT: Final = 5.0
 
 _LISTENER: Final = "tether.listener"
 _AUTHENTICATED: Final = "tether.authenticated"
 _LOOP_DONE: Final = "tether.loop_done"
+_PENDING: Final = "tether.pending"  # deliveries to this client not yet finished
+_DROPPED: Final = "tether.dropped"
 
 
 @dataclass(frozen=True)
@@ -307,10 +312,13 @@ class _Handler(BrokerProtocolHandler):  # type: ignore[misc]
 class _TetherBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker with tether's defences. See the module docstring."""
 
-    def __init__(self, config: dict[str, Any], state: _State, max_packet_size: int) -> None:
+    def __init__(
+        self, config: dict[str, Any], state: _State, max_packet_size: int, max_queued: int
+    ) -> None:
         super().__init__(config)
         self._tether_state = state
         self._max_packet_size = max_packet_size
+        self._max_queued = max_queued
         self._tether_tasks: set[asyncio.Task[Any]] = set()
         self._fast_topic: TetherTopicPlugin | None = None
         topic_plugins = list(self.plugins_manager._topic_plugins)
@@ -328,6 +336,32 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         self._tether_tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.debug("delivery failed: %r", exc)
+
+    def _deliver(
+        self, session: Session, handler: Any, topic: str, data: Any, qos: int, retain: bool
+    ) -> None:
+        """Queue one delivery to ``session``, unless it already has max_queued waiting."""
+        pending: int = session.attributes.get(_PENDING, 0)
+        if pending >= self._max_queued:
+            dropped = session.attributes.get(_DROPPED, 0) + 1
+            session.attributes[_DROPPED] = dropped
+            if dropped % 1000 == 1:
+                log.warning(
+                    "dropping messages for %s: %d deliveries waiting (%d dropped so far)",
+                    session.client_id,
+                    pending,
+                    dropped,
+                )
+            return
+        session.attributes[_PENDING] = pending + 1
+        task = asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=retain))
+        self._tether_tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+        def finished(_: asyncio.Task[Any]) -> None:
+            session.attributes[_PENDING] = session.attributes.get(_PENDING, 1) - 1
+
+        task.add_done_callback(finished)
 
     async def _shutdown_broadcast_loop(self) -> None:
         await super()._shutdown_broadcast_loop()
@@ -598,16 +632,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
                 handler = self._get_handler(target_session)
                 if handler is None:
                     continue
-                if qos and len(target_session.inflight_out) >= MAX_INFLIGHT:
-                    log.warning(
-                        "dropped QoS %d message on %r for %s: %d unacknowledged",
-                        qos,
-                        topic,
-                        target_session.client_id,
-                        MAX_INFLIGHT,
-                    )
-                    continue
-                self._spawn(handler.mqtt_publish(topic, data, qos, retain=False))
+                self._deliver(target_session, handler, topic, data, qos, retain=False)
 
     def _subscribed(self, session: Session, topic_filter: str) -> bool:
         return any(
@@ -629,7 +654,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
             if not await self._topic_filtering(session, topic, AmqttAction.RECEIVE):
                 continue
             out_qos = qos if retained.qos is None else min(qos, retained.qos)
-            self._spawn(handler.mqtt_publish(retained.topic, retained.data, out_qos, retain=True))
+            self._deliver(session, handler, retained.topic, retained.data, out_qos, retain=True)
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # Messages queued while a persistent session was offline: live messages, so
@@ -640,7 +665,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         while not session.retained_messages.empty():
             msg = session.retained_messages.get_nowait()
             if await self._topic_filtering(session, msg.topic, AmqttAction.RECEIVE):
-                self._spawn(handler.mqtt_publish(msg.topic, msg.data, msg.qos, retain=False))
+                self._deliver(session, handler, msg.topic, msg.data, msg.qos or 0, retain=False)
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -690,6 +715,7 @@ class EmbeddedBroker:
         ws_port: int | None = None,
         tls: TlsConfig | None = None,
         max_packet_size: int = MAX_PACKET_SIZE,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.files_dir = Path(files_dir)
         self.host = host
@@ -698,6 +724,7 @@ class EmbeddedBroker:
         self._ws_port = ws_port
         self._tls = tls
         self._max_packet_size = max_packet_size
+        self._max_queued = max_queued
         self._state = _State(self.files_dir)
         self._broker: _TetherBroker | None = None
 
@@ -734,7 +761,7 @@ class EmbeddedBroker:
         self._state.require_cert = frozenset(
             {"tls"} if self._tls is not None and self._tls.cafile is not None else set()
         )
-        broker = _TetherBroker(self._config(), self._state, self._max_packet_size)
+        broker = _TetherBroker(self._config(), self._state, self._max_packet_size, self._max_queued)
         try:
             await broker.start()
         except Exception as exc:

@@ -426,3 +426,68 @@ def test_auth_plugin_refuses_missing_client_certificate() -> None:
     assert state.credentials_ok(session)
     session.attributes[_LISTENER] = "tls"
     assert not state.credentials_ok(session)  # no ssl_object at all
+
+
+# -- a slow subscriber cannot make the broker queue without bound -------------------------
+
+
+def test_slow_subscriber_queue_is_bounded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Stock amqtt keeps one task (holding the payload) per message for a subscriber that
+    does not read. Here at most max_queued wait; the rest are dropped, as in Mosquitto."""
+    import asyncio
+    import socket
+    import threading
+
+    from tether.broker.embedded import EmbeddedBroker
+
+    files = tmp_path / "files"
+    write_broker_files(
+        files, [BrokerUser.with_password(n, r, pw(n)) for n, r in PRINCIPALS.items()]
+    )
+    broker = EmbeddedBroker(files, port=0, max_queued=64)
+    started = threading.Event()
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    stop_box: list[asyncio.Event] = []
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop_box.append(asyncio.get_running_loop())
+        stop_box.append(stop)
+        await broker.start()
+        started.set()
+        try:
+            await stop.wait()
+        finally:
+            await broker.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    address = ("127.0.0.1", broker.port)
+    topic = f"{P}/a/web1/s/alice/s1/a2c"
+    try:
+        with caplog.at_level("WARNING", logger="tether.broker"):
+            slow = RawClient(*address)
+            slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            assert slow.connect("alice", "alice", pw("alice")) == 0
+            slow.send(subscribe_packet(1, [(topic, 0)]))
+            assert slow.read_until(SUBACK) is not None
+            # ...and from now on alice reads nothing.
+            with (
+                ProbeClient(address, "web1", pw("web1")) as web1,
+                ProbeClient(address, "root", pw("root")) as root,
+            ):
+                assert web1.connect() and root.connect()
+                root.subscribe(f"{P}/a/web1/presence", 1)
+                frame = b"f" * 65536
+                for _ in range(300):
+                    web1.publish(topic, frame, qos=0)
+                web1.publish(f"{P}/a/web1/presence", b"still serving", qos=1)
+                root.wait_for(f"{P}/a/web1/presence", b"still serving")
+                poll(lambda: "dropping messages for alice" in caplog.text)
+                session = broker._broker._sessions["alice"][0]  # type: ignore[union-attr]
+                assert session.attributes["tether.pending"] <= 64
+            slow.close()
+    finally:
+        loop_box[0].call_soon_threadsafe(stop_box[0].set)
+        thread.join(10)
