@@ -368,14 +368,14 @@ def topics(draw: st.DrawFn) -> str:
     return "/".join(draw(st.lists(LEVEL, min_size=1, max_size=5))) or "a"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(filters(), topics())
 def test_topic_matching_agrees_with_paho(flt: str, topic: str) -> None:
     assert valid_filter(flt)
     assert filter_covers(flt, topic) == paho.topic_matches_sub(flt, topic)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(filters(), filters(), st.lists(topics(), min_size=1, max_size=20))
 def test_subset_check_is_sound(rule: str, flt: str, samples: list[str]) -> None:
     # If the rule covers the filter, every topic the filter matches is matched by the rule.
