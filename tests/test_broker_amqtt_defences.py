@@ -291,7 +291,7 @@ def test_reconnecting_client_gets_no_foreign_retained_messages(broker: BrokerPro
 
 
 def _pki(tmp: Path) -> dict[str, Path]:
-    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography import x509  # a test dependency (pyproject [test])
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID

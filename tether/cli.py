@@ -82,4 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m tether.cli` this file runs as __main__; use the one module, so the
+    # UserError raised by subcommands is the class caught here.
+    from tether.cli import main as _main
+
+    sys.exit(_main())
