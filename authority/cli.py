@@ -20,6 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         add.add_argument("--out", required=True, metavar="FILE", help="where to write the identity (0600)")
         add.add_argument("--broker", metavar="HOST:PORT", help="broker address the identity dials "
                          "(default: the one in the authority's own identity)")
+        add.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA "
+                         "certificate file (path as seen on the machine that will use the identity)")
         if kind == "user":
             add.add_argument("--allow", action="append", default=[], metavar="AGENT",
                              help="allow shell and exec on AGENT (glob); repeatable")
@@ -74,6 +76,8 @@ def _add(args: argparse.Namespace) -> int:
                               labels=labels)
     except RegistryError as exc:
         raise UserError(str(exc)) from exc
+    if args.tls_ca:
+        ident.broker["tls"] = {"ca": args.tls_ca}
     out = Path(args.out)
     ident.save(out)
     commit(home, registry)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("tether.broker.cli", "run the embedded MQTT broker, or generate Mosquitto files"),
     "authority": ("tether.authority.cli", "run the authority, or manage users and agents"),
     "agent": ("tether.agent.cli", "run an agent on this machine"),
+    "init": ("tether.init", "create keys, registry and broker files without starting anything"),
 }
 
 
