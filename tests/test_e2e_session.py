@@ -214,3 +214,63 @@ def test_offline_agent_points_to_ls(fresh_stack: Stack) -> None:
     # The authority is down too (it ran in the same `tether up`), which must also be clear.
     assert r.returncode == 255
     assert b"authority did not answer" in r.stderr or b"offline" in r.stderr
+
+
+def test_slow_reader_stops_the_remote_writer(stack: Stack, tmp_path: Path) -> None:
+    """Credit-window backpressure: while the client does not read, the remote program
+    blocks in write() after about one window, instead of the agent buffering it all."""
+    progress = tmp_path / "progress"
+    script = (f"i=0; while [ $i -lt 4000 ]; do head -c 65536 /dev/zero; i=$((i+1)); "
+              f"echo $i > {progress}; done")
+    proc = stack.popen("run", "local", "--", "sh", "-c", script, stdout=-1, stderr=-1)
+    try:
+        wait_for(lambda: progress.exists() and progress.read_text().strip(), what="writer started")
+        last = [-1, time.monotonic()]
+
+        def stalled() -> bool:
+            text = progress.read_text().strip()
+            now_value = int(text) if text else 0
+            if now_value != last[0]:
+                last[:] = [now_value, time.monotonic()]
+                return False
+            return time.monotonic() - float(last[1]) > 1.0
+
+        wait_for(stalled, timeout=30, what="the remote writer to block")
+        # 1 MiB window + pipe and socket buffers on the way; far below the 250 MiB produced
+        # if nothing pushed back.
+        assert int(progress.read_text()) * 64 < 32 * 1024, f"{progress.read_text()} x 64 KiB written"
+        # Ctrl-C is forwarded even though output is backed up; draining lets it through.
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGINT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        kids += [int(k) for k in text]
+    return kids
+
+
+def test_no_leaked_fds_or_zombies(stack: Stack) -> None:
+    assert stack.up is not None
+    pid = stack.up.pid
+    stack.tether("run", "local", "--", "true")  # warm up lazily opened files
+    before = len(os.listdir(f"/proc/{pid}/fd"))
+    procs = [stack.popen("run", "local", "--", "sh", "-c", "echo x; sleep 0.2", stdout=-1, stderr=-1)
+             for _ in range(8)]
+    for p in procs:
+        p.communicate(timeout=60)
+    client = open_shell(stack)
+    client.send(b"exit\r")
+    assert client.drain_until_exit() == 0
+    client.close()
+    wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= before, timeout=15,
+             what=f"fds back to {before}")
+    zombies = [k for k in _children(pid) if Path(f"/proc/{k}/stat").read_text().split()[2] == "Z"]
+    assert zombies == [] and _children(pid) == []
