@@ -302,7 +302,8 @@ def _is_tether_broker(pid: int) -> bool:
         except PermissionError:
             return True
         return True
-    return b"broker" in cmdline and any(b"tether" in part for part in cmdline)
+    # `tether broker` and `tether up` (which embeds the broker) both reload on SIGHUP.
+    return (b"broker" in cmdline or b"up" in cmdline) and any(b"tether" in part for part in cmdline)
 
 
 # -- tether broker mosquitto-files --------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from stack import TETHER, Stack
+from stack import TETHER, Stack, wait_for
 from support.brokers import BrokerProcess, free_port, start_embedded, start_mosquitto
 from support.pki import make_pki
 
@@ -80,3 +80,41 @@ def test_help_is_fast_and_explains() -> None:
         h = subprocess.run([TETHER, cmd, "--help"], capture_output=True, timeout=10)
         assert h.returncode == 0 and len(h.stdout) > 200, cmd
 
+
+
+def test_tether_up_zero_setup_then_add_a_user(tmp_path: Path) -> None:
+    """The README path: `tether up` alone, then a second user added while it runs."""
+    port = free_port()
+    env = dict(os.environ, TETHER_HOME=str(tmp_path / "home"))
+    up = subprocess.Popen([TETHER, "up", "--listen", f"127.0.0.1:{port}"], env=env, cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert up.stdout is not None
+        banner = b""
+        while b"Stop with Ctrl-C" not in banner:
+            line = up.stdout.readline()
+            assert line, f"tether up exited: {banner!r}"
+            banner += line
+        assert b"tether shell local" in banner
+
+        def tether(*args: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run([TETHER, *args], env=env, cwd=tmp_path, capture_output=True, timeout=60)
+
+        wait_for(lambda: b" online " in tether("ls").stdout, what="agent local online")
+        r = tether("run", "local", "--", "echo", "zero-setup")
+        assert (r.returncode, r.stdout) == (0, b"zero-setup\n"), r.stderr
+        import getpass
+
+        carol = tmp_path / "carol.json"
+        add = tether("authority", "user", "add", "carol", "--allow", "local",
+                     "--run-as", getpass.getuser(), "--out", str(carol))
+        assert add.returncode == 0, add.stderr
+        assert oct(carol.stat().st_mode & 0o777) == "0o600"
+        reload = tether("broker", "reload")
+        assert reload.returncode == 0, reload.stderr
+        r = wait_for(lambda: (x := tether("run", "--identity", str(carol), "local", "--", "id", "-un"))
+                     .returncode == 0 and x, what="carol can run")
+        assert r.stdout.strip() == getpass.getuser().encode()
+    finally:
+        up.terminate()
+        assert up.wait(20) == 0
