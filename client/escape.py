@@ -36,7 +36,7 @@ class EscapeFilter:
             if self._pending:
                 self._pending = False
                 if ch == b".":
-                    return EscapeResult(bytes(out), disconnect=True)
+                    return EscapeResult(bytes(out), disconnect=True, help=show_help)
                 if ch == b"?":
                     show_help = True
                     continue

@@ -8,6 +8,7 @@ reply key, holding a document signed by the authority. The broker sees only size
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,16 @@ def verify_request(requester_key: bytes, blob: bytes, now: float) -> dict[str, A
         doc = open_document(requester_key, REQUEST, blob)
     except BadDocument as exc:
         raise AuthzError(str(exc)) from exc
-    if abs(now - float(doc.get("ts", 0))) > MAX_SKEW:
+    # Signed, but still untrusted input: a bad field must be an AuthzError, and a NaN
+    # timestamp (which compares false with everything) must not pass the skew check.
+    try:
+        ts = float(doc["ts"])
+        reply_key = b64d(doc["reply_key"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuthzError(f"malformed request: {exc!r}") from exc
+    if not isinstance(doc.get("nonce"), str) or len(reply_key) != 32:
+        raise AuthzError("malformed request: bad nonce or reply key")
+    if not math.isfinite(ts) or abs(now - ts) > MAX_SKEW:
         raise AuthzError("request timestamp outside the allowed clock skew; check NTP")
     return doc
 

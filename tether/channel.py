@@ -263,12 +263,23 @@ class Channel:
             self._send_ack(now)
         if self._unacked:
             oldest = next(iter(self._unacked.values()))
-            if now - oldest.sent_at >= self._rto:
+            # The same sum as in next_deadline(): `now - sent_at >= rto` can be false at
+            # now == sent_at + rto through rounding, and the caller's timer would spin.
+            if now >= oldest.sent_at + self._rto:
+                resent = False
                 for seq, sent in self._unacked.items():
                     if seq > self._peer_received:
                         self._resend(seq, sent, now)
+                        resent = True
                     else:
                         sent.sent_at = now  # received, awaiting consumption: not lost
+                if not resent:
+                    # Everything arrived but is not consumed yet. The ACK that will free
+                    # the credit is unreliable; if it is lost, nothing else would ever
+                    # make the peer repeat it. Probe with the oldest frame: the peer drops
+                    # it as a duplicate and acks again (a zero-window probe).
+                    seq, sent = next(iter(self._unacked.items()))
+                    self._resend(seq, sent, now)
                 self._rto = min(self._rto * 2, RTO_MAX)
 
     def next_deadline(self) -> float | None:

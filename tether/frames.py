@@ -26,6 +26,10 @@ HEADER_LEN = HEADER.size
 TAG_LEN = 16
 EPOCH_BITS = 20
 MAX_PAYLOAD = 64 * 1024
+# How many epochs past the newest authenticated one a frame may claim. A live peer moves
+# one epoch at a time and at most a window of frames ahead, so this is generous; without a
+# bound, one forged header could make the receiver derive and cache millions of keys.
+MAX_EPOCH_AHEAD = 4
 
 
 class Direction(IntEnum):
@@ -65,13 +69,14 @@ def _next_key(key: bytes) -> bytes:
 class FrameCipher:
     """Seals or opens the frames of one direction of one session."""
 
-    __slots__ = ("_direction", "_keys")
+    __slots__ = ("_direction", "_keys", "_newest")
 
     def __init__(self, key: bytes, direction: Direction) -> None:
         if len(key) != 32:
             raise ValueError("frame key must be 32 bytes")
         self._direction = direction
         self._keys: dict[int, bytes] = {0: key}
+        self._newest = 0  # the newest epoch sealed or authenticated
 
     def _key(self, epoch: int) -> bytes:
         key = self._keys.get(epoch)
@@ -97,6 +102,7 @@ class FrameCipher:
         sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(
             payload, header, self._nonce(ftype, epoch, seq), self._key(epoch)
         )
+        self._newest = max(self._newest, epoch)
         return header + sealed
 
     def open(self, blob: bytes) -> Frame:
@@ -111,6 +117,8 @@ class FrameCipher:
             raise FrameError(f"unknown frame type {ftype}") from exc
         if epoch != seq >> EPOCH_BITS:
             raise FrameError("epoch does not match seq")
+        if epoch > self._newest + MAX_EPOCH_AHEAD:
+            raise FrameError("epoch too far ahead of the last authenticated frame")
         header = blob[:HEADER_LEN]
         try:
             payload = crypto_aead_xchacha20poly1305_ietf_decrypt(
@@ -118,4 +126,5 @@ class FrameCipher:
             )
         except CryptoError as exc:
             raise FrameError("frame failed authentication") from exc
+        self._newest = max(self._newest, epoch)
         return Frame(kind, flags, seq, ack, payload)

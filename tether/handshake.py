@@ -13,6 +13,7 @@ associated data and so in the transcript. There is no negotiation.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -81,7 +82,10 @@ def _open(key: bytes, ad: bytes, ciphertext: bytes, what: str) -> bytes:
 
 
 def _dh(secret: bytes, public: bytes) -> bytes:
-    shared = crypto_scalarmult(secret, public)
+    try:
+        shared = crypto_scalarmult(secret, public)
+    except CryptoError as exc:  # libsodium itself refuses an all-zero result
+        raise HandshakeError("low-order public key") from exc
     if shared == bytes(32):
         raise HandshakeError("low-order public key")
     return shared
@@ -248,6 +252,8 @@ class AgentHandshake:
             ts = float(body["ts"])
         except (ValueError, KeyError, TypeError) as exc:
             raise HandshakeError("malformed hello") from exc
+        if not math.isfinite(ts):  # NaN would pass any comparison with the clock
+            raise HandshakeError("malformed hello timestamp")
         if len(client_key) != 32:
             raise HandshakeError("malformed client key")
         hello = Hello(message_sid(msg), client_key, body, msg, es, eph_pub)

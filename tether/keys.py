@@ -101,6 +101,8 @@ class Identity:
         raw = read_private_file(path)
         try:
             doc = loads(raw)
+            if not isinstance(doc, dict):
+                raise TypeError("expected a JSON object")
             x = doc.get("x25519_secret")
             return cls(
                 name=doc["name"],
