@@ -12,6 +12,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--identity", required=True, metavar="FILE",
                         help="the agent's identity file (from `tether authority agent add`)")
+    parser.add_argument("--client-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="end a session whose client has been silent this long (default 300; "
+                        "clients send a keepalive every 30 s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
 
 
@@ -42,7 +45,7 @@ async def _agent(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     if identity.kind != "agent":
         raise UserError(f"{args.identity} is a {identity.kind} identity, not an agent's")
-    agent = AgentService(identity)
+    agent = AgentService(identity, client_timeout=args.client_timeout)
     try:
         await agent.start()
     except BrokerError as exc:

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from tether.agent.process import SpawnError, resolve_run_as
-from tether.agent.session import AgentSession
+from tether.agent.session import DEFAULT_CLIENT_TIMEOUT, AgentSession
 
 from tether import grants
 from tether.encoding import b64d
@@ -45,6 +45,7 @@ class _Pending:
 class AgentService:
     identity: Identity
     topics: Topics = field(default_factory=Topics)
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
 
     def __post_init__(self) -> None:
         ident = self.identity
@@ -196,7 +197,7 @@ class AgentService:
         assert self.conn is not None
         session = AgentSession(
             self.conn, pending.topic_out, keys, pending.grant, pending.handshake.hello.body,
-            resolve_run_as(pending.grant.run_as), self._session_done,
+            resolve_run_as(pending.grant.run_as), self._session_done, self.client_timeout,
         )
         self.sessions[key] = session
         self.idle.clear()

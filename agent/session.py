@@ -37,20 +37,20 @@ BULK_READ = 2048  # a read this large means more is coming: wait briefly to fill
 EXIT_DRAIN_GRACE = 2.0
 CLOSE_ACK_TIMEOUT = 10.0
 KILL_GRACE = 5.0
+DEFAULT_CLIENT_TIMEOUT = 300.0  # ten missed keepalives (tether.channel.KEEPALIVE)
 
 
 def utf8_cut(data: bytes | bytearray, end: int) -> int:
-    """The largest cut <= end that does not split a UTF-8 sequence (binary passes through)."""
-    if end >= len(data):
+    """The largest cut <= end that does not split a UTF-8 sequence (binary passes through).
+
+    May return 0 when the first character itself does not fit; callers then wait for room.
+    """
+    if end >= len(data) or (data[end] & 0xC0) != 0x80:
         return end
     i = end
-    back = 0
-    while i > 0 and back < 3 and (data[i] & 0xC0) == 0x80:
+    while i > 0 and end - i < 3 and (data[i] & 0xC0) == 0x80:
         i -= 1
-        back += 1
-    if i > 0 and data[i] >= 0xC0 and i < end:
-        return i if i > 0 else end
-    return end
+    return i if data[i] >= 0xC0 else end
 
 
 def utf8_tail_incomplete(data: bytes | bytearray) -> int:
@@ -85,6 +85,7 @@ class AgentSession:
     request: dict[str, object]
     run_as: RunAs
     on_done: Callable[[AgentSession], None]
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
 
     def __post_init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -109,6 +110,7 @@ class AgentSession:
         self._done = False
         self._end_task: asyncio.Task[None] | None = None
         self._limit_timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # ----- lifecycle -----
 
@@ -147,7 +149,17 @@ class AgentSession:
         for out in self._outputs:
             self._resume(out)
         self._limit_timer = self.loop.call_later(self.grant.max_duration, self._on_max_duration)
+        self.channel.last_heard = time.monotonic()
+        self._watchdog = self.loop.call_later(self.client_timeout / 4, self._check_client)
         log.info("session %s: %s as %s for %s", self.topic_out, self.grant.mode, self.run_as.name, self.grant.user)
+
+    def _check_client(self) -> None:
+        silent = time.monotonic() - (self.channel.last_heard or 0.0)
+        if silent >= self.client_timeout:
+            log.warning("%s: client silent for %.0f s; ending the session", self.topic_out, silent)
+            self.terminate(signal.SIGHUP)
+            return
+        self._watchdog = self.loop.call_later(self.client_timeout / 4, self._check_client)
 
     def _on_max_duration(self) -> None:
         self._send(FrameType.NOTICE, b"session reached its maximum duration")
@@ -213,7 +225,7 @@ class AgentSession:
         if self._done:
             return
         self._done = True
-        for handle in (self._timer, self._coalesce, self._limit_timer):
+        for handle in (self._timer, self._coalesce, self._limit_timer, self._watchdog):
             if handle is not None:
                 handle.cancel()
         for out in self._outputs:

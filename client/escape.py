@@ -17,7 +17,7 @@ HELP = (
 class EscapeResult:
     data: bytes
     disconnect: bool = False
-    help: bool = False
+    help: int = 0  # how many times ~? was typed
 
 
 class EscapeFilter:
@@ -30,7 +30,7 @@ class EscapeFilter:
         if self.escape is None:
             return EscapeResult(data)
         out = bytearray()
-        show_help = False
+        show_help = 0
         for byte in data:
             ch = bytes((byte,))
             if self._pending:
@@ -38,7 +38,7 @@ class EscapeFilter:
                 if ch == b".":
                     return EscapeResult(bytes(out), disconnect=True, help=show_help)
                 if ch == b"?":
-                    show_help = True
+                    show_help += 1
                     continue
                 if ch != self.escape:
                     out += self.escape

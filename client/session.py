@@ -13,7 +13,7 @@ from typing import Any
 
 from tether.client.connect import GrantRequester, Slot, acquire_slot, connect
 
-from tether.channel import Channel
+from tether.channel import KEEPALIVE, Channel
 from tether.cli import UserError
 from tether.encoding import b64d, loads
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
@@ -64,6 +64,7 @@ class ClientSession:
         self._agent_key: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._offline_timer: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
         self._early: list[bytes] = []
         self.exit = ExitStatus()
         self.closed = asyncio.Event()
@@ -119,6 +120,7 @@ class ClientSession:
         self.channel = Channel(FrameCipher(keys.c2a, Direction.C2A), FrameCipher(keys.a2c, Direction.A2C))
         self.conn.publish(self._topic(C2A), confirm, qos=1)
         self.capacity.set()
+        self._keepalive = self.loop.call_later(KEEPALIVE, self._send_keepalive)
         for early in self._early:
             self._on_datagram(early)
         self._early.clear()
@@ -220,6 +222,12 @@ class ClientSession:
         else:
             self.capacity.clear()
 
+    def _send_keepalive(self) -> None:
+        if self.channel is not None and not self.channel.closed:
+            self.channel.keepalive(time.monotonic())
+            self.flush()
+        self._keepalive = self.loop.call_later(KEEPALIVE, self._send_keepalive)
+
     def _tick(self) -> None:
         self._timer = None
         if self.channel is not None:
@@ -259,6 +267,8 @@ class ClientSession:
             self._timer.cancel()
         if self._offline_timer is not None:
             self._offline_timer.cancel()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if self.conn is not None:
             await self.conn.close()
         if self.slot is not None and self.slot.fd is not None:

@@ -94,9 +94,9 @@ class Stack:
         else:
             self.broker = start_embedded(files, port=self.port)
 
-    def start_up(self) -> None:
+    def start_up(self, *extra: str) -> None:
         self.up = subprocess.Popen(
-            [TETHER, "up", "--broker", f"127.0.0.1:{self.port}"],
+            [TETHER, "up", "--broker", f"127.0.0.1:{self.port}", *extra],
             env=self.env, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         assert self.up.stdout is not None

@@ -274,3 +274,25 @@ def test_no_leaked_fds_or_zombies(stack: Stack) -> None:
              what=f"fds back to {before}")
     zombies = [k for k in _children(pid) if Path(f"/proc/{k}/stat").read_text().split()[2] == "Z"]
     assert zombies == [] and _children(pid) == []
+
+
+def test_session_ends_when_its_client_vanishes(fresh_stack: Stack) -> None:
+    fresh_stack.stop_up()
+    fresh_stack.start_up("--client-timeout", "3")
+    marker = "tether-vanish-" + secrets.token_hex(4)
+    proc = fresh_stack.popen("run", "local", "--", "sh", "-c", f"exec -a {marker} sleep 600",
+                             stdout=-1, stderr=-1)
+
+    def remote_alive() -> bool:
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and marker.encode() in (p / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue  # the process went away while we looked
+        return False
+
+    wait_for(remote_alive, what="remote command running")
+    proc.kill()  # no CLOSE, no goodbye: the client is simply gone
+    proc.wait()
+    wait_for(lambda: not remote_alive(), timeout=20, what="the agent to end the orphaned session")

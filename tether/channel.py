@@ -30,6 +30,7 @@ NACK_HOLDOFF = 0.05
 RTO_MIN = 0.5
 RTO_MAX = 4.0
 MAX_NACK_RANGES = 32
+KEEPALIVE = 30.0  # an idle client acks at least this often, so the agent knows it is there
 UNRELIABLE = frozenset({FrameType.ACK})
 QOS0 = frozenset({FrameType.DATA, FrameType.STDERR, FrameType.ACK})
 
@@ -93,6 +94,7 @@ class Channel:
         self._last_nack = -1.0
         self._outbox: list[tuple[bytes, int]] = []
         self.peer_closed = False
+        self.last_heard: float | None = None  # when the peer last sent an authentic frame
 
     # ----- sending -----
 
@@ -175,6 +177,7 @@ class Channel:
         except FrameError:
             self.stats.bad_frames += 1
             return []
+        self.last_heard = now
         if frame.type == FrameType.ACK:
             if frame.seq <= self._last_peer_ack_no:
                 self.stats.duplicates += 1
@@ -289,6 +292,10 @@ class Channel:
         if self._unacked:
             times.append(next(iter(self._unacked.values())).sent_at + self._rto)
         return min(times) if times else None
+
+    def keepalive(self, now: float) -> None:
+        """Send an ACK now even if nothing changed, so an idle peer knows we are alive."""
+        self._ack_due = now
 
     def resend_all(self, now: float) -> None:
         """After a reconnect: everything not known received goes out again now."""

@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", default="local", metavar="NAME",
                         help="name of the agent for this machine (default local)")
     parser.add_argument("--no-agent", action="store_true", help="do not run an agent here")
+    parser.add_argument("--client-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="end a session whose client has been silent this long (default 300; "
+                        "clients send a keepalive every 30 s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
 
 
@@ -75,7 +78,8 @@ async def _up(args: argparse.Namespace) -> int:
                 "running? Pick another address with --listen, or use a running broker with --broker."
             ) from None
     authority = AuthorityService(setup.authority, home)
-    agent = AgentService(setup.agent) if setup.agent is not None else None
+    agent = (AgentService(setup.agent, client_timeout=args.client_timeout)
+             if setup.agent is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
