@@ -88,7 +88,9 @@ async def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
 
         async def pump() -> None:
-            if args.no_stdin:
+            # With fd 0 closed at startup, Python leaves sys.stdin None and fd 0 may be
+            # reused by a socket: never read it then.
+            if args.no_stdin or sys.stdin is None:
                 session.send(FrameType.EOF)
                 return
             reader = StdinReader()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 ENV_PASSED = ("LANG", "LC_ALL", "LC_CTYPE", "COLORTERM")
 
@@ -70,9 +71,10 @@ async def _shell(args: argparse.Namespace) -> int:
         with raw_mode(0):
             loop.add_signal_handler(signal.SIGWINCH, lambda: session.resize(*terminal_size()))
             escapes = EscapeFilter(None if args.escape == "none" else args.escape)
-            reader = StdinReader()
-
             async def pump() -> None:
+                if sys.stdin is None:
+                    return  # fd 0 was closed at startup; see run.py
+                reader = StdinReader()
                 while True:
                     data = await reader.read()
                     if not data:
