@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tether.process_runtime import add_client_timeout_argument, add_verbose_argument, setup_logging
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -12,24 +14,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--identity", required=True, metavar="FILE",
                         help="the agent's identity file (from `tether authority agent add`)")
-    parser.add_argument("--client-timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="end a session whose client has been silent this long (default 300; "
-                        "clients send a keepalive every 30 s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    add_client_timeout_argument(parser)
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging(args.verbose)
     return asyncio.run(_agent(args))
 
 
 async def _agent(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
     import sys
     from pathlib import Path
 
@@ -38,6 +34,7 @@ async def _agent(args: argparse.Namespace) -> int:
     from tether.cli import UserError
     from tether.keys import Identity, KeyFileError
     from tether.mqtt import BrokerError
+    from tether.process_runtime import until_stopped
 
     try:
         identity = Identity.load(Path(args.identity))
@@ -52,10 +49,6 @@ async def _agent(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     print(f"agent {identity.name!r} connected to {agent.conn.settings.address if agent.conn else '?'}",
           file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     await agent.stop()
     return 0

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from tether.process_runtime import add_verbose_argument, setup_logging
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Without a subcommand, run the authority service (it answers grant requests over "
         "MQTT). `user add` and `agent add` register principals and write their identity files."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log decisions")
+    add_verbose_argument(parser)
     sub = parser.add_subparsers(dest="what")
     for kind in ("user", "agent"):
         p = sub.add_parser(kind, help=f"manage {kind}s")
@@ -36,10 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging(args.verbose)
     if args.what is None:
         return asyncio.run(_serve())
     return _add(args)
@@ -93,15 +93,13 @@ def _add(args: argparse.Namespace) -> int:
 
 
 async def _serve() -> int:
-    import asyncio
-    import signal
-
     from tether.authority.provision import authority_identity
     from tether.authority.service import AuthorityService
 
     from tether.cli import UserError
     from tether.home import Home
     from tether.mqtt import BrokerError
+    from tether.process_runtime import until_stopped
 
     home = Home.default()
     service = AuthorityService(authority_identity(home), home)
@@ -109,10 +107,6 @@ async def _serve() -> int:
         await service.start()
     except BrokerError as exc:
         raise UserError(str(exc)) from exc
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     await service.stop()
     return 0

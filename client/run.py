@@ -49,9 +49,9 @@ async def _run(args: argparse.Namespace) -> int:
     from tether.client.connect import load_identity
     from tether.client.session import ClientSession
     from tether.client.stdin import StdinReader
-    from tether.client.terminal import write_all
+    from tether.client.terminal import show_frame
 
-    from tether.frames import Frame, FrameType
+    from tether.frames import FrameType
 
     identity = load_identity(args.identity)
     request = {
@@ -61,15 +61,7 @@ async def _run(args: argparse.Namespace) -> int:
         "env": {k: os.environ[k] for k in ENV_PASSED if k in os.environ},
     }
 
-    def on_frame(frame: Frame) -> None:
-        if frame.type == FrameType.DATA:
-            write_all(1, frame.payload)
-        elif frame.type == FrameType.STDERR:
-            write_all(2, frame.payload)
-        elif frame.type == FrameType.NOTICE:
-            print(f"tether: {frame.payload.decode(errors='replace')}", file=sys.stderr)
-
-    session = ClientSession(identity, args.agent, "exec", request, on_frame)
+    session = ClientSession(identity, args.agent, "exec", request, show_frame)
     loop = asyncio.get_running_loop()
     aborted = asyncio.Event()
     last_interrupt = 0.0

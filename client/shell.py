@@ -40,9 +40,8 @@ async def _shell(args: argparse.Namespace) -> int:
     from tether.client.escape import HELP, EscapeFilter
     from tether.client.session import ClientSession
     from tether.client.stdin import StdinReader
-    from tether.client.terminal import raw_mode, stderr_line, terminal_size, write_all
+    from tether.client.terminal import raw_mode, show_frame, stderr_line, terminal_size
 
-    from tether.frames import Frame, FrameType
 
     identity = load_identity(args.identity)
     cols, rows = terminal_size()
@@ -55,15 +54,7 @@ async def _shell(args: argparse.Namespace) -> int:
         "env": {k: os.environ[k] for k in ENV_PASSED if k in os.environ},
     }
 
-    def on_frame(frame: Frame) -> None:
-        if frame.type == FrameType.DATA:
-            write_all(1, frame.payload)
-        elif frame.type == FrameType.STDERR:
-            write_all(2, frame.payload)
-        elif frame.type == FrameType.NOTICE:
-            stderr_line(f"\ntether: {frame.payload.decode(errors='replace')}")
-
-    session = ClientSession(identity, args.agent, "shell", request, on_frame)
+    session = ClientSession(identity, args.agent, "shell", request, show_frame)
     loop = asyncio.get_running_loop()
     disconnected = asyncio.Event()
     try:

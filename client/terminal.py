@@ -13,6 +13,8 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from tether.frames import Frame, FrameType
+
 
 def terminal_size(fd: int = 1) -> tuple[int, int]:
     """(cols, rows) of the terminal on fd, or 80x24."""
@@ -67,3 +69,13 @@ def stderr_line(text: str) -> None:
     """A message for the user; in raw mode a bare \\n would not return the carriage."""
     sys.stderr.write(text.replace("\n", "\r\n") + "\r\n" if os.isatty(2) else text + "\n")
     sys.stderr.flush()
+
+
+def show_frame(frame: Frame) -> None:
+    """Session output: stdout and stderr to ours, notices from the agent to stderr."""
+    if frame.type == FrameType.DATA:
+        write_all(1, frame.payload)
+    elif frame.type == FrameType.STDERR:
+        write_all(2, frame.payload)
+    elif frame.type == FrameType.NOTICE:
+        stderr_line(f"tether: {frame.payload.decode(errors='replace')}")

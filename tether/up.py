@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tether.process_runtime import add_client_timeout_argument, add_verbose_argument, setup_logging
+
 
 def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
     from tether.cli import UserError
@@ -30,29 +32,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", default="local", metavar="NAME",
                         help="name of the agent for this machine (default local)")
     parser.add_argument("--no-agent", action="store_true", help="do not run an agent here")
-    parser.add_argument("--client-timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="end a session whose client has been silent this long (default 300; "
-                        "clients send a keepalive every 30 s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    add_client_timeout_argument(parser)
+    add_verbose_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.verbose:
-        # amqtt logs client disconnects and bind failures with tracebacks; we report those.
-        for noisy in ("amqtt", "transitions"):
-            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    setup_logging(args.verbose)
     return asyncio.run(_up(args))
 
 
 async def _up(args: argparse.Namespace) -> int:
-    import asyncio
     import os
-    import signal
     import sys
 
     from tether.agent.service import AgentService
@@ -61,6 +53,7 @@ async def _up(args: argparse.Namespace) -> int:
     from tether.cli import UserError
     from tether.home import Home
     from tether.mqtt import BrokerError
+    from tether.process_runtime import until_stopped
 
     home = Home.default()
     host, port = parse_hostport(args.broker or args.listen)
@@ -80,12 +73,7 @@ async def _up(args: argparse.Namespace) -> int:
     authority = AuthorityService(setup.authority, home)
     agent = (AgentService(setup.agent, client_timeout=args.client_timeout)
              if setup.agent is not None else None)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if broker is not None:
-        loop.add_signal_handler(signal.SIGHUP, broker.reload)
         (home.broker_files / "broker.pid").write_text(f"{os.getpid()}\n")
     try:
         await authority.start()
@@ -109,7 +97,7 @@ async def _up(args: argparse.Namespace) -> int:
     if os.environ.get("TETHER_HOME"):
         lines.insert(4, f"  export TETHER_HOME={home.root}")
     print("\n".join(lines), flush=True)
-    await stop.wait()
+    await until_stopped(broker.reload if broker is not None else None)
     print("tether: stopping", file=sys.stderr)
     if agent is not None:
         await agent.stop()
