@@ -169,6 +169,7 @@ class PtyClient:
 
     def __init__(self, stack: Stack, *args: str, cols: int = 80, rows: int = 24) -> None:
         self.master, slave = os.openpty()
+        self.slave_name = os.ttyname(slave)
         self.resize(cols, rows)
         self.proc = subprocess.Popen(
             [TETHER, *args], stdin=slave, stdout=slave, stderr=slave, env=stack.env, cwd=stack.root,
@@ -176,6 +177,14 @@ class PtyClient:
         )
         os.close(slave)
         self.buffer = b""
+
+    def local_lflag(self) -> int:
+        """The local-mode flags of the client's terminal (the slave side holds them)."""
+        fd = os.open(self.slave_name, os.O_RDWR | os.O_NOCTTY)
+        try:
+            return int(termios.tcgetattr(fd)[3])
+        finally:
+            os.close(fd)
 
     def resize(self, cols: int, rows: int) -> None:
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))

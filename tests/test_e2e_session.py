@@ -17,7 +17,8 @@ PROMPT = rb"\[tp\]\$ "
 
 def open_shell(stack: Stack, cols: int = 80, rows: int = 24) -> PtyClient:
     client = PtyClient(stack, "shell", "local", cols=cols, rows=rows)
-    client.send(b"export PS1='[tp]$ '\r")
+    # Quoted so that the local echo of what we type (before raw mode) cannot match PROMPT.
+    client.send(b"export PS1='[t''p]$ '\r")
     client.expect(PROMPT)
     return client
 
@@ -296,3 +297,31 @@ def test_session_ends_when_its_client_vanishes(fresh_stack: Stack) -> None:
     proc.kill()  # no CLOSE, no goodbye: the client is simply gone
     proc.wait()
     wait_for(lambda: not remote_alive(), timeout=20, what="the agent to end the orphaned session")
+
+
+def test_local_terminal_is_restored_after_sigterm(stack: Stack) -> None:
+    import termios
+
+    client = open_shell(stack)
+    try:
+        lflag = client.local_lflag()
+        assert not lflag & termios.ECHO, "the client should have put the terminal in raw mode"
+        client.proc.send_signal(signal.SIGTERM)
+        client.drain_until_exit()
+        lflag = client.local_lflag()
+        assert lflag & termios.ECHO and lflag & termios.ICANON, "terminal left in raw mode"
+    finally:
+        client.close()
+
+
+def test_local_terminal_is_restored_after_an_error(stack: Stack) -> None:
+    import termios
+
+    client = PtyClient(stack, "shell", "nosuch")
+    try:
+        assert client.drain_until_exit() == 255
+        lflag = client.local_lflag()
+        assert lflag & termios.ECHO and lflag & termios.ICANON
+        assert b"unknown agent" in client.buffer
+    finally:
+        client.close()
