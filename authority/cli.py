@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tether.authority.policy import Policy, Statement
+    from tether.authority.policy import PolicyError, Statement, append_statement
     from tether.authority.provision import authority_identity, commit, new_principal
     from tether.authority.registry import Registry, RegistryError
 
@@ -82,11 +82,14 @@ def _add(args: argparse.Namespace) -> int:
     ident.save(out)
     commit(home, registry)
     if args.what == "user" and args.allow:
-        policy = Policy.load(home.policy)
-        policy.statements.append(Statement(users=[args.name], agents=list(args.allow),
-                                           actions=["shell", "exec"],
-                                           run_as=list(args.run_as) or [args.name]))
-        policy.save(home.policy)
+        try:
+            append_statement(home.policy, Statement(
+                id=f"{args.name}-allow", users=[args.name], agents=list(args.allow),
+                actions=["shell", "exec"], run_as=list(args.run_as) or [args.name],
+            ), comment=f"written by `tether authority user add {args.name} --allow ...`")
+        except PolicyError as exc:
+            raise UserError(f"{args.name} is registered, but the policy was not changed:\n"
+                            + "\n".join(exc.format())) from exc
     print(f"{args.what} {args.name!r} registered; identity written to {out} (keep it secret). "
           "Reload the broker so it accepts the new credentials: `tether broker reload`.")
     return 0

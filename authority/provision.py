@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.authority.policy import Policy, Statement
+from tether.authority.policy import Policy, Statement, append_statement
 from tether.authority.registry import Principal, Registry, new_mqtt_password
 
 from tether.encoding import b64e
@@ -86,16 +86,19 @@ def ensure_local_setup(home: Home, host: str, port: int, agent_name: str | None 
                                b64e(authority.x25519_public)))
         created = True
     authority = _retarget(home.authority_identity, host, port)
+    legacy_policy = home.policy.with_name("policy.json")
+    if not home.policy.exists() and legacy_policy.exists():
+        Policy.from_legacy_json(legacy_policy).save(home.policy)  # before the TOML format
     if not home.user_identity.exists():
         user = local_user_name()
         if user in registry.principals:
             registry.remove(user)
         ident = new_principal(home, registry, authority, user, "user", host=host, port=port)
         ident.save(home.user_identity)
-        policy = Policy.load(home.policy)
-        policy.statements.append(Statement(users=[user], agents=[agent_name or "local"],
-                                           actions=["shell", "exec"], run_as=[getpass.getuser()]))
-        policy.save(home.policy)
+        append_statement(home.policy, Statement(
+            id=f"{user}-local", users=[user], agents=[agent_name or "local"],
+            actions=["shell", "exec"], run_as=[getpass.getuser()],
+        ), comment=f"added at first setup: the local user {user} on this machine's agent")
         created = True
     user_ident = _retarget(home.user_identity, host, port)
     agent_ident = None

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("tether.client.ls", "list agents with online/offline, labels, platform, last seen"),
     "broker": ("tether.broker.cli", "run the embedded MQTT broker, or generate Mosquitto files"),
     "authority": ("tether.authority.cli", "run the authority, or manage users and agents"),
+    "policy": ("tether.authority.policy_cli", "check and validate the access policy"),
     "agent": ("tether.agent.cli", "run an agent on this machine"),
     "init": ("tether.init", "create keys, registry and broker files without starting anything"),
 }

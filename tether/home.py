@@ -32,7 +32,7 @@ class Home:
 
     @property
     def policy(self) -> Path:
-        return self.root / "authority" / "policy.json"
+        return self.root / "authority" / "policy.toml"
 
     @property
     def broker_files(self) -> Path:
