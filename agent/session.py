@@ -102,6 +102,7 @@ class AgentSession:
         self._writing = False
         self._stdin_eof = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._coalesce: asyncio.TimerHandle | None = None
         self._paused = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -336,13 +337,16 @@ class AgentSession:
         for blob, qos in self.channel.take_outgoing():
             self.conn.publish(self.topic_out, blob, qos)
         deadline = self.channel.next_deadline()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None and not self._done:
-            self._timer = self.loop.call_at(
-                self.loop.time() + max(0.0, deadline - time.monotonic()), self._on_timer
-            )
+        if deadline is None or self._done:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif self._timer is None or deadline < self._timer_at:
+            # One armed timer; moved only when something is due earlier than it fires.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

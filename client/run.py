@@ -45,6 +45,7 @@ async def _run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
     import time
+    from collections.abc import Awaitable
 
     from tether.client.connect import load_identity
     from tether.client.session import ClientSession
@@ -79,26 +80,23 @@ async def _run(args: argparse.Namespace) -> int:
         await session.open()
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
 
-        async def pump() -> None:
-            # With fd 0 closed at startup, Python leaves sys.stdin None and fd 0 may be
-            # reused by a socket: never read it then.
-            if args.no_stdin or sys.stdin is None:
+        def on_chunk(data: bytes) -> Awaitable[None] | None:
+            if not data:
                 session.send(FrameType.EOF)
-                return
-            reader = StdinReader()
-            while True:
-                data = await reader.read()
-                if not data:
-                    session.send(FrameType.EOF)
-                    return
-                await session.send_data(data)
+                return None
+            rest = session.offer(data)
+            return session.send_data(rest) if rest else None
 
-        pump_task = loop.create_task(pump())
-        closed = loop.create_task(session.closed.wait())
-        gone = loop.create_task(aborted.wait())
-        await asyncio.wait({closed, gone}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (pump_task, closed, gone):
-            task.cancel()
+        # With fd 0 closed at startup, Python leaves sys.stdin None and fd 0 may be reused
+        # by a socket: never read it then.
+        reader = None
+        if args.no_stdin or sys.stdin is None:
+            session.send(FrameType.EOF)
+        else:
+            reader = StdinReader(on_chunk)
+        await session.wait_closed_or(aborted)
+        if reader is not None:
+            reader.close()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await session.close()

@@ -63,6 +63,7 @@ class ClientSession:
         self._status_seen = asyncio.Event()
         self._agent_key: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._offline_timer: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._early: list[bytes] = []
@@ -211,16 +212,25 @@ class ClientSession:
             return
         for blob, qos in ch.take_outgoing():
             self.conn.publish(self._topic(C2A), blob, qos)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = ch.next_deadline()
-        if deadline is not None:
-            self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._tick)
+        self._schedule(ch.next_deadline())
         if ch.send_capacity() > 0:
             self.capacity.set()
         else:
             self.capacity.clear()
+
+    def _schedule(self, deadline: float | None) -> None:
+        """Keep one timer armed for the channel's next deadline; re-arm only if earlier."""
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._timer is not None and self._timer_at <= deadline:
+            return  # it fires first; _tick re-arms for whatever is due then
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._tick)
 
     def _send_keepalive(self) -> None:
         if self.channel is not None and not self.channel.closed:
@@ -241,6 +251,20 @@ class ClientSession:
         self.channel.send(ftype, payload, time.monotonic())
         self.flush()
 
+    def offer(self, data: bytes) -> bytes:
+        """Send as much input as the credit window allows now; return the rest."""
+        ch = self.channel
+        assert ch is not None
+        view = memoryview(data)
+        while view and not ch.closed:
+            room = min(ch.send_capacity(), MAX_PAYLOAD, len(view))
+            if room <= 0:
+                break
+            ch.send(FrameType.DATA, bytes(view[:room]), time.monotonic())
+            view = view[room:]
+        self.flush()
+        return bytes(view)
+
     async def send_data(self, data: bytes) -> None:
         """Send input, waiting for credit; large input goes in bounded frames."""
         view = memoryview(data)
@@ -253,6 +277,13 @@ class ClientSession:
                 continue
             self.send(FrameType.DATA, bytes(view[:room]))
             view = view[room:]
+
+    async def wait_closed_or(self, other: asyncio.Event) -> None:
+        """Until the session ends or `other` is set, whichever comes first."""
+        waits = [self.loop.create_task(e.wait()) for e in (self.closed, other)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
 
     def resize(self, cols: int, rows: int) -> None:
         self.send(FrameType.RESIZE, struct.pack(">HH", cols, rows))

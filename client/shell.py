@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 async def _shell(args: argparse.Namespace) -> int:
     import asyncio
     import signal
+    from collections.abc import Awaitable
 
     from tether.client.connect import load_identity
     from tether.client.escape import HELP, EscapeFilter
@@ -62,29 +63,23 @@ async def _shell(args: argparse.Namespace) -> int:
         with raw_mode(0):
             loop.add_signal_handler(signal.SIGWINCH, lambda: session.resize(*terminal_size()))
             escapes = EscapeFilter(None if args.escape == "none" else args.escape)
-            async def pump() -> None:
-                if sys.stdin is None:
-                    return  # fd 0 was closed at startup; see run.py
-                reader = StdinReader()
-                while True:
-                    data = await reader.read()
-                    if not data:
-                        return  # local input ended; keep showing output until the shell exits
-                    result = escapes.feed(data)
-                    if result.help:
-                        stderr_line("\n" + HELP)
-                    if result.data:
-                        await session.send_data(result.data)
-                    if result.disconnect:
-                        disconnected.set()
-                        return
 
-            pump_task = loop.create_task(pump())
-            closed = loop.create_task(session.closed.wait())
-            gone = loop.create_task(disconnected.wait())
-            await asyncio.wait({closed, gone}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (pump_task, closed, gone):
-                task.cancel()
+            def on_chunk(data: bytes) -> Awaitable[None] | None:
+                if not data:
+                    return None  # local input ended; keep showing output until the shell exits
+                result = escapes.feed(data)
+                if result.help:
+                    stderr_line("\n" + HELP)
+                rest = session.offer(result.data) if result.data else b""
+                if result.disconnect:
+                    disconnected.set()
+                return session.send_data(rest) if rest else None
+
+            # fd 0 closed at startup leaves sys.stdin None, and fd 0 may be a socket now.
+            reader = StdinReader(on_chunk) if sys.stdin is not None else None
+            await session.wait_closed_or(disconnected)
+            if reader is not None:
+                reader.close()
             loop.remove_signal_handler(signal.SIGWINCH)
     finally:
         await session.close()
