@@ -351,14 +351,6 @@ class Policy:
     def decide(self, request: Request) -> Decision:
         return evaluate(self, request)
 
-    def evaluate(self, user: str, agent: str, action: str, run_as: str | None) -> Decision:
-        """Deprecated shape of `evaluate(policy, Request(...))`: the current time, no groups,
-        labels, command, reason or session count. Kept for callers not yet moved over."""
-        from datetime import UTC
-
-        return evaluate(self, Request(user=user, agent=agent, action=action, run_as=run_as,
-                                      now=datetime.now(UTC)))
-
     @classmethod
     def from_legacy_json(cls, path: Path) -> Policy:
         """Read a policy.json written by tether before the TOML format (allow statements)."""

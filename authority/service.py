@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from tether.authority.policy import Policy
+from tether.authority.policy import Policy, PolicyError, Request, evaluate
 from tether.authority.registry import Registry
 
 from tether import authz, grants
@@ -35,6 +36,7 @@ class AuthorityService:
         self._nonces: dict[str, float] = {}
         self.conn: MqttConnection | None = None
         self.decisions = 0
+        self.policy_error: str | None = None
 
     def _refresh(self) -> None:
         """Pick up registry and policy edits without a restart."""
@@ -47,8 +49,15 @@ class AuthorityService:
                 setattr(self, attr, mtime)
                 if attr == "_registry_mtime":
                     self.registry = Registry.load(path)
-                else:
+                    continue
+                try:
                     self.policy = Policy.load(path)
+                    self.policy_error = None
+                except PolicyError as exc:
+                    log.error("policy not loaded; denying every request until it is fixed:\n%s", exc)
+                    self.policy = Policy()
+                    self.policy_error = ("the access policy is invalid; ask an administrator "
+                                         "to run `tether policy validate`")
 
     async def start(self) -> None:
         settings = BrokerSettings.from_identity(self.identity.name, self.identity.broker)
@@ -101,12 +110,26 @@ class AuthorityService:
             return {"ok": False, "error": f"unknown agent {agent_name!r}; `tether ls` lists the agents"}
         if mode not in grants.MODES:
             return {"ok": False, "error": f"unknown mode {mode!r}"}
+        if self.policy_error:
+            return {"ok": False, "error": f"denied: {self.policy_error}"}
         run_as = req.get("run_as")
-        decision = self.policy.evaluate(user, agent_name, mode, str(run_as) if run_as else None)
+        command = req.get("command")
+        argv = [str(c) for c in command] if isinstance(command, list) else None
+        reason = req.get("reason") if isinstance(req.get("reason"), str) else None
+        decision = evaluate(self.policy, Request(
+            user=user, groups=self.registry.principals[user].groups,
+            agent=agent_name, agent_labels=agent.labels, action=mode,
+            run_as=str(run_as) if run_as else None, command=argv, reason=reason,
+            now=datetime.fromtimestamp(now, UTC),
+            active_sessions=0,  # not tracked yet: max_sessions is not enforced (issue 3)
+        ))
+        if decision.allowed and decision.recording == "required":
+            decision.allowed = False
+            decision.reason = (f"policy {decision.statement_label} requires recording, and this "
+                               "deployment has no recorder yet")
         if not decision.allowed:
             log.info("denied %s %s on %s: %s", user, mode, agent_name, decision.reason)
             return {"ok": False, "error": f"denied: {decision.reason}"}
-        command = req.get("command")
         grant = grants.Grant(
             user=user,
             agent=agent_name,
@@ -115,12 +138,12 @@ class AuthorityService:
             mqtt_name=mqtt_name,
             mode=mode,
             run_as=decision.run_as,
-            command=[str(c) for c in command] if isinstance(command, list) else None,
+            command=argv,  # bound, so the agent runs exactly what the policy allowed
             max_duration=decision.max_duration,
             idle_timeout=decision.idle_timeout,
             recording="off",
             recorder=None,
-            reason=req.get("reason"),
+            reason=reason,
             jti=grants.new_jti(),
             expires=now + GRANT_LIFETIME,
         )

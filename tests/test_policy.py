@@ -654,10 +654,7 @@ def test_the_furthest_failure_is_reported() -> None:
     assert d.reason == "user 'alice' may not run as 'daemon' on 'db1' (statement #1 'a')"
 
 
-def test_legacy_evaluate_method() -> None:
-    d = OPS.evaluate("alice", "db1", "shell", None)
-    assert d.allowed and d.run_as == "ubuntu"
-    assert not OPS.evaluate("alice", "db1", "shell", "daemon").allowed
+def test_decide_shorthand() -> None:
     assert OPS.decide(req()).allowed
 
 
