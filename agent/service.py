@@ -155,6 +155,13 @@ class AgentService:
             if grant.command is not None and body.get("command") != grant.command:
                 raise grants.GrantError("the command differs from the one in the grant")
             resolve_run_as(grant.run_as)
+            if grant.max_sessions is not None:
+                mine = sum(1 for s in self.sessions.values() if s.grant.user == grant.user)
+                mine += sum(1 for p in self._pending.values() if p.grant.user == grant.user)
+                if mine >= grant.max_sessions:
+                    raise grants.GrantError(
+                        f"user {grant.user!r} already has {mine} of {grant.max_sessions} "
+                        "allowed sessions on this agent")
         except (grants.GrantError, SpawnError) as exc:
             self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
             return

@@ -37,7 +37,17 @@ BULK_READ = 2048  # a read this large means more is coming: wait briefly to fill
 EXIT_DRAIN_GRACE = 2.0
 CLOSE_ACK_TIMEOUT = 10.0
 KILL_GRACE = 5.0
+MAX_DURATION_WARNING = 60.0
 DEFAULT_CLIENT_TIMEOUT = 300.0  # ten missed keepalives (tether.channel.KEEPALIVE)
+
+
+def _span(seconds: float) -> str:
+    s = int(seconds)
+    if s % 3600 == 0 and s >= 3600:
+        return f"{s // 3600} h"
+    if s % 60 == 0 and s >= 60:
+        return f"{s // 60} min"
+    return f"{s} s"
 
 
 def utf8_cut(data: bytes | bytearray, end: int) -> int:
@@ -111,6 +121,9 @@ class AgentSession:
         self._done = False
         self._end_task: asyncio.Task[None] | None = None
         self._limit_timer: asyncio.TimerHandle | None = None
+        self._warn_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_io = time.monotonic()
         self._watchdog: asyncio.TimerHandle | None = None
 
     # ----- lifecycle -----
@@ -150,6 +163,11 @@ class AgentSession:
         for out in self._outputs:
             self._resume(out)
         self._limit_timer = self.loop.call_later(self.grant.max_duration, self._on_max_duration)
+        warn_at = self.grant.max_duration - MAX_DURATION_WARNING
+        if warn_at > 0:
+            self._warn_timer = self.loop.call_later(warn_at, self._warn_max_duration)
+        if self.grant.idle_timeout > 0 and self.proc.master is not None:
+            self._idle_timer = self.loop.call_later(self._idle_period(), self._check_idle)
         self.channel.last_heard = time.monotonic()
         self._watchdog = self.loop.call_later(self.client_timeout / 4, self._check_client)
         log.info("session %s: %s as %s for %s", self.topic_out, self.grant.mode, self.run_as.name, self.grant.user)
@@ -162,9 +180,39 @@ class AgentSession:
             return
         self._watchdog = self.loop.call_later(self.client_timeout / 4, self._check_client)
 
+    def _warn_max_duration(self) -> None:
+        self._send(FrameType.NOTICE, f"this session ends in {MAX_DURATION_WARNING:.0f} s: it reaches "
+                   f"its maximum duration of {_span(self.grant.max_duration)}".encode())
+
     def _on_max_duration(self) -> None:
-        self._send(FrameType.NOTICE, b"session reached its maximum duration")
+        self._send(FrameType.NOTICE, f"session closed: maximum duration of "
+                   f"{_span(self.grant.max_duration)} reached".encode())
         self.terminate(signal.SIGHUP)
+
+    def _idle_period(self) -> float:
+        return min(1.0, max(0.2, self.grant.idle_timeout / 4))
+
+    def _shell_in_foreground(self) -> bool:
+        """A long silent job is not idleness: only the shell waiting at its prompt is."""
+        assert self.proc is not None and self.proc.master is not None
+        try:
+            return os.tcgetpgrp(self.proc.master) == self.proc.proc.pid
+        except OSError:
+            return False
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._finishing or self.proc is None or self.proc.master is None:
+            return
+        now = time.monotonic()
+        if not self._shell_in_foreground():
+            self._last_io = now  # the idle clock starts when the shell gets the terminal back
+        elif now - self._last_io >= self.grant.idle_timeout:
+            self._send(FrameType.NOTICE, f"session closed: idle for {_span(self.grant.idle_timeout)}"
+                       .encode())
+            self.terminate(signal.SIGHUP)
+            return
+        self._idle_timer = self.loop.call_later(self._idle_period(), self._check_idle)
 
     def terminate(self, sig: int = signal.SIGHUP) -> None:
         """End the process (client closed, limit reached, or admin request)."""
@@ -226,7 +274,8 @@ class AgentSession:
         if self._done:
             return
         self._done = True
-        for handle in (self._timer, self._coalesce, self._limit_timer, self._watchdog):
+        for handle in (self._timer, self._coalesce, self._limit_timer, self._watchdog,
+                       self._warn_timer, self._idle_timer):
             if handle is not None:
                 handle.cancel()
         for out in self._outputs:
@@ -280,6 +329,7 @@ class AgentSession:
                 break
             out.buf += chunk
             last = len(chunk)
+            self._last_io = time.monotonic()
         if out.eof or len(out.buf) >= READ_SIZE or last < BULK_READ:
             self._send_buffered()
         elif self._coalesce is None:
@@ -374,6 +424,7 @@ class AgentSession:
         t = frame.type
         if t == FrameType.DATA:
             self._input.append((frame.seq, bytearray(frame.payload)))
+            self._last_io = time.monotonic()
             return
         if t == FrameType.RESIZE and len(frame.payload) == 4 and self.proc and self.proc.master:
             cols, rows = struct.unpack(">HH", frame.payload)

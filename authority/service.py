@@ -121,7 +121,7 @@ class AuthorityService:
             agent=agent_name, agent_labels=agent.labels, action=mode,
             run_as=str(run_as) if run_as else None, command=argv, reason=reason,
             now=datetime.fromtimestamp(now, UTC),
-            active_sessions=0,  # not tracked yet: max_sessions is not enforced (issue 3)
+            active_sessions=0,  # the agent enforces max_sessions, which the grant carries
         ))
         if decision.allowed and decision.recording == "required":
             decision.allowed = False
@@ -146,6 +146,7 @@ class AuthorityService:
             reason=reason,
             jti=grants.new_jti(),
             expires=now + GRANT_LIFETIME,
+            max_sessions=decision.max_sessions,
         )
         token = grants.issue(self.identity.signing_seed, grant, now)
         log.info("granted %s %s on %s as %s", user, mode, agent_name, decision.run_as)

@@ -50,6 +50,7 @@ class Grant:
     reason: str | None
     jti: str
     expires: float
+    max_sessions: int | None = None  # concurrent sessions of this user on this agent
 
     def claims(self, issued: float) -> dict[str, Any]:
         return {
@@ -68,6 +69,7 @@ class Grant:
             "recorder": self.recorder,
             "reason": self.reason,
             "jti": self.jti,
+            "max_sessions": self.max_sessions,
             "iat": _iso(issued),
             "exp": _iso(self.expires),
         }
@@ -105,6 +107,7 @@ def decode(authority_key: bytes, token: str) -> Grant:
             reason=c.get("reason"),
             jti=str(c["jti"]),
             expires=_from_iso(str(c["exp"])),
+            max_sessions=int(c["max_sessions"]) if c.get("max_sessions") is not None else None,
         )
     except paseto.PasetoError as exc:
         raise GrantError(f"grant signature invalid: {exc}") from exc

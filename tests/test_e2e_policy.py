@@ -1,0 +1,120 @@
+"""Policy decisions and agent-enforced limits, end to end on both brokers."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+
+from stack import OS_USER, PtyClient, Stack
+
+from tether.keys import write_private_file
+
+PROMPT = rb"\[tp\]\$ "
+
+
+@contextlib.contextmanager
+def policy(stack: Stack, body: str) -> Iterator[None]:
+    """Replace the stack's policy for the duration; the authority re-reads it by itself."""
+    path = stack.home.policy
+    saved = path.read_bytes()
+    user = re.search(rb'users = \["([^"]+)"\]', saved)
+    assert user is not None
+    text = body.replace("OSUSER", OS_USER).replace("USER", user.group(1).decode())
+    write_private_file(path, text.encode())
+    try:
+        yield
+    finally:
+        write_private_file(path, saved)
+
+
+def statement(**extra: str) -> str:
+    lines = ['[[statement]]', 'id = "test"', 'effect = "allow"', 'users = ["USER"]',
+             'agents = ["local"]', 'actions = ["shell", "exec"]', 'run_as = ["OSUSER"]']
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_required_reason(stack: Stack) -> None:
+    with policy(stack, statement(require_reason="true")):
+        r = stack.tether("run", "local", "--", "true")
+        assert r.returncode == 255 and b"reason is required" in r.stderr, r.stderr
+        ok = stack.tether("run", "--reason", "INC-42", "local", "--", "true")
+        assert ok.returncode == 0, ok.stderr
+
+
+def test_command_allow_list(stack: Stack) -> None:
+    body = statement(commands='["echo *", "id -un"]').replace('actions = ["shell", "exec"]',
+                                                              'actions = ["exec"]')
+    with policy(stack, body):
+        assert stack.tether("run", "local", "--", "echo", "hi").stdout == b"hi\n"
+        r = stack.tether("run", "local", "--", "rm", "-rf", "/tmp/nothing-here")
+        assert r.returncode == 255 and b"is not allowed" in r.stderr, r.stderr
+        shell = stack.tether("shell", "local")
+        assert shell.returncode == 255 and b"denied" in shell.stderr
+
+
+def test_deny_wins_over_allow(stack: Stack) -> None:
+    deny = ('[[statement]]\nid = "no-exec"\neffect = "deny"\nusers = ["*"]\nagents = ["*"]\n'
+            'actions = ["exec"]\n')
+    with policy(stack, statement() + deny):
+        r = stack.tether("run", "local", "--", "true")
+        assert r.returncode == 255 and b"no-exec" in r.stderr, r.stderr
+
+
+def test_max_sessions(stack: Stack) -> None:
+    with policy(stack, statement(max_sessions="1")):
+        first = stack.popen("run", "local", "--", "sleep", "20", stdout=-1, stderr=-1)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                second = stack.tether("run", "local", "--", "true")
+                if b"allowed sessions" in second.stderr:
+                    break
+                assert time.monotonic() < deadline, "the second session was never refused"
+            assert second.returncode == 255
+            assert b"already has 1 of 1 allowed sessions" in second.stderr
+        finally:
+            first.kill()
+            first.wait()
+
+
+def test_max_duration_ends_a_session(stack: Stack) -> None:
+    with policy(stack, statement(max_duration="3")):
+        start = time.monotonic()
+        r = stack.tether("run", "local", "--", "sleep", "60", timeout=30)
+        elapsed = time.monotonic() - start
+        assert r.returncode == 128 + 1, r.stderr  # SIGHUP
+        assert b"maximum duration" in r.stderr
+        assert 2.5 < elapsed < 15
+
+
+def _shell(stack: Stack) -> PtyClient:
+    client = PtyClient(stack, "shell", "local")
+    client.send(b"export PS1='[t''p]$ '\r")
+    client.expect(PROMPT)
+    return client
+
+
+def test_idle_timeout_ends_an_idle_shell(stack: Stack) -> None:
+    with policy(stack, statement(idle_timeout="2")):
+        client = _shell(stack)
+        try:
+            start = time.monotonic()
+            client.expect(rb"idle for 2 s", timeout=15)
+            assert client.drain_until_exit() != 0
+            assert 1.5 < time.monotonic() - start < 10
+        finally:
+            client.close()
+
+
+def test_idle_timeout_spares_a_silent_foreground_job(stack: Stack) -> None:
+    with policy(stack, statement(idle_timeout="2")):
+        client = _shell(stack)
+        try:
+            client.send(b"sleep 5; echo sur''vived\r")
+            client.expect(rb"survived", timeout=15)
+            client.expect(rb"idle for 2 s", timeout=15)  # and idle again afterwards
+        finally:
+            client.close()
