@@ -120,7 +120,7 @@ async def _handshake(stack: Stack, token: str, hello: bytes | None = None, *,
     user = user or Identity.load(stack.home.user_identity)
     agent = Identity.load(stack.home.agent_identity("local"))
     topics = Topics()
-    slot = f"{user.name}.7"
+    slot = f"{user.name}.7" if user.kind == "user" else user.name
     replies: asyncio.Queue[bytes] = asyncio.Queue()
     sid = sid or os.urandom(16)
 
@@ -227,3 +227,41 @@ def test_stream_survives_broker_restart(fresh_stack: Stack, tmp_path: Path) -> N
     assert len(received) == blob.stat().st_size
     assert hashlib.sha256(received).digest() == hashlib.sha256(blob.read_bytes()).digest()
     wait_for(lambda: fresh_stack.agent_status("local") == "online", what="agent back online")
+
+
+# ----- a hostile principal with full broker access (DESIGN §2: the broker is untrusted) -----
+
+
+def test_admin_cannot_open_a_session_without_a_grant(stack: Stack) -> None:
+    spy = Identity.load(stack.spy_identity)
+    for token in ("", "v4.public.AAAA", "not a grant"):
+        outcome, _ = asyncio.run(_handshake(stack, token, user=spy))
+        assert "grant" in outcome and outcome != "accepted", outcome
+
+
+def test_admin_cannot_use_a_captured_grant_from_its_own_connection(stack: Stack) -> None:
+    user = Identity.load(stack.home.user_identity)
+    spy = Identity.load(stack.spy_identity)
+    captured = _grant(stack, user, _mqtt_name(stack))  # a genuine grant, issued to the user
+    outcome, _ = asyncio.run(_handshake(stack, captured, user=spy))
+    assert "grant is bound to another client key" in outcome
+    # Even the user's key would not help it: the grant names the user's connection.
+    rebound = _grant(stack, user, _mqtt_name(stack), client_key=b64e(spy.public_key))
+    outcome, _ = asyncio.run(_handshake(stack, rebound, user=spy))
+    assert "grant was issued to another client connection" in outcome
+
+
+def test_admin_cannot_change_a_grants_run_as(stack: Stack) -> None:
+    import json
+
+    from tether.encoding import b64d
+
+    user = Identity.load(stack.home.user_identity)
+    genuine = _grant(stack, user, _mqtt_name(stack), run_as="nobody")
+    body = b64d(genuine.split(".")[2])
+    claims = json.loads(body[:-64])
+    claims["run_as"] = "root"
+    forged_body = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode() + body[-64:]
+    forged = "v4.public." + b64e(forged_body)
+    outcome, _ = asyncio.run(_handshake(stack, forged, user=user))
+    assert "grant signature invalid" in outcome
