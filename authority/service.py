@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tether.authority.audit import AuditLog
 from tether.authority.policy import Policy, PolicyError, Request, evaluate
 from tether.authority.registry import Registry
 
@@ -37,6 +38,7 @@ class AuthorityService:
         self.conn: MqttConnection | None = None
         self.decisions = 0
         self.policy_error: str | None = None
+        self.audit = AuditLog(self.home.root / "authority" / "audit.jsonl", self.identity.signing_key)
 
     def _refresh(self) -> None:
         """Pick up registry and policy edits without a restart."""
@@ -94,10 +96,22 @@ class AuthorityService:
             return
         self._nonces[nonce] = now + 2 * authz.MAX_SKEW
         reply = self._decide(principal.name, mqtt_name, request, now)
+        self._audit_decision(principal.name, request, reply)
         self.decisions += 1
         assert self.conn is not None
         self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
             self.identity.signing_key, request, reply), qos=1)
+
+    def _audit_decision(self, user: str, req: dict[str, Any], reply: dict[str, Any]) -> None:
+        """Written (and fsync'd) before the reply goes out: no unrecorded grants."""
+        common = {"user": user, "agent": req.get("agent"), "mode": req.get("mode"),
+                  "reason": req.get("reason"), "command": req.get("command")}
+        if not reply.get("ok"):
+            self.audit.append("grant-denied", **common, why=reply.get("error"))
+            return
+        grant = grants.decode(self.identity.public_key, str(reply["grant"]))
+        self.audit.append("grant-issued", **common, run_as=grant.run_as, jti=grant.jti,
+                          expires=grant.expires, max_duration=grant.max_duration)
 
     def _decide(self, user: str, mqtt_name: str, req: dict[str, Any], now: float) -> dict[str, Any]:
         kind = req.get("type")

@@ -118,3 +118,16 @@ def test_idle_timeout_spares_a_silent_foreground_job(stack: Stack) -> None:
             client.expect(rb"idle for 2 s", timeout=15)  # and idle again afterwards
         finally:
             client.close()
+
+
+def test_decisions_are_in_the_audit_trail(stack: Stack) -> None:
+    assert stack.tether("run", "--reason", "audit-check", "local", "--", "true").returncode == 0
+    bob = stack.tether("run", "--identity", str(stack.bob_identity), "local", "--", "true")
+    assert bob.returncode == 255
+    r = stack.tether("audit", "--since", "10m")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert "grant-issued" in out and "reason='audit-check'" in out
+    assert "grant-denied" in out and "user=bob" in out
+    only_bob = stack.tether("audit", "--user", "bob").stdout.decode()
+    assert "user=bob" in only_bob and "audit-check" not in only_bob
