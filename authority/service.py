@@ -30,8 +30,8 @@ class AuthorityService:
     topics: Topics = field(default_factory=Topics)
 
     def __post_init__(self) -> None:
-        self._registry_mtime = -1.0
-        self._policy_mtime = -1.0
+        self._registry_mtime: tuple[int, int, int] | None = (-1, -1, -1)
+        self._policy_mtime: tuple[int, int, int] | None = (-1, -1, -1)
         self.registry = Registry(self.home.registry)
         self.policy = Policy()
         self._nonces: dict[str, float] = {}
@@ -44,11 +44,14 @@ class AuthorityService:
         """Pick up registry and policy edits without a restart."""
         for path, attr in ((self.home.registry, "_registry_mtime"), (self.home.policy, "_policy_mtime")):
             try:
-                mtime = path.stat().st_mtime
+                st = path.stat()
+                # Files are replaced atomically, so a new inode means new content even when
+                # two writes land within the file system's timestamp granularity.
+                version: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_ino, st.st_size)
             except FileNotFoundError:
-                mtime = 0.0
-            if mtime != getattr(self, attr):
-                setattr(self, attr, mtime)
+                version = None
+            if version != getattr(self, attr):
+                setattr(self, attr, version)
                 if attr == "_registry_mtime":
                     self.registry = Registry.load(path)
                     continue
