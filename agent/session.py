@@ -255,6 +255,7 @@ class AgentSession:
         # Everything read must be sent before EXIT; wait for credit if need be.
         deadline = time.monotonic() + CLOSE_ACK_TIMEOUT
         for out in self._outputs:
+            self._drain(out)  # a busy loop may not have read the last output yet
             out.eof = True
         while any(o.buf for o in self._outputs) and time.monotonic() < deadline:
             self._send_buffered(final=True)
@@ -269,6 +270,24 @@ class AgentSession:
             await asyncio.sleep(0.02)
         log.debug("%s: finished, all acked: %s", self.topic_out, self.channel.all_acked)
         self.close_resources()
+
+    def _drain(self, out: _Output, limit: int = 1 << 20) -> None:
+        """Read what the process left in its pipe or PTY; bounded, in case a background
+        job that inherited it keeps writing."""
+        taken = 0
+        while not out.eof and taken < limit:
+            try:
+                chunk = os.read(out.fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                out.eof = True
+                self._pause(out)
+                return
+            out.buf += chunk
+            taken += len(chunk)
 
     def close_resources(self) -> None:
         if self._done:
