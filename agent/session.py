@@ -255,7 +255,9 @@ class AgentSession:
         # Everything read must be sent before EXIT; wait for credit if need be.
         deadline = time.monotonic() + CLOSE_ACK_TIMEOUT
         for out in self._outputs:
-            self._drain(out)  # a busy loop may not have read the last output yet
+            # A busy loop may not have read the last output yet. Bounded, in case a
+            # background job that inherited the pipe or PTY keeps writing.
+            self._read_into(out, len(out.buf) + (1 << 20))
             out.eof = True
         while any(o.buf for o in self._outputs) and time.monotonic() < deadline:
             self._send_buffered(final=True)
@@ -270,24 +272,6 @@ class AgentSession:
             await asyncio.sleep(0.02)
         log.debug("%s: finished, all acked: %s", self.topic_out, self.channel.all_acked)
         self.close_resources()
-
-    def _drain(self, out: _Output, limit: int = 1 << 20) -> None:
-        """Read what the process left in its pipe or PTY; bounded, in case a background
-        job that inherited it keeps writing."""
-        taken = 0
-        while not out.eof and taken < limit:
-            try:
-                chunk = os.read(out.fd, READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                out.eof = True
-                self._pause(out)
-                return
-            out.buf += chunk
-            taken += len(chunk)
 
     def close_resources(self) -> None:
         if self._done:
@@ -331,11 +315,13 @@ class AgentSession:
             out.reading = False
             self.loop.remove_reader(out.fd)
 
-    def _on_readable(self, out: _Output) -> None:
+    def _read_into(self, out: _Output, limit: int) -> int:
+        """Read until nothing is left, EOF, or `limit` bytes are buffered; return the size
+        of the last read (a full read means the program is producing in bulk)."""
         last = 0
-        while len(out.buf) < READ_SIZE:
+        while len(out.buf) < limit and not out.eof:
             try:
-                chunk = os.read(out.fd, READ_SIZE - len(out.buf))
+                chunk = os.read(out.fd, min(READ_SIZE, limit - len(out.buf)))
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -349,6 +335,10 @@ class AgentSession:
             out.buf += chunk
             last = len(chunk)
             self._last_io = time.monotonic()
+        return last
+
+    def _on_readable(self, out: _Output) -> None:
+        last = self._read_into(out, READ_SIZE)
         if out.eof or len(out.buf) >= READ_SIZE or last < BULK_READ:
             self._send_buffered()
         elif self._coalesce is None:
