@@ -12,17 +12,56 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Run an agent: it dials out to the broker, announces itself, and serves shell and "
         "exec sessions that carry a valid grant. Run it as root to allow run-as other users."
     )
-    parser.add_argument("--identity", required=True, metavar="FILE",
-                        help="the agent's identity file (from `tether authority agent add`)")
+    parser.add_argument("--identity", metavar="FILE",
+                        help="the agent's identity file (from `tether agent enroll` or "
+                        "`tether authority agent add`); required to run the agent")
     add_client_timeout_argument(parser)
     add_verbose_argument(parser)
+    sub = parser.add_subparsers(dest="what")
+    enroll = sub.add_parser(
+        "enroll", help="enrol this machine with an activation and write its identity file",
+        description="Generate this agent's keys here, prove knowledge of the activation code "
+        "to the authority (the code itself is never sent), and write the identity file that "
+        "`tether agent --identity FILE` runs with.")
+    enroll.add_argument("--activation", required=True, metavar="ID:CODE",
+                        help="from `tether authority activation create`")
+    enroll.add_argument("--broker", required=True, metavar="HOST:PORT", help="the MQTT broker")
+    enroll.add_argument("--name", help="agent name (default: this host's name)")
+    enroll.add_argument("--out", required=True, metavar="FILE", help="identity file to write (0600)")
+    enroll.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from tether.cli import UserError
+
     setup_logging(args.verbose)
+    if args.what == "enroll":
+        return asyncio.run(_enroll(args))
+    if not args.identity:
+        raise UserError("--identity FILE is required to run the agent (or use `tether agent enroll`)")
     return asyncio.run(_agent(args))
+
+
+async def _enroll(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tether.agent.enroll import enroll
+    from tether.agent.naming import default_name
+    from tether.cli import UserError
+    from tether.up import parse_hostport
+
+    activation, sep, code = args.activation.partition(":")
+    if not sep or not code:
+        raise UserError("--activation must be ID:CODE, as printed by `tether authority activation create`")
+    host, port = parse_hostport(args.broker)
+    out = Path(args.out)
+    ident = await enroll(activation, code, host, port, args.name or default_name(), out, args.tls_ca)
+    labels = ",".join(f"{k}={v}" for k, v in sorted(ident.labels.items())) or "none"
+    print(f"enrolled as agent {ident.name!r} (labels: {labels}); identity written to {out}.\n"
+          f"Start it with: tether agent --identity {out}")
+    return 0
 
 
 async def _agent(args: argparse.Namespace) -> int:
@@ -30,7 +69,6 @@ async def _agent(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tether.agent.service import AgentService
-
     from tether.cli import UserError
     from tether.keys import Identity, KeyFileError
     from tether.mqtt import BrokerError

@@ -12,12 +12,11 @@ from typing import Any
 
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.broker.passwd import hash_password
-
 from tether.encoding import dumps, loads
 from tether.keys import read_private_file, write_private_file
 from tether.topics import valid_name
 
-KINDS = ("user", "agent", "recorder", "authority", "admin")
+KINDS = ("user", "agent", "recorder", "authority", "admin", "enrol")
 # A user may hold this many broker connections at once (one per running CLI command),
 # because each broker connection needs its own client id and the broker ties client ids
 # to usernames to stop takeovers.

@@ -55,7 +55,7 @@ __all__ = [
     "valid_topic",
 ]
 
-ROLES: Final = ("agent", "user", "authority", "recorder", "admin")
+ROLES: Final = ("agent", "user", "authority", "recorder", "admin", "enrol")
 Role = Literal["agent", "user", "authority", "recorder", "admin"]
 
 # Mosquitto's MOSQ_ACL_READ / MOSQ_ACL_WRITE bits; 0 is "deny".
@@ -147,6 +147,14 @@ def role_rules(role: str, prefix: str = DEFAULT_PREFIX) -> tuple[Rule, ...]:
             Rule("read", f"{p}/authz/req/+"),
             Rule("write", f"{p}/authz/rep/+"),
             Rule("write", f"{p}/authz/bulletin"),
+            Rule("read", f"{p}/enrol/req/+"),
+            Rule("write", f"{p}/enrol/rep/+"),
+        )
+    if role == "enrol":
+        # An activation's principal: it may only ask to enrol, and hear the answer.
+        return (
+            Rule("write", f"{p}/enrol/req/%u"),
+            Rule("read", f"{p}/enrol/rep/%u"),
         )
     if role == "recorder":
         return (

@@ -1,0 +1,71 @@
+"""`tether agent enroll`: the device side of enrolment (see tether.enrolment)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from tether import enrolment
+from tether.cli import UserError
+from tether.keys import Identity
+from tether.mqtt import BrokerError, BrokerSettings, MqttConnection
+from tether.topics import Topics
+
+REPLY_TIMEOUT = 15.0
+
+
+async def enroll(activation: str, code: str, host: str, port: int, name: str, out: Path,
+                 tls_ca: str | None = None, topics: Topics | None = None) -> Identity:
+    topics = topics or Topics()
+    ident = Identity.generate(name, "agent", with_x25519=True)
+    assert ident.x25519_secret is not None
+    payload = enrolment.build_request(ident.signing_key, ident.x25519_public, activation, code,
+                                      name, time.time())
+    nonce = str(enrolment.read_request(payload)["nonce"])
+    answer: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+
+    def on_message(topic: str, data: bytes) -> None:
+        doc = enrolment.open_reply(data, code, ident.x25519_secret or b"", nonce)
+        if doc is not None and not answer.done():
+            answer.set_result(doc)
+
+    settings = BrokerSettings(host=host, port=port, username=activation, client_id=activation,
+                              password=enrolment.mqtt_password(code), tls_ca=tls_ca)
+    conn = MqttConnection(settings, on_message)
+    try:
+        await conn.connect()
+    except BrokerError as exc:
+        if "refused" in str(exc):
+            raise UserError(
+                f"the broker at {host}:{port} refused activation {activation}: the id or code is "
+                "wrong, the activation has expired or been used up, or the broker was not "
+                "reloaded after it was created"
+            ) from None
+        raise UserError(str(exc)) from None
+    try:
+        await conn.subscribe_confirmed(topics.enrol_reply(activation), 1)
+        conn.publish(topics.enrol_request(activation), payload, qos=1)
+        try:
+            doc = await asyncio.wait_for(answer, REPLY_TIMEOUT)
+        except TimeoutError:
+            raise UserError(f"the authority did not answer within {REPLY_TIMEOUT:.0f} s; is it running?") from None
+    finally:
+        await conn.close()
+    if not doc.get("authentic"):
+        raise UserError("the answer was not authenticated with the activation code; refusing it")
+    if not doc.get("ok"):
+        raise UserError(f"enrolment refused: {doc.get('error')}")
+    broker = doc.get("broker")
+    authority = doc.get("authority")
+    labels = doc.get("labels")
+    if not isinstance(broker, dict) or not isinstance(authority, dict) or not isinstance(labels, dict):
+        raise UserError("the authority's answer is malformed")
+    ident.broker = {"host": host, "port": port, "username": str(broker["username"]),
+                    "password": str(broker["password"])}
+    if tls_ca:
+        ident.broker["tls"] = {"ca": tls_ca}
+    ident.authority = {str(k): str(v) for k, v in authority.items()}
+    ident.labels = {str(k): str(v) for k, v in labels.items()}
+    ident.save(out)
+    return ident

@@ -1,0 +1,62 @@
+"""Agents enrol themselves with an activation code, on both brokers."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from stack import Stack, wait_for
+
+
+def _activation(stack: Stack, *args: str) -> tuple[str, str]:
+    r = stack.tether("authority", "activation", "create", *args)
+    assert r.returncode == 0, r.stderr
+    ident = re.search(rb"Activation ID:\s+(\S+)", r.stdout)
+    code = re.search(rb"Activation code:\s+(\S+)", r.stdout)
+    assert ident and code, r.stdout
+    stack.broker.reload()  # the operator's step, as the command says
+    return ident.group(1).decode(), code.group(1).decode()
+
+
+def _enroll(stack: Stack, device: Path, act: str, code: str, name: str) -> tuple[int, bytes]:
+    env = dict(stack.env, TETHER_HOME=str(device))
+    r = stack.tether("agent", "enroll", "--activation", f"{act}:{code}", "--broker",
+                     f"127.0.0.1:{stack.port}", "--name", name, "--out", str(device / f"{name}.json"),
+                     env=env)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_enrol_run_and_list(fresh_stack: Stack, tmp_path: Path) -> None:
+    act, code = _activation(fresh_stack, "--labels", "env=test,role=db", "--max", "1")
+    rc, out = _enroll(fresh_stack, tmp_path, act, code, "dev1")
+    assert rc == 0, out
+    ident = tmp_path / "dev1.json"
+    assert oct(ident.stat().st_mode & 0o777) == "0o600"
+    assert code.encode() not in ident.read_bytes()
+    fresh_stack.broker.reload()  # the new agent's credentials
+    fresh_stack.popen("agent", "--identity", str(ident))
+    wait_for(lambda: fresh_stack.agent_status("dev1") == "online", what="enrolled agent online")
+    listing = fresh_stack.tether("ls").stdout.decode()
+    row = next(line for line in listing.splitlines() if line.startswith("dev1 "))
+    assert "env=test,role=db" in row
+    # Used up: a second device is refused, with the authority's reason.
+    rc, out = _enroll(fresh_stack, tmp_path, act, code, "dev2")
+    assert rc == 255 and b"used 1 of 1 times" in out, out
+    audit = fresh_stack.tether("audit").stdout.decode()
+    assert "enrolled" in audit and "enrol-refused" in audit
+
+
+def test_wrong_code_and_expired_activation(fresh_stack: Stack, tmp_path: Path) -> None:
+    act, code = _activation(fresh_stack, "--max", "5")
+    wrong = ("X" if code[0] != "X" else "Y") + code[1:]
+    rc, out = _enroll(fresh_stack, tmp_path, act, wrong, "dev3")
+    assert rc == 255 and b"refused activation" in out, out
+    assert not (tmp_path / "dev3.json").exists()
+    short, short_code = _activation(fresh_stack, "--expires", "1s")
+    deadline = time.time() + 1.0
+    wait_for(lambda: time.time() > deadline, what="the activation to expire")
+    rc, out = _enroll(fresh_stack, tmp_path, short, short_code, "dev4")
+    assert rc == 255 and b"has expired" in out, out
+    assert os.path.exists(tmp_path) and not (tmp_path / "dev4.json").exists()
