@@ -31,6 +31,7 @@ USERS = {
     "auth": "authority",
     "rec": "recorder",
     "root": "admin",
+    "act-1": "enrol",
 }
 ACL = parse_acl(render_mosquitto_acl(USERS))
 
@@ -63,6 +64,12 @@ def test_role_rules_table() -> None:
         Rule("read", f"{P}/authz/req/+"),
         Rule("write", f"{P}/authz/rep/+"),
         Rule("write", f"{P}/authz/bulletin"),
+        Rule("read", f"{P}/enrol/req/+"),
+        Rule("write", f"{P}/enrol/rep/+"),
+    )
+    assert role_rules("enrol") == (
+        Rule("write", f"{P}/enrol/req/%u"),
+        Rule("read", f"{P}/enrol/rep/%u"),
     )
     assert role_rules("recorder") == (
         Rule("read", f"{P}/a/+/s/+/+/rec"),
@@ -383,3 +390,14 @@ def test_subset_check_is_sound(rule: str, flt: str, samples: list[str]) -> None:
         for topic in samples:
             if paho.topic_matches_sub(flt, topic):
                 assert paho.topic_matches_sub(rule, topic), (rule, flt, topic)
+
+
+def test_an_activation_principal_can_only_ask_to_enrol() -> None:
+    assert ACL.permits("act-1", f"{P}/enrol/req/act-1", PUB)
+    assert ACL.permits("act-1", f"{P}/enrol/rep/act-1", RECV)
+    assert not ACL.permits("act-1", f"{P}/enrol/req/act-2", PUB)
+    assert not ACL.permits("act-1", f"{P}/enrol/rep/act-2", RECV)
+    assert not ACL.permits("act-1", f"{P}/a/web1/hs/act-1", PUB)
+    assert not ACL.permits("act-1", f"{P}/a/web1/s/alice/x/a2c", RECV)
+    assert ACL.permits("auth", f"{P}/enrol/req/act-1", RECV)
+    assert not ACL.permits("alice", f"{P}/enrol/rep/act-1", RECV)
