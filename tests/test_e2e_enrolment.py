@@ -60,3 +60,35 @@ def test_wrong_code_and_expired_activation(fresh_stack: Stack, tmp_path: Path) -
     rc, out = _enroll(fresh_stack, tmp_path, short, short_code, "dev4")
     assert rc == 255 and b"has expired" in out, out
     assert os.path.exists(tmp_path) and not (tmp_path / "dev4.json").exists()
+
+
+def test_user_login_with_a_key_made_on_their_machine(fresh_stack: Stack, tmp_path: Path) -> None:
+    from stack import OS_USER
+
+    from tether.keys import Identity, write_private_file
+
+    laptop = dict(fresh_stack.env, TETHER_HOME=str(tmp_path / "laptop"))
+    first = fresh_stack.tether("login", "--name", "dana", env=laptop)
+    assert first.returncode == 0, first.stderr
+    key = re.search(rb"--key (\S+)", first.stdout)
+    assert key is not None
+    added = fresh_stack.tether("user", "add", "dana", "--key", key.group(1).decode(), "--group", "ops")
+    assert added.returncode == 0, added.stderr
+    token = re.search(rb"tether login --token (\S+)", added.stdout)
+    assert token is not None
+    fresh_stack.broker.reload()
+    policy = fresh_stack.home.policy
+    write_private_file(policy, policy.read_bytes() + (
+        '\n[[statement]]\nid = "ops"\neffect = "allow"\ngroups = ["ops"]\nagents = ["local"]\n'
+        f'actions = ["exec"]\nrun_as = ["{OS_USER}"]\n').encode())
+    done = fresh_stack.tether("login", "--token", token.group(1).decode(), env=laptop)
+    assert done.returncode == 0, done.stderr
+    r = fresh_stack.tether("run", "local", "--", "echo", "hello-dana", env=laptop)
+    assert (r.returncode, r.stdout) == (0, b"hello-dana\n"), r.stderr
+    # The private key exists only on the laptop.
+    seed = Identity.load(tmp_path / "laptop" / "user.json").signing_seed
+    from tether.encoding import b64e
+
+    for f in fresh_stack.home.root.rglob("*"):
+        if f.is_file():
+            assert b64e(seed).encode() not in f.read_bytes(), f
