@@ -23,6 +23,9 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", help="your user name (first step)")
     parser.add_argument("--token", help="the token from `tether user add` (second step)")
+    parser.add_argument("--rotate", action="store_true",
+                        help="replace your key with a new one; the authority accepts the change "
+                        "because both the old and the new key sign it")
     parser.add_argument("--identity", metavar="FILE",
                         help="identity file (default: $TETHER_IDENTITY, else $TETHER_HOME/user.json)")
 
@@ -42,6 +45,10 @@ def run_login(args: argparse.Namespace) -> int:
     from tether.topics import valid_name
 
     path = _identity_path(args.identity)
+    if args.rotate:
+        import asyncio
+
+        return asyncio.run(_rotate(path))
     if args.token:
         try:
             ident = Identity.load(path)
@@ -70,6 +77,44 @@ def run_login(args: argparse.Namespace) -> int:
     print(f"Created your key in {path} (0600). Ask an administrator to run:\n\n"
           f"  tether user add {args.name} --key {b64e(ident.public_key)}\n\n"
           "then run the `tether login --token ...` line they send you.")
+    return 0
+
+
+async def _rotate(path: Path) -> int:
+    from nacl.signing import SigningKey
+
+    from tether.authz import rotation_message
+    from tether.cli import UserError
+    from tether.client.connect import GrantRequester, acquire_slot, connect, load_identity
+    from tether.encoding import b64e
+    from tether.topics import Topics
+
+    ident = load_identity(str(path))
+    if not ident.broker:
+        raise UserError(f"{path} is not logged in yet; finish with `tether login --token ...`")
+    new = SigningKey.generate()
+    new_pub = bytes(new.verify_key)
+    body = {"type": "rotate", "new_key": b64e(new_pub),
+            "new_sig": b64e(new.sign(rotation_message(ident.public_key, new_pub)).signature)}
+    slot = acquire_slot(ident)
+    requester: GrantRequester | None = None
+
+    def on_message(topic: str, payload: bytes) -> None:
+        if requester is not None:
+            requester.on_message(topic, payload)
+
+    conn = await connect(ident, slot, on_message)
+    try:
+        requester = GrantRequester(ident, conn, slot, Topics())
+        await requester.subscribe()
+        reply = await requester.request(body)
+    finally:
+        await conn.close()
+    if not reply.get("ok"):
+        raise UserError(f"the authority refused the rotation: {reply.get('error')}")
+    ident.signing_seed = bytes(new)
+    ident.save(path)
+    print(f"rotated: {path} now holds a new key; the old one no longer works")
     return 0
 
 

@@ -92,3 +92,13 @@ def test_user_login_with_a_key_made_on_their_machine(fresh_stack: Stack, tmp_pat
     for f in fresh_stack.home.root.rglob("*"):
         if f.is_file():
             assert b64e(seed).encode() not in f.read_bytes(), f
+    # Rotation: both keys sign the change; the registry then holds only the new key.
+    before = Identity.load(tmp_path / "laptop" / "user.json").public_key
+    rotated = fresh_stack.tether("login", "--rotate", env=laptop)
+    assert rotated.returncode == 0, rotated.stderr
+    after = Identity.load(tmp_path / "laptop" / "user.json").public_key
+    assert after != before
+    registry = fresh_stack.home.registry.read_bytes()
+    assert b64e(after).encode() in registry and b64e(before).encode() not in registry
+    again = fresh_stack.tether("run", "local", "--", "echo", "still-dana", env=laptop)
+    assert (again.returncode, again.stdout) == (0, b"still-dana\n"), again.stderr

@@ -74,6 +74,11 @@ def verify_request(requester_key: bytes, blob: bytes, now: float) -> dict[str, A
     return doc
 
 
+def rotation_message(old_key: bytes, new_key: bytes) -> bytes:
+    """What the new key signs to agree to replace the old one."""
+    return b"tether-rotate\x00" + old_key + new_key
+
+
 def build_reply(authority: SigningKey, request: dict[str, Any], body: dict[str, Any]) -> bytes:
     doc = dict(body, nonce=request["nonce"])
     return SealedBox(PublicKey(b64d(request["reply_key"]))).encrypt(sign_document(authority, REPLY, doc))
