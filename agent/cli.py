@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     enroll.add_argument("--name", help="agent name (default: this host's name)")
     enroll.add_argument("--out", required=True, metavar="FILE", help="identity file to write (0600)")
     enroll.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
+    enroll.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                        help="how long to wait for an administrator's approval, when the "
+                        "activation requires one (default 600)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +60,8 @@ async def _enroll(args: argparse.Namespace) -> int:
         raise UserError("--activation must be ID:CODE, as printed by `tether authority activation create`")
     host, port = parse_hostport(args.broker)
     out = Path(args.out)
-    ident = await enroll(activation, code, host, port, args.name or default_name(), out, args.tls_ca)
+    ident = await enroll(activation, code, host, port, args.name or default_name(), out, args.tls_ca,
+                         approval_wait=args.wait)
     labels = ",".join(f"{k}={v}" for k, v in sorted(ident.labels.items())) or "none"
     print(f"enrolled as agent {ident.name!r} (labels: {labels}); identity written to {out}.\n"
           f"Start it with: tether agent --identity {out}")

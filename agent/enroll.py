@@ -16,19 +16,20 @@ REPLY_TIMEOUT = 15.0
 
 
 async def enroll(activation: str, code: str, host: str, port: int, name: str, out: Path,
-                 tls_ca: str | None = None, topics: Topics | None = None) -> Identity:
+                 tls_ca: str | None = None, topics: Topics | None = None,
+                 approval_wait: float = 600.0) -> Identity:
     topics = topics or Topics()
     ident = Identity.generate(name, "agent", with_x25519=True)
     assert ident.x25519_secret is not None
     payload = enrolment.build_request(ident.signing_key, ident.x25519_public, activation, code,
                                       name, time.time())
     nonce = str(enrolment.read_request(payload)["nonce"])
-    answer: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+    answers: asyncio.Queue[dict[str, object]] = asyncio.Queue()
 
     def on_message(topic: str, data: bytes) -> None:
         doc = enrolment.open_reply(data, code, ident.x25519_secret or b"", nonce)
-        if doc is not None and not answer.done():
-            answer.set_result(doc)
+        if doc is not None:
+            answers.put_nowait(doc)
 
     settings = BrokerSettings(host=host, port=port, username=activation, client_id=activation,
                               password=enrolment.mqtt_password(code), tls_ca=tls_ca)
@@ -47,9 +48,17 @@ async def enroll(activation: str, code: str, host: str, port: int, name: str, ou
         await conn.subscribe_confirmed(topics.enrol_reply(activation), 1)
         conn.publish(topics.enrol_request(activation), payload, qos=1)
         try:
-            doc = await asyncio.wait_for(answer, REPLY_TIMEOUT)
+            doc = await asyncio.wait_for(answers.get(), REPLY_TIMEOUT)
         except TimeoutError:
             raise UserError(f"the authority did not answer within {REPLY_TIMEOUT:.0f} s; is it running?") from None
+        if doc.get("pending") and doc.get("authentic"):
+            print(f"Waiting for an administrator to approve this agent. Its key fingerprint is\n"
+                  f"  {doc.get('fingerprint')}\n"
+                  f"They run: tether authority agents approve {name}", flush=True)
+            try:
+                doc = await asyncio.wait_for(answers.get(), approval_wait)
+            except TimeoutError:
+                raise UserError(f"not approved within {approval_wait:.0f} s; run enroll again later") from None
     finally:
         await conn.close()
     if not doc.get("authentic"):

@@ -24,6 +24,7 @@ from tether.handshake import (
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection, Will
 from tether.presence import HEARTBEAT, presence_document, status_document
+from tether.revocation import BulletinTracker, Revocations
 from tether.topics import A2C, Topics
 
 log = logging.getLogger("tether.agent")
@@ -55,6 +56,7 @@ class AgentService:
             b64d(ident.authority["ed25519"]), ident.name, ident.public_key
         )
         self.sessions: dict[tuple[str, str], AgentSession] = {}
+        self.bulletin = BulletinTracker(b64d(ident.authority["ed25519"]))
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.stats: Counter[str] = Counter()
         self.conn: MqttConnection | None = None
@@ -75,6 +77,7 @@ class AgentService:
         self.conn.on_connected.append(self._on_connected)
         self.conn.subscribe(self.topics.handshake_inbox(self.name), 1)
         self.conn.subscribe(self.topics.agent_sessions_c2a(self.name), 1)
+        self.conn.subscribe(self.topics.bulletin(), 1)
         await self.conn.connect()
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
@@ -121,6 +124,33 @@ class AgentService:
         hs = self.topics.parse_handshake(topic)
         if hs is not None and hs[0] == self.name:
             self._on_hello(hs[1], payload)
+        elif topic == self.topics.bulletin():
+            self._on_bulletin(payload)
+
+    def _on_bulletin(self, payload: bytes) -> None:
+        """Apply a newer authentic revocation bulletin; forged or stale ones do nothing."""
+        bulletin = self.bulletin.offer(payload)
+        if bulletin is None:
+            self.stats["bulletin_ignored"] += 1
+            log.info("ignored a revocation bulletin that is forged, malformed or not newer")
+            return
+        log.info("revocation bulletin %d applied", bulletin.serial)
+        now = time.time()
+        for (client, sid), session in list(self.sessions.items()):
+            why = self._revoked(bulletin, session.grant)
+            order = bulletin.terminates(self.name, sid, now)
+            if order is not None:
+                why = f"session terminated by {order.get('by', 'an administrator')}"
+            if why is not None:
+                log.warning("closing session %s of %s: %s", sid, client, why)
+                self.stats["revoked_sessions"] += 1
+                session.end_with_notice(f"session closed: {why}")
+        for key in [k for k, p in self._pending.items() if self._revoked(bulletin, p.grant)]:
+            del self._pending[key]
+
+    def _revoked(self, bulletin: Revocations, grant: grants.Grant) -> str | None:
+        return bulletin.grant_refusal(grant.user, grant.jti, grant.client_key)
+
 
     def _refuse(self, topic_out: str, message: bytes, reason: str) -> None:
         log.warning("refused session on %s: %s", topic_out, reason)
@@ -154,6 +184,9 @@ class AgentService:
                 raise grants.GrantError(f"this agent does not support {grant.mode!r} sessions")
             if grant.command is not None and body.get("command") != grant.command:
                 raise grants.GrantError("the command differs from the one in the grant")
+            revoked = self._revoked(self.bulletin.current, grant)
+            if revoked is not None:
+                raise grants.GrantError(revoked)
             resolve_run_as(grant.run_as)
             if grant.max_sessions is not None:
                 mine = sum(1 for s in self.sessions.values() if s.grant.user == grant.user)

@@ -214,6 +214,11 @@ class AgentSession:
             return
         self._idle_timer = self.loop.call_later(self._idle_period(), self._check_idle)
 
+    def end_with_notice(self, notice: str) -> None:
+        """Tell the user why, then end the session (revocation or an admin's terminate)."""
+        self._send(FrameType.NOTICE, notice.encode())
+        self.terminate(signal.SIGHUP)
+
     def terminate(self, sig: int = signal.SIGHUP) -> None:
         """End the process (client closed, limit reached, or admin request)."""
         if self.proc is not None and self._exit_status is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 from tether import enrolment
 from tether.authority.registry import Principal, Registry, RegistryError, new_mqtt_password
 from tether.broker.passwd import hash_password
-from tether.encoding import b64e, dumps, loads
+from tether.encoding import b64d, b64e, dumps, loads
 from tether.keys import Identity, read_private_file, write_private_file
 from tether.topics import valid_name
 
@@ -23,6 +25,7 @@ class Activation:
     expires: float
     used: int = 0
     agents: list[str] = field(default_factory=list)
+    approval: bool = False  # each enrolment waits for `tether authority agents approve`
 
     def usable(self, now: float) -> str | None:
         """None if it may enrol one more agent now, else why not."""
@@ -51,10 +54,45 @@ class Activations:
         write_private_file(self.path, dumps({"activations": [asdict(a) for a in self.items.values()]}))
 
 
+def fingerprint(ed25519_b64: str) -> str:
+    """What an administrator compares with what the device shows, as with SSH host keys."""
+    raw = hashlib.sha256(b64d(ed25519_b64)).digest()
+    return "SHA256:" + base64.b64encode(raw).decode().rstrip("=")
+
+
+@dataclass
+class PendingEnrolment:
+    activation: str
+    name: str
+    fingerprint: str
+    payload: str  # the signed request, b64url
+    received: float
+    approved: bool = False
+
+
+@dataclass
+class PendingStore:
+    path: Path
+    items: dict[str, PendingEnrolment] = field(default_factory=dict)  # by agent name
+
+    @classmethod
+    def load(cls, path: Path) -> PendingStore:
+        store = cls(path)
+        if path.exists():
+            for item in loads(read_private_file(path)).get("pending", []):
+                p = PendingEnrolment(**item)
+                store.items[p.name] = p
+        return store
+
+    def save(self) -> None:
+        write_private_file(self.path, dumps({"pending": [asdict(p) for p in self.items.values()]}))
+
+
 def create(store: Activations, registry: Registry, labels: dict[str, str], max_uses: int,
-           ttl: float, now: float) -> Activation:
+           ttl: float, now: float, approval: bool = False) -> Activation:
     """A new activation, and its broker principal (role enrol) in the registry."""
-    act = Activation(enrolment.new_activation_id(), enrolment.new_code(), labels, max_uses, now + ttl)
+    act = Activation(enrolment.new_activation_id(), enrolment.new_code(), labels, max_uses, now + ttl,
+                     approval=approval)
     registry.add(Principal(name=act.id, kind="enrol", ed25519="",
                            mqtt_hash=hash_password(enrolment.mqtt_password(act.code))))
     store.items[act.id] = act
@@ -62,13 +100,19 @@ def create(store: Activations, registry: Registry, labels: dict[str, str], max_u
 
 
 def enrol(store: Activations, registry: Registry, authority: Identity, activation_id: str,
-          payload: bytes, now: float) -> tuple[bytes | None, dict[str, Any]]:
-    """Decide one enrolment request: (sealed reply or None, audit fields)."""
+          payload: bytes, now: float, pending: PendingStore | None = None,
+          approved: bool = False) -> tuple[bytes | None, dict[str, Any]]:
+    """Decide one enrolment request: (sealed reply or None, audit fields).
+
+    With an approval activation the first answer is "pending" and the request is kept in
+    `pending`; once approved it comes back here with approved=True (its clock check was
+    done when it arrived).
+    """
     act = store.items.get(activation_id)
     if act is None:
         return None, {"activation": activation_id, "why": "unknown activation"}
     try:
-        request = enrolment.verify_request(payload, act.code, now)
+        request = enrolment.verify_request(payload, act.code, None if approved else now)
     except enrolment.EnrolError as exc:
         claims: dict[str, Any] = {}
         try:
@@ -82,6 +126,16 @@ def enrol(store: Activations, registry: Registry, authority: Identity, activatio
     if problem is None and not valid_name(name):
         problem = f"invalid agent name {name!r}: use letters, digits, '-', '_' or '.'"
     answer: dict[str, Any]
+    if problem is None and act.approval and not approved and pending is not None:
+        if name in registry.principals or name in pending.items:
+            problem = f"the name {name!r} is already taken or waiting for approval"
+        else:
+            fp = fingerprint(str(request["ed25519"]))
+            pending.items[name] = PendingEnrolment(act.id, name, fp, b64e(payload), now)
+            answer = {"ok": False, "pending": True, "fingerprint": fp,
+                      "error": f"waiting for an administrator: tether authority agents approve {name}"}
+            return enrolment.build_reply(request, act.code, answer), {
+                "activation": act.id, "agent": name, "pending": True, "fingerprint": fp}
     if problem is None:
         password, hashed = new_mqtt_password()
         try:
@@ -100,5 +154,5 @@ def enrol(store: Activations, registry: Registry, authority: Identity, activatio
     if problem is not None:
         answer = {"ok": False, "error": problem}
     fields = {"activation": act.id, "agent": name, "labels": act.labels,
-              "why": problem, "fingerprint": str(request["ed25519"])[:16]}
+              "why": problem, "fingerprint": fingerprint(str(request["ed25519"]))}
     return enrolment.build_reply(request, act.code, answer), fields

@@ -34,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              help="broker role; admin may read every topic (for operators' tooling)")
         else:
             add.add_argument("--labels", default="", metavar="K=V,...", help="agent labels")
+    revoke = sub.add_parser("revoke", help="revoke a user, an agent or a grant (signed bulletin)")
+    revoke.add_argument("target", choices=["user", "agent", "grant"])
+    revoke.add_argument("name", help="user or agent name, or the grant's jti")
+    revoke.add_argument("--reason", help="why; shown to the users whose sessions it closes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +46,56 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     if args.what is None:
         return asyncio.run(_serve())
+    if args.what == "revoke":
+        return _revoke(args)
     return _add(args)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    import time
+
+    from tether.authority.registry import Registry
+
+    from tether.cli import UserError
+    from tether.home import Home
+    from tether.revocation import RevocationError, Revocations
+
+    home = Home.default()
+    if not home.authority_identity.exists():
+        raise UserError(f"no authority under {home.root}; run `tether up` (or set TETHER_HOME)")
+    now = time.time()
+    try:
+        revs = Revocations.load(home.revocations)
+    except RevocationError as exc:
+        raise UserError(str(exc)) from exc
+    entry: dict[str, object] = {"at": now}
+    if args.reason:
+        entry["reason"] = args.reason
+    reload_hint = ""
+    if args.target == "grant":
+        # A grant lives at most 10 minutes; keep the jti that long, then let it drop out.
+        revs.grants[args.name] = dict(entry, exp=now + 600)
+    else:
+        registry = Registry.load(home.registry)
+        principal = registry.principals.get(args.name)
+        kinds = ("agent",) if args.target == "agent" else ("user", "admin")
+        if principal is None or principal.kind not in kinds:
+            if args.name not in (revs.agents if args.target == "agent" else revs.users):
+                raise UserError(f"no {args.target} named {args.name!r} in the registry")
+        else:
+            entry["ed25519"] = principal.ed25519
+            registry.remove(args.name)
+            registry.save()
+            registry.write_broker_files(home.broker_files)
+            reload_hint = (" Its broker credentials are removed; run `tether broker reload` to "
+                           "disconnect it.")
+        bucket = revs.agents if args.target == "agent" else revs.users
+        bucket[args.name] = dict(bucket.get(args.name, {}), **entry)
+    revs.bump(now)
+    revs.save(home.revocations)
+    print(f"{args.target} {args.name!r} revoked (bulletin serial {revs.serial}); a running "
+          f"authority publishes it within a second.{reload_hint}")
+    return 0
 
 
 def _add(args: argparse.Namespace) -> int:

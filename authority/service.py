@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.authority.audit import AuditLog
+from tether.authority.bulletin import BulletinKeeper
 from tether.authority.policy import Policy, PolicyError, Request, evaluate
 from tether.authority.registry import Registry
 
@@ -38,6 +39,7 @@ class AuthorityService:
         self.conn: MqttConnection | None = None
         self.decisions = 0
         self.policy_error: str | None = None
+        self.bulletin = BulletinKeeper(self.identity, self.home, self.topics)
         self.audit = AuditLog(self.home.root / "authority" / "audit.jsonl", self.identity.signing_key)
 
     def _refresh(self) -> None:
@@ -68,13 +70,18 @@ class AuthorityService:
         settings = BrokerSettings.from_identity(self.identity.name, self.identity.broker)
         self.conn = MqttConnection(settings, self._on_message, clean_session=False)
         self.conn.subscribe(self.topics.authz_requests(), 1)
+        self.bulletin.start(self.conn)
         await self.conn.connect()
 
     async def stop(self) -> None:
+        self.bulletin.stop()
         if self.conn is not None:
             await self.conn.close()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.bulletin():
+            self.bulletin.on_bulletin(payload)
+            return
         mqtt_name = topic.rsplit("/", 1)[-1]
         now = time.time()
         try:
@@ -83,7 +90,9 @@ class AuthorityService:
             log.warning("dropped request on %s: %s", topic, exc)
             return
         self._refresh()
-        principal = self.registry.principal_for_mqtt(mqtt_name)
+        self.bulletin.refresh()
+        principal = (self.registry.principal_for_mqtt(mqtt_name)
+                     or self.bulletin.revoked_sender(self.registry, claimed, mqtt_name))
         if principal is None or principal.name != claimed or principal.kind not in ("user", "admin"):
             log.warning("dropped request on %s: sender does not match %r", topic, claimed)
             return
@@ -98,6 +107,15 @@ class AuthorityService:
             log.warning("dropped replayed request from %s", claimed)
             return
         self._nonces[nonce] = now + 2 * authz.MAX_SKEW
+        if request.get("type") == "terminate":  # not a grant decision: answered here
+            answer = self._decide(principal.name, mqtt_name, request, now)
+            self.audit.append("session-terminate" if answer.get("ok") else "terminate-denied",
+                              user=principal.name, agent=request.get("agent"), sid=request.get("sid"),
+                              why=answer.get("error"))
+            assert self.conn is not None
+            self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
+                self.identity.signing_key, request, answer), qos=1)
+            return
         reply = self._decide(principal.name, mqtt_name, request, now)
         self._audit_decision(principal.name, request, reply)
         self.decisions += 1
@@ -118,17 +136,29 @@ class AuthorityService:
 
     def _decide(self, user: str, mqtt_name: str, req: dict[str, Any], now: float) -> dict[str, Any]:
         kind = req.get("type")
+        if user in self.bulletin.revocations.users:
+            return {"ok": False, "error": f"denied: user {user!r} has been revoked"}
+        if kind == "terminate":
+            return self.bulletin.terminate(self.registry.principals[user], self.policy, self.registry,
+                                           req, now)
         if kind != "grant":
             return {"ok": False, "error": f"unknown request type {kind!r}"}
         agent_name = str(req.get("agent", ""))
         mode = str(req.get("mode", ""))
         agent = self.registry.principals.get(agent_name)
+        revoked_agent = self.bulletin.revocations.agent_refusal(agent_name, agent.ed25519 if agent else None)
+        if revoked_agent:
+            return {"ok": False, "error": f"denied: {revoked_agent}"}
         if agent is None or agent.kind != "agent":
             return {"ok": False, "error": f"unknown agent {agent_name!r}; `tether ls` lists the agents"}
         if mode not in grants.MODES:
             return {"ok": False, "error": f"unknown mode {mode!r}"}
         if self.policy_error:
             return {"ok": False, "error": f"denied: {self.policy_error}"}
+        revoked = self.bulletin.grant_denial(user, self.registry.principals[user].ed25519,
+                                             agent_name, agent.ed25519)
+        if revoked:
+            return {"ok": False, "error": revoked}
         run_as = req.get("run_as")
         command = req.get("command")
         argv = [str(c) for c in command] if isinstance(command, list) else None

@@ -21,6 +21,7 @@ from tether.handshake import ClientHandshake, HandshakeError, HandshakeRefused
 from tether.keys import Identity
 from tether.mqtt import MqttConnection
 from tether.presence import read_status
+from tether.revocation import BulletinTracker
 from tether.signed import BadDocument
 from tether.topics import A2C, C2A, Topics
 
@@ -72,6 +73,7 @@ class ClientSession:
         self.capacity = asyncio.Event()
         self.lost: str | None = None
         self.accepted: dict[str, Any] = {}
+        self.bulletin = BulletinTracker(b64d(self.identity.authority.get("ed25519", "")))
 
     def _topic(self, leg: str) -> str:
         assert self.slot is not None
@@ -84,6 +86,8 @@ class ClientSession:
         self._grants = GrantRequester(self.identity, self.conn, self.slot, self.topics)
         await self._grants.subscribe()
         self.conn.subscribe(self.topics.status(self.agent), 1)
+        # Retained, so it arrives right after this SUBACK: before the grant reply below.
+        await self.conn.subscribe_confirmed(self.topics.bulletin(), 1)
         await self.conn.subscribe_confirmed(self._topic(A2C), 1)
         body = {"type": "grant", "agent": self.agent, "mode": self.mode,
                 "run_as": self.request.get("run_as"), "reason": self.request.get("reason"),
@@ -97,6 +101,9 @@ class ClientSession:
             agent_x = b64d(str(agent_info["x25519"]))
         except (KeyError, ValueError) as exc:
             raise UserError(f"agent {self.agent!r} has no session key registered") from exc
+        revoked = self.bulletin.current.agent_refusal(self.agent, str(agent_info["ed25519"]))
+        if revoked is not None:
+            raise UserError(revoked)
         await self._check_online()
         self._hs = ClientHandshake(
             client_key=self.identity.signing_key, agent_signing_key=self._agent_key,
@@ -152,6 +159,9 @@ class ClientSession:
             return
         if topic == self.topics.status(self.agent):
             self._on_status(payload)
+            return
+        if topic == self.topics.bulletin():
+            self.bulletin.offer(payload)
             return
         if self.slot is None or topic != self._topic(A2C):
             return

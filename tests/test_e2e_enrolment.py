@@ -102,3 +102,24 @@ def test_user_login_with_a_key_made_on_their_machine(fresh_stack: Stack, tmp_pat
     assert b64e(after).encode() in registry and b64e(before).encode() not in registry
     again = fresh_stack.tether("run", "local", "--", "echo", "still-dana", env=laptop)
     assert (again.returncode, again.stdout) == (0, b"still-dana\n"), again.stderr
+
+
+def test_enrolment_waits_for_fingerprint_approval(fresh_stack: Stack, tmp_path: Path) -> None:
+    act, code = _activation(fresh_stack, "--approve", "--labels", "site=lab")
+    env = dict(fresh_stack.env, TETHER_HOME=str(tmp_path))
+    device = fresh_stack.popen(
+        "agent", "enroll", "--activation", f"{act}:{code}", "--broker", f"127.0.0.1:{fresh_stack.port}",
+        "--name", "dev5", "--out", str(tmp_path / "dev5.json"), "--wait", "60",
+        env=env, stdout=-1, stderr=-1)
+    listed = wait_for(lambda: re.search(rb"dev5\s+(SHA256:\S+)",
+                                        fresh_stack.tether("authority", "agents", "pending").stdout),
+                      what="the pending enrolment")
+    assert not (tmp_path / "dev5.json").exists()
+    approved = fresh_stack.tether("authority", "agents", "approve", "dev5")
+    assert approved.returncode == 0, approved.stderr
+    out, err = device.communicate(timeout=30)
+    assert device.returncode == 0, err
+    assert listed.group(1) in out, "the device and the administrator saw different fingerprints"
+    fresh_stack.broker.reload()
+    fresh_stack.popen("agent", "--identity", str(tmp_path / "dev5.json"))
+    wait_for(lambda: fresh_stack.agent_status("dev5") == "online", what="approved agent online")

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shell": ("tether.client.shell", "open an interactive, end-to-end encrypted shell on an agent"),
     "run": ("tether.client.run", "run one command on an agent; stdin, stdout, stderr, exit code"),
     "ls": ("tether.client.ls", "list agents with online/offline, labels, platform, last seen"),
+    "sessions": ("tether.client.sessions_cli", "list or terminate sessions"),
     "broker": ("tether.broker.cli", "run the embedded MQTT broker, or generate Mosquitto files"),
     "authority": ("tether.authority.cli", "run the authority, or manage users and agents"),
     "policy": ("tether.authority.policy_cli", "check and validate the access policy"),

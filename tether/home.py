@@ -35,6 +35,10 @@ class Home:
         return self.root / "authority" / "policy.toml"
 
     @property
+    def revocations(self) -> Path:
+        return self.root / "authority" / "revocations.json"
+
+    @property
     def broker_files(self) -> Path:
         return self.root / "broker"
 

@@ -59,6 +59,10 @@ class Topics:
     def authz_reply(self, principal: str) -> str:
         return f"{self.prefix}/authz/rep/{principal}"
 
+    def bulletin(self) -> str:
+        """The authority's signed revocation bulletin, retained."""
+        return f"{self.prefix}/authz/bulletin"
+
     def parse_agent(self, topic: str) -> str | None:
         parts = topic.split("/")
         pre = self.prefix.split("/")

@@ -1,0 +1,148 @@
+"""Revocation and terminate, end to end on both brokers: the signed bulletin closes live
+sessions and blocks new ones; terminate orders end one session; forgeries do nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import subprocess
+import time
+
+from nacl.signing import SigningKey
+from stack import Spy, Stack, wait_for
+from test_e2e_attacks import _grant, _handshake
+from tether.authority.registry import Registry
+
+from tether.keys import Identity
+from tether.revocation import RevocationError, Revocations, open_bulletin, sign_bulletin
+from tether.topics import Topics
+
+TOPICS = Topics()
+LIVE = ("sh", "-c", "echo ready; exec sleep 60")
+
+
+def _live_session(stack: Stack) -> subprocess.Popen[bytes]:
+    """`tether run local` with a command that is running once `ready` is printed."""
+    proc = stack.popen("run", "local", "--", *LIVE, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + 20
+    while b"ready" not in out:
+        assert time.monotonic() < deadline and proc.poll() is None, f"session did not start: {out!r}"
+        if select.select([proc.stdout], [], [], 0.5)[0]:
+            out += os.read(proc.stdout.fileno(), 4096)
+    return proc
+
+
+def _session_ids(spy: Spy) -> set[str]:
+    sids = set()
+    for topic, _ in spy.snapshot():
+        parsed = TOPICS.parse_session(topic)
+        if parsed is not None:
+            sids.add(parsed[2])
+    return sids
+
+
+def _authority_bulletins(stack: Stack, spy: Spy, skip: int = 0) -> list[Revocations]:
+    """The bulletins the spy saw (after the first `skip` messages) that the authority signed."""
+    key = Identity.load(stack.home.authority_identity).public_key
+    out = []
+    for topic, payload in spy.snapshot()[skip:]:
+        if topic == TOPICS.bulletin():
+            with contextlib.suppress(RevocationError):
+                out.append(open_bulletin(key, payload))
+    return out
+
+
+def _exited_within(proc: subprocess.Popen[bytes], seconds: float) -> tuple[int, bytes]:
+    try:
+        _, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the session was still running {seconds} s later") from None
+    return proc.returncode, err
+
+
+def test_revoking_a_user_closes_live_sessions_and_blocks_new_ones(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    user = Identity.load(stack.home.user_identity).name
+    proc = _live_session(stack)
+    done = stack.tether("authority", "revoke", "user", user, "--reason", "left the team")
+    assert done.returncode == 0, done.stderr
+    assert b"tether broker reload" in done.stdout
+    code, err = _exited_within(proc, 5.0)
+    assert code != 0
+    assert f"user {user!r} has been revoked".encode() in err, err
+    # The broker still accepts the old credentials until `tether broker reload`, so the
+    # denial comes from the authority, with the reason.
+    again = stack.tether("run", "local", "--", "true")
+    assert again.returncode == 255
+    assert f"user {user!r} has been revoked".encode() in again.stderr, again.stderr
+    registry = Registry.load(stack.home.registry)
+    assert user not in registry.principals
+    assert all(not u.name.startswith(user) for u in registry.broker_users())
+
+
+def test_revoking_an_agent_makes_clients_refuse_it(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    assert stack.tether("run", "local", "--", "true").returncode == 0
+    done = stack.tether("authority", "revoke", "agent", "local", "--reason", "disk stolen")
+    assert done.returncode == 0, done.stderr
+
+    def refused() -> bool:
+        out = stack.tether("run", "local", "--", "true")
+        return out.returncode == 255 and b"agent 'local' has been revoked by the authority" in out.stderr
+
+    wait_for(refused, timeout=10, what="the client to refuse the revoked agent")
+
+
+def test_a_revoked_grant_is_refused_by_the_agent(stack: Stack) -> None:
+    user = Identity.load(stack.home.user_identity)
+    token = _grant(stack, user, f"{user.name}.7", jti="revokedjti0001")
+    spy = Spy(stack)
+    try:
+        done = stack.tether("authority", "revoke", "grant", "revokedjti0001")
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: any("revokedjti0001" in b.grants for b in _authority_bulletins(stack, spy)),
+                 timeout=5, what="the bulletin revoking the grant")
+    finally:
+        spy.close()
+    result, _ = asyncio.run(_handshake(stack, token))
+    assert "grant revokedjti0001 has been revoked" in result
+
+
+def test_forged_bulletin_is_ignored_and_terminate_ends_a_session(stack: Stack) -> None:
+    user = Identity.load(stack.home.user_identity).name
+    spy = Spy(stack)
+    try:
+        before = _session_ids(spy)
+        proc = _live_session(stack)
+        sid = wait_for(lambda: _session_ids(spy) - before, what="the session id").pop()
+        # A forged bulletin (right shape, wrong key) and garbage, both retained, from a
+        # principal with full broker access: neither may end the session or revoke the user.
+        forged = Revocations(serial=10**9, users={user: {}},
+                             terminate=[{"agent": "*", "sid": sid, "until": time.time() + 600}])
+        seen = len(spy.snapshot())
+        for blob in (sign_bulletin(SigningKey.generate(), forged), b"\x00" * 80):
+            spy.client.publish(TOPICS.bulletin(), blob, 1, retain=True).wait_for_publish(10)
+        # The authority notices its retained bulletin was replaced and puts it back.
+        wait_for(lambda: _authority_bulletins(stack, spy, seen), timeout=10,
+                 what="the authority to restore its bulletin")
+        assert proc.poll() is None, "a forged bulletin ended the session"
+        assert stack.tether("run", "local", "--", "true").returncode == 0
+    finally:
+        spy.close()
+    # A plain user without the `admin` action may not terminate sessions.
+    denied = stack.tether("sessions", "terminate", sid, "--agent", "local")
+    assert denied.returncode == 255 and b"denied" in denied.stderr, denied.stderr
+    assert proc.poll() is None
+    # The admin can; the agent checks the authority's signature and ends it.
+    done = stack.tether("sessions", "terminate", sid, "--identity", str(stack.spy_identity))
+    assert done.returncode == 0, done.stderr
+    code, err = _exited_within(proc, 5.0)
+    assert code == 129, (code, err)
+    assert b"session terminated by spy" in err, err
