@@ -8,10 +8,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tether import grants
 from tether.agent.process import SpawnError, resolve_run_as
 from tether.agent.session import DEFAULT_CLIENT_TIMEOUT, AgentSession
-
-from tether import grants
 from tether.encoding import b64d
 from tether.handshake import (
     AgentHandshake,
@@ -150,7 +149,6 @@ class AgentService:
 
     def _revoked(self, bulletin: Revocations, grant: grants.Grant) -> str | None:
         return bulletin.grant_refusal(grant.user, grant.jti, grant.client_key)
-
 
     def _refuse(self, topic_out: str, message: bytes, reason: str) -> None:
         log.warning("refused session on %s: %s", topic_out, reason)

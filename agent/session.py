@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.agent.process import RunAs, Spawned, SpawnError, set_winsize, spawn_exec, spawn_shell
-
 from tether.channel import Channel
 from tether.encoding import dumps
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType

@@ -20,7 +20,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tether.authority.audit import parse_since, read_audit
-
     from tether.cli import UserError
     from tether.encoding import b64d, dumps
     from tether.home import Home

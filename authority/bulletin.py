@@ -11,7 +11,6 @@ from typing import Any
 
 from tether.authority.policy import Policy, Request, evaluate
 from tether.authority.registry import Principal, Registry
-
 from tether.home import Home
 from tether.keys import Identity
 from tether.mqtt import MqttConnection

@@ -34,6 +34,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              help="broker role; admin may read every topic (for operators' tooling)")
         else:
             add.add_argument("--labels", default="", metavar="K=V,...", help="agent labels")
+    act = sub.add_parser("activation", help="activations that let agents enrol themselves")
+    act_verbs = act.add_subparsers(dest="verb", required=True)
+    create = act_verbs.add_parser(
+        "create", help="create an activation: an id and a code, shown once",
+        description="Create an activation. A device enrols with `tether agent enroll "
+        "--activation ID:CODE --broker HOST:PORT --out FILE`; it gets the labels given here.")
+    create.add_argument("--labels", default="", metavar="K=V,...", help="labels for the agents it enrols")
+    create.add_argument("--max", type=int, default=1, metavar="N", help="how many agents may use it (default 1)")
+    create.add_argument("--expires", default="1h", metavar="DURATION",
+                        help="how long it is valid: 30m, 1h, 7d (default 1h)")
+    create.add_argument("--approve", action="store_true",
+                        help="each enrolment waits until an administrator approves the agent's "
+                        "key fingerprint with `tether authority agents approve NAME`")
+    act_verbs.add_parser("list", help="list activations and how often each was used")
+    agents = sub.add_parser("agents", help="agents waiting for approval")
+    agent_verbs = agents.add_subparsers(dest="verb", required=True)
+    agent_verbs.add_parser("pending", help="list enrolments waiting for approval, with fingerprints")
+    approve = agent_verbs.add_parser("approve", help="approve a pending agent (compare its fingerprint first)")
+    approve.add_argument("name")
+    deny = agent_verbs.add_parser("deny", help="drop a pending enrolment")
+    deny.add_argument("name")
     revoke = sub.add_parser("revoke", help="revoke a user, an agent or a grant (signed bulletin)")
     revoke.add_argument("target", choices=["user", "agent", "grant"])
     revoke.add_argument("name", help="user or agent name, or the grant's jti")
@@ -48,14 +69,102 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_serve())
     if args.what == "revoke":
         return _revoke(args)
+    if args.what == "activation":
+        return _activation(args)
+    if args.what == "agents":
+        return _pending(args)
     return _add(args)
+
+
+def _labels(text: str) -> dict[str, str]:
+    from tether.cli import UserError
+
+    labels: dict[str, str] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"label {item!r} is not KEY=VALUE")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _pending(args: argparse.Namespace) -> int:
+    import time
+
+    from tether.authority.activations import PendingStore
+    from tether.cli import UserError
+    from tether.home import Home
+
+    home = Home.default()
+    store = PendingStore.load(home.pending_enrolments)
+    if args.verb == "pending":
+        waiting = [p for p in store.items.values() if not p.approved]
+        if not waiting:
+            print("no agents are waiting for approval")
+        for p in waiting:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.received))
+            print(f"{p.name}  {p.fingerprint}  via {p.activation}  since {when}")
+        return 0
+    item = store.items.get(args.name)
+    if item is None:
+        raise UserError(f"no pending enrolment named {args.name!r}; `tether authority agents pending` lists them")
+    if args.verb == "deny":
+        del store.items[args.name]
+        store.save()
+        print(f"dropped the pending enrolment of {args.name!r}")
+        return 0
+    item.approved = True
+    store.save()
+    print(f"approved {args.name!r} ({item.fingerprint}); the authority completes the enrolment "
+          "within a second. Reload the broker afterwards so it accepts the new agent.")
+    return 0
+
+
+def _activation(args: argparse.Namespace) -> int:
+    import time
+
+    from tether.authority.activations import Activations, create
+    from tether.authority.audit import parse_since
+    from tether.authority.provision import authority_identity, commit
+    from tether.authority.registry import Registry
+    from tether.cli import UserError
+    from tether.home import Home
+
+    home = Home.default()
+    if not home.authority_identity.exists():
+        raise UserError(f"no authority under {home.root}; run `tether up` (or set TETHER_HOME)")
+    store = Activations.load(home.activations)
+    now = time.time()
+    if args.verb == "list":
+        for a in store.items.values():
+            state = a.usable(now) or "usable"
+            print(f"{a.id}  used {a.used}/{a.max}  expires {time.strftime('%Y-%m-%d %H:%M', time.localtime(a.expires))}"
+                  f"  labels {a.labels}  agents {a.agents}  ({state})")
+        return 0
+    if args.max < 1:
+        raise UserError("--max must be at least 1")
+    try:
+        ttl = now - parse_since(args.expires, now)
+    except ValueError:
+        raise UserError(f"--expires {args.expires!r}: use 30m, 1h or 7d") from None
+    registry = Registry.load(home.registry)
+    act = create(store, registry, _labels(args.labels), args.max, ttl, now, approval=args.approve)
+    store.save()
+    commit(home, registry)
+    broker = authority_identity(home).broker
+    print(f"Activation ID:   {act.id}\nActivation code: {act.code}\n"
+          f"(valid for {args.expires}, up to {act.max} agent(s); the code is not shown again)\n\n"
+          "Reload the broker so it accepts the activation: `tether broker reload` "
+          "(Mosquitto: systemctl reload mosquitto). Then, on the device:\n"
+          f"  tether agent enroll --activation {act.id}:{act.code} "
+          f"--broker {broker.get('host', 'BROKER')}:{broker.get('port', 1883)} --out /etc/tether/agent.json")
+    return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
     import time
 
     from tether.authority.registry import Registry
-
     from tether.cli import UserError
     from tether.home import Home
     from tether.revocation import RevocationError, Revocations
@@ -104,7 +213,6 @@ def _add(args: argparse.Namespace) -> int:
     from tether.authority.policy import PolicyError, Statement, append_statement
     from tether.authority.provision import authority_identity, commit, new_principal
     from tether.authority.registry import Registry, RegistryError
-
     from tether.cli import UserError
     from tether.home import Home
     from tether.up import parse_hostport
@@ -116,13 +224,7 @@ def _add(args: argparse.Namespace) -> int:
     host, port = (parse_hostport(args.broker) if args.broker else
                   (str(authority.broker.get("host", "127.0.0.1")), int(authority.broker.get("port", 1883))))
     registry = Registry.load(home.registry)
-    labels: dict[str, str] = {}
-    if args.what == "agent" and args.labels:
-        for item in args.labels.split(","):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise UserError(f"label {item!r} is not KEY=VALUE")
-            labels[key.strip()] = value.strip()
+    labels = _labels(args.labels) if args.what == "agent" else {}
     kind = "agent" if args.what == "agent" else args.role
     try:
         ident = new_principal(home, registry, authority, args.name, kind, host=host, port=port,
@@ -151,7 +253,6 @@ def _add(args: argparse.Namespace) -> int:
 async def _serve() -> int:
     from tether.authority.provision import authority_identity
     from tether.authority.service import AuthorityService
-
     from tether.cli import UserError
     from tether.home import Home
     from tether.mqtt import BrokerError

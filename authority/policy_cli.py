@@ -93,7 +93,6 @@ def _policy_path(file: str | None) -> Path:
 
 def _load(path: Path) -> Policy:
     from tether.authority.policy import Policy, PolicyError
-
     from tether.cli import UserError
 
     try:
@@ -136,7 +135,6 @@ def _parse_time(text: str | None) -> datetime:
 def _registry_facts(user: str, agent: str) -> tuple[list[str], dict[str, str] | None, list[str]]:
     """(the user's groups, the agent's labels or None, notes) from the registry, if any."""
     from tether.authority.registry import Registry
-
     from tether.home import Home
     from tether.keys import KeyFileError
 
@@ -169,7 +167,6 @@ def _check(args: argparse.Namespace) -> int:
     import shlex
 
     from tether.authority.policy import Request, evaluate
-
     from tether.cli import UserError
 
     if args.sessions < 0:
@@ -234,7 +231,6 @@ def _validate(args: argparse.Namespace) -> int:
     import stat
 
     from tether.authority.policy import find_problems
-
     from tether.cli import UserError
 
     path = _policy_path(args.file)
@@ -269,7 +265,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from tether.authority.policy import find_problems
-
     from tether.cli import UserError
 
     path = _policy_path(args.file)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from tether import authz, grants
+from tether.authority.activations import Activations, PendingStore, enrol
 from tether.authority.audit import AuditLog
 from tether.authority.bulletin import BulletinKeeper
 from tether.authority.policy import Policy, PolicyError, Request, evaluate
+from tether.authority.provision import commit
 from tether.authority.registry import Registry
-
-from tether import authz, grants
-from tether.encoding import b64d
+from tether.authz import rotation_message
+from tether.encoding import b64d, b64e
 from tether.home import Home
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection
@@ -22,6 +29,7 @@ from tether.topics import Topics
 
 log = logging.getLogger("tether.authority")
 GRANT_LIFETIME = 300.0
+APPROVAL_POLL = 1.0
 
 
 @dataclass
@@ -29,6 +37,8 @@ class AuthorityService:
     identity: Identity
     home: Home
     topics: Topics = field(default_factory=Topics)
+    # Called after principals change (an agent enrolled), e.g. to reload an embedded broker.
+    on_principals_changed: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self._registry_mtime: tuple[int, int, int] | None = (-1, -1, -1)
@@ -39,6 +49,8 @@ class AuthorityService:
         self.conn: MqttConnection | None = None
         self.decisions = 0
         self.policy_error: str | None = None
+        self._approvals: asyncio.Task[None] | None = None
+        self._pending_version: tuple[int, int] | None = None
         self.bulletin = BulletinKeeper(self.identity, self.home, self.topics)
         self.audit = AuditLog(self.home.root / "authority" / "audit.jsonl", self.identity.signing_key)
 
@@ -70,10 +82,14 @@ class AuthorityService:
         settings = BrokerSettings.from_identity(self.identity.name, self.identity.broker)
         self.conn = MqttConnection(settings, self._on_message, clean_session=False)
         self.conn.subscribe(self.topics.authz_requests(), 1)
+        self.conn.subscribe(self.topics.enrol_requests(), 1)
+        self._approvals = asyncio.get_running_loop().create_task(self._watch_approvals())
         self.bulletin.start(self.conn)
         await self.conn.connect()
 
     async def stop(self) -> None:
+        if self._approvals is not None:
+            self._approvals.cancel()
         self.bulletin.stop()
         if self.conn is not None:
             await self.conn.close()
@@ -84,6 +100,9 @@ class AuthorityService:
             return
         mqtt_name = topic.rsplit("/", 1)[-1]
         now = time.time()
+        if topic == self.topics.enrol_request(mqtt_name):
+            self._on_enrol(mqtt_name, payload, now)
+            return
         try:
             claimed, blob = authz.open_request_envelope(self.identity.x25519_secret or b"", payload)
         except authz.AuthzError as exc:
@@ -123,16 +142,86 @@ class AuthorityService:
         self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
             self.identity.signing_key, request, reply), qos=1)
 
+    def _on_enrol(self, activation_id: str, payload: bytes, now: float,
+                  approved: bool = False) -> None:
+        self._refresh()
+        store = Activations.load(self.home.activations)
+        pending = PendingStore.load(self.home.pending_enrolments)
+        reply, fields = enrol(store, self.registry, self.identity, activation_id, payload, now,
+                              pending, approved)
+        if fields.get("pending"):
+            pending.save()
+            self.audit.append("enrol-pending", **fields)
+            log.info("enrolment of %s waits for approval", fields.get("agent"))
+        elif fields.get("why"):
+            log.warning("refused enrolment via %s: %s", activation_id, fields["why"])
+            self.audit.append("enrol-refused", **fields)
+        else:
+            store.save()
+            commit(self.home, self.registry)
+            self.audit.append("enrolled", **fields)
+            log.info("enrolled agent %s via %s", fields.get("agent"), activation_id)
+            if self.on_principals_changed is not None:
+                self.on_principals_changed()
+        if reply is not None and self.conn is not None:
+            self.conn.publish(self.topics.enrol_reply(activation_id), reply, qos=1)
+
+    def check_approvals(self) -> None:
+        """Finish the enrolments an administrator has approved since the last look."""
+        path = self.home.pending_enrolments
+        try:
+            version = path.stat().st_mtime_ns, path.stat().st_ino
+        except FileNotFoundError:
+            return
+        if version == self._pending_version:
+            return
+        self._pending_version = version
+        pending = PendingStore.load(path)
+        done = [p for p in pending.items.values() if p.approved]
+        for item in done:
+            del pending.items[item.name]
+        if done:
+            pending.save()
+            self._pending_version = None
+        for item in done:
+            self._on_enrol(item.activation, b64d(item.payload), time.time(), approved=True)
+
+    async def _watch_approvals(self) -> None:
+        while True:
+            await asyncio.sleep(APPROVAL_POLL)
+            self.check_approvals()
+
     def _audit_decision(self, user: str, req: dict[str, Any], reply: dict[str, Any]) -> None:
         """Written (and fsync'd) before the reply goes out: no unrecorded grants."""
         common = {"user": user, "agent": req.get("agent"), "mode": req.get("mode"),
-                  "reason": req.get("reason"), "command": req.get("command")}
+                  "reason": req.get("reason"), "command": req.get("command"), "sid": req.get("sid")}
+        kind = str(req.get("type"))
+        if kind != "grant":
+            event = kind if reply.get("ok") else f"{kind}-refused"
+            self.audit.append(event, **common, why=reply.get("error"), new_key=req.get("new_key"))
+            return
         if not reply.get("ok"):
             self.audit.append("grant-denied", **common, why=reply.get("error"))
             return
         grant = grants.decode(self.identity.public_key, str(reply["grant"]))
         self.audit.append("grant-issued", **common, run_as=grant.run_as, jti=grant.jti,
                           expires=grant.expires, max_duration=grant.max_duration)
+
+    def _rotate(self, user: str, req: dict[str, Any]) -> dict[str, Any]:
+        """A new key for `user`: the request is signed by the old key (checked already) and
+        carries a signature by the new one, so both keys agree to the change."""
+        principal = self.registry.principals[user]
+        try:
+            new_key = b64d(str(req["new_key"]))
+            VerifyKey(new_key).verify(rotation_message(b64d(principal.ed25519), new_key),
+                                      b64d(str(req["new_sig"])))
+        except (KeyError, ValueError, BadSignatureError):
+            return {"ok": False, "error": "the new key did not sign the rotation"}
+        principal.ed25519 = b64e(new_key)
+        self.registry.save()
+        self._registry_mtime = None  # re-read on the next request
+        log.info("rotated the key of %s", user)
+        return {"ok": True}
 
     def _decide(self, user: str, mqtt_name: str, req: dict[str, Any], now: float) -> dict[str, Any]:
         kind = req.get("type")
@@ -141,6 +230,8 @@ class AuthorityService:
         if kind == "terminate":
             return self.bulletin.terminate(self.registry.principals[user], self.policy, self.registry,
                                            req, now)
+        if kind == "rotate":
+            return self._rotate(user, req)
         if kind != "grant":
             return {"ok": False, "error": f"unknown request type {kind!r}"}
         agent_name = str(req.get("agent", ""))

@@ -84,10 +84,10 @@ from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OUTGOING, Session
-from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files
-from tether.broker.passwd import verify_password
 
 from tether.acl import AclFile, Action, valid_topic
+from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files
+from tether.broker.passwd import verify_password
 from tether.topics import DEFAULT_PREFIX, valid_name
 
 __all__ = [

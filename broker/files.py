@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from tether.acl import AclError, AclFile, parse_acl, render_mosquitto_acl
 from tether.broker.passwd import PasswdError, hash_password, read_passwd, valid_hash, write_passwd
 from tether.broker.passwd import atomic_write as _atomic_write
-
-from tether.acl import AclError, AclFile, parse_acl, render_mosquitto_acl
 from tether.topics import DEFAULT_PREFIX, valid_name
 
 __all__ = [

@@ -36,7 +36,6 @@ async def _ls(args: argparse.Namespace) -> int:
     import time
 
     from tether.client.connect import acquire_slot, connect, load_identity
-
     from tether.encoding import b64d, dumps
     from tether.presence import read_presence, read_status
     from tether.signed import BadDocument

@@ -51,7 +51,6 @@ async def _run(args: argparse.Namespace) -> int:
     from tether.client.session import ClientSession
     from tether.client.stdin import StdinReader
     from tether.client.terminal import show_frame
-
     from tether.frames import FrameType
 
     identity = load_identity(args.identity)

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.client.connect import GrantRequester, Slot, acquire_slot, connect
-
 from tether.channel import KEEPALIVE, Channel
 from tether.cli import UserError
+from tether.client.connect import GrantRequester, Slot, acquire_slot, connect
 from tether.encoding import b64d, loads
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.handshake import ClientHandshake, HandshakeError, HandshakeRefused

@@ -32,9 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _terminate(args: argparse.Namespace) -> int:
-    from tether.client.connect import GrantRequester, acquire_slot, connect, load_identity
-
     from tether.cli import UserError
+    from tether.client.connect import GrantRequester, acquire_slot, connect, load_identity
     from tether.topics import Topics
 
     identity = load_identity(args.identity)

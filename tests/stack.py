@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from support.brokers import free_port, start_embedded, start_mosquitto
+
 from tether.authority.policy import Policy, Statement
 from tether.authority.provision import authority_identity, commit, ensure_local_setup, new_principal
 from tether.authority.registry import Registry
-
 from tether.home import Home
 
 _BESIDE = Path(sys.executable).parent / "tether"

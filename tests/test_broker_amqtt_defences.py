@@ -25,6 +25,7 @@ from support.brokers import (
     subscribe_packet,
 )
 from support.pki import make_pki
+
 from tether.broker.files import BrokerUser, write_broker_files
 
 P = "tether/v1"
@@ -338,10 +339,10 @@ def test_tls_listener_requires_a_client_certificate_from_the_ca(tmp_path: Path) 
 def test_auth_plugin_refuses_missing_client_certificate() -> None:
     """Defence in depth: even if a TLS context were lax, the plugin checks the session."""
     from amqtt.session import Session
-    from tether.broker.embedded import _LISTENER, _State
-    from tether.broker.passwd import hash_password
 
     from tether.acl import parse_acl
+    from tether.broker.embedded import _LISTENER, _State
+    from tether.broker.passwd import hash_password
 
     state = _State(Path("/nonexistent"))
     state.passwd = {"web1": hash_password(pw("web1"))}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from support.brokers import connected, free_port, poll, start_embedded
-from tether.broker.files import BrokerUser, write_broker_files
 
+from tether.broker.files import BrokerUser, write_broker_files
 from tether.cli import main
 
 

@@ -22,6 +22,7 @@ from support.brokers import (
     connected,
     start_broker,
 )
+
 from tether.broker.files import BrokerUser, write_broker_files
 
 P = "tether/v1"

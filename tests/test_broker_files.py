@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from support.brokers import ProbeClient, connected, start_mosquitto
+
+from tether.acl import parse_acl
 from tether.broker.files import (
     BrokerFilesError,
     BrokerUser,
@@ -32,8 +34,6 @@ from tether.broker.passwd import (
     verify_password,
     write_passwd,
 )
-
-from tether.acl import parse_acl
 
 HASH_RE = re.compile(r"^\$7\$101\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==$")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.brokers import MOSQUITTO_CONF, render_test_mosquitto_conf, start_mosquitto
+
 from tether.broker.files import BrokerUser, write_broker_files
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tether.agent.session import utf8_cut, utf8_tail_incomplete
 from tether.client.escape import HELP, EscapeFilter, EscapeResult
 

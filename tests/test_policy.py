@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stack import TETHER
+
 from tether.authority import policy_cli
 from tether.authority.policy import (
     ACTIONS,
@@ -933,7 +934,6 @@ def test_legacy_json_policy(tmp_path: Path) -> None:
 
 def test_local_setup_writes_a_working_policy(tmp_path: Path) -> None:
     from tether.authority.provision import ensure_local_setup
-
     from tether.home import Home
 
     home = Home(tmp_path / "home")

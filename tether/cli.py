@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "authority": ("tether.authority.cli", "run the authority, or manage users and agents"),
     "policy": ("tether.authority.policy_cli", "check and validate the access policy"),
     "agent": ("tether.agent.cli", "run an agent on this machine"),
+    "login": ("tether.client.login_cli", "create your key, or finish logging in with a token"),
+    "user": ("tether.client.user_cli", "register a user's key (on the authority's host)"),
     "audit": ("tether.authority.audit_cli", "list the authority's signed audit trail of decisions"),
     "init": ("tether.init", "create keys, registry and broker files without starting anything"),
 }

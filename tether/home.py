@@ -39,6 +39,14 @@ class Home:
         return self.root / "authority" / "revocations.json"
 
     @property
+    def activations(self) -> Path:
+        return self.root / "authority" / "activations.json"
+
+    @property
+    def pending_enrolments(self) -> Path:
+        return self.root / "authority" / "pending.json"
+
+    @property
     def broker_files(self) -> Path:
         return self.root / "broker"
 

@@ -63,6 +63,15 @@ class Topics:
         """The authority's signed revocation bulletin, retained."""
         return f"{self.prefix}/authz/bulletin"
 
+    def enrol_request(self, activation: str) -> str:
+        return f"{self.prefix}/enrol/req/{activation}"
+
+    def enrol_requests(self) -> str:
+        return f"{self.prefix}/enrol/req/+"
+
+    def enrol_reply(self, activation: str) -> str:
+        return f"{self.prefix}/enrol/rep/{activation}"
+
     def parse_agent(self, topic: str) -> str | None:
         parts = topic.split("/")
         pre = self.prefix.split("/")

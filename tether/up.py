@@ -70,7 +70,8 @@ async def _up(args: argparse.Namespace) -> int:
                 f"cannot listen on {host}:{port} ({exc.strerror or exc}). Is `tether up` already "
                 "running? Pick another address with --listen, or use a running broker with --broker."
             ) from None
-    authority = AuthorityService(setup.authority, home)
+    authority = AuthorityService(setup.authority, home,
+                                 on_principals_changed=broker.reload if broker is not None else None)
     agent = (AgentService(setup.agent, client_timeout=args.client_timeout)
              if setup.agent is not None else None)
     if broker is not None:
