@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="from `tether authority activation create`")
     enroll.add_argument("--broker", required=True, metavar="HOST:PORT", help="the MQTT broker")
     enroll.add_argument("--name", help="agent name (default: this host's name)")
-    enroll.add_argument("--out", required=True, metavar="FILE", help="identity file to write (0600)")
+    enroll.add_argument("--out", metavar="FILE",
+                        help="identity file to write, 0600 (default: $TETHER_HOME/agent.json)")
     enroll.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
     enroll.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
                         help="how long to wait for an administrator's approval, when the "
@@ -59,7 +60,11 @@ async def _enroll(args: argparse.Namespace) -> int:
     if not sep or not code:
         raise UserError("--activation must be ID:CODE, as printed by `tether authority activation create`")
     host, port = parse_hostport(args.broker)
-    out = Path(args.out)
+    from tether.home import Home
+
+    out = Path(args.out) if args.out else Home.default().root / "agent.json"
+    if out.exists():
+        raise UserError(f"{out} already exists; this machine is enrolled (use --out for another file)")
     ident = await enroll(activation, code, host, port, args.name or default_name(), out, args.tls_ca,
                          approval_wait=args.wait)
     labels = ",".join(f"{k}={v}" for k, v in sorted(ident.labels.items())) or "none"

@@ -6,6 +6,7 @@ over itself, so a removed, reordered or edited line is detected by `tether audit
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import time
@@ -31,39 +32,46 @@ def _signed_part(event: dict[str, Any]) -> bytes:
     return b"tether-audit\x00" + dumps({k: v for k, v in event.items() if k != "sig"})
 
 
+def _last_line(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    block = 4096
+    while True:
+        start = max(0, size - block)
+        data = os.pread(fd, size - start, start).rstrip(b"\n")
+        cut = data.rfind(b"\n")
+        if cut >= 0 or start == 0:
+            return data[cut + 1 :]
+        block *= 2
+
+
 class AuditLog:
-    """Appends events; each append is flushed and fsync'd before the decision is sent."""
+    """Appends events; each append is flushed and fsync'd before the decision is sent.
+
+    The authority service and the admin commands both append, so every append takes an
+    exclusive lock and chains to the line actually last in the file.
+    """
 
     def __init__(self, path: Path, key: SigningKey) -> None:
         self.path = path
         self.key = key
-        self._prev = GENESIS
-        if path.exists():
-            last = b""
-            with path.open("rb") as f:
-                for line in f:
-                    if line.strip():
-                        last = line
-            if last:
-                self._prev = _line_hash(last)
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "event": event,
-            "prev": self._prev,
-            **{k: v for k, v in fields.items() if v is not None},
-        }
-        record["sig"] = b64e(self.key.sign(_signed_part(record)).signature)
-        line = dumps(record) + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            last = _last_line(fd)
+            record: dict[str, Any] = {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "event": event,
+                "prev": _line_hash(last) if last else GENESIS,
+                **{k: v for k, v in fields.items() if v is not None},
+            }
+            record["sig"] = b64e(self.key.sign(_signed_part(record)).signature)
+            os.write(fd, dumps(record) + b"\n")
             os.fsync(fd)
         finally:
-            os.close(fd)
-        self._prev = _line_hash(line)
+            os.close(fd)  # releases the lock
         return record
 
 

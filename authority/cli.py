@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from tether.process_runtime import add_verbose_argument, setup_logging
+
+if TYPE_CHECKING:
+    from tether.home import Home
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +80,17 @@ def run(args: argparse.Namespace) -> int:
     return _add(args)
 
 
+def _audit(home: Home, event: str, **fields: object) -> None:
+    """Administrative actions go into the authority's audit trail too."""
+    import getpass
+
+    from tether.authority.audit import AuditLog
+    from tether.authority.provision import authority_identity
+
+    AuditLog(home.root / "authority" / "audit.jsonl", authority_identity(home).signing_key).append(
+        event, by=getpass.getuser(), **fields)
+
+
 def _labels(text: str) -> dict[str, str]:
     from tether.cli import UserError
 
@@ -111,10 +126,14 @@ def _pending(args: argparse.Namespace) -> int:
     if args.verb == "deny":
         del store.items[args.name]
         store.save()
+        _audit(home, "enrol-denied", agent=item.name, fingerprint=item.fingerprint,
+               activation=item.activation)
         print(f"dropped the pending enrolment of {args.name!r}")
         return 0
     item.approved = True
     store.save()
+    _audit(home, "enrol-approved", agent=item.name, fingerprint=item.fingerprint,
+           activation=item.activation)
     print(f"approved {args.name!r} ({item.fingerprint}); the authority completes the enrolment "
           "within a second. Reload the broker afterwards so it accepts the new agent.")
     return 0
@@ -202,6 +221,8 @@ def _revoke(args: argparse.Namespace) -> int:
         bucket[args.name] = dict(bucket.get(args.name, {}), **entry)
     revs.bump(now)
     revs.save(home.revocations)
+    _audit(home, "revoked", target=args.target, name=args.name, reason=args.reason,
+           serial=revs.serial)
     print(f"{args.target} {args.name!r} revoked (bulletin serial {revs.serial}); a running "
           f"authority publishes it within a second.{reload_hint}")
     return 0

@@ -54,3 +54,13 @@ def test_parse_since() -> None:
     assert parse_since("2h", now=10_000.0) == 10_000.0 - 7200
     assert parse_since("30m", now=10_000.0) == 10_000.0 - 1800
     assert parse_since("1970-01-01T01:00:00") == 3600.0
+
+
+def test_two_writers_keep_one_chain(tmp_path: Path) -> None:
+    """The authority service and an admin command append to the same file."""
+    key = SigningKey.generate()
+    service = AuditLog(tmp_path / "audit.jsonl", key)
+    admin = AuditLog(tmp_path / "audit.jsonl", key)
+    for i in range(4):
+        (service if i % 2 else admin).append("event", n=i)
+    assert [e.problem for e in read_audit(service.path, bytes(key.verify_key))] == [None] * 4

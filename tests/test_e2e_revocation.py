@@ -85,6 +85,12 @@ def test_revoking_a_user_closes_live_sessions_and_blocks_new_ones(fresh_stack: S
     registry = Registry.load(stack.home.registry)
     assert user not in registry.principals
     assert all(not u.name.startswith(user) for u in registry.broker_users())
+    audit = stack.tether("audit", "--json").stdout.decode()
+    assert '"event":"revoked"' in audit and '"reason":"left the team"' in audit
+    # After the broker reload the old credentials stop working at the broker as well.
+    stack.broker.reload()
+    gone = stack.tether("run", "local", "--", "true")
+    assert gone.returncode == 255 and b"refused" in gone.stderr, gone.stderr
 
 
 def test_revoking_an_agent_makes_clients_refuse_it(fresh_stack: Stack) -> None:
