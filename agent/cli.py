@@ -30,6 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     enroll.add_argument("--out", metavar="FILE",
                         help="identity file to write, 0600 (default: $TETHER_HOME/agent.json)")
     enroll.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
+    sub.add_parser(
+        "rotate", help="replace this agent's keys (stop the agent first)",
+        description="Replace the agent's Ed25519 and X25519 keys in --identity FILE. The "
+        "authority accepts the change because the old key signs the request and the new key "
+        "signs the change. Stop the agent first (it shares the broker connection name), "
+        "start it again afterwards.")
     enroll.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
                         help="how long to wait for an administrator's approval, when the "
                         "activation requires one (default 600)")
@@ -43,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     if args.what == "enroll":
         return asyncio.run(_enroll(args))
+    if args.what == "rotate":
+        from pathlib import Path
+
+        from tether.client.login import rotate_identity
+
+        if not args.identity:
+            raise UserError("tether agent --identity FILE rotate")
+        return asyncio.run(rotate_identity(Path(args.identity)))
     if not args.identity:
         raise UserError("--identity FILE is required to run the agent (or use `tether agent enroll`)")
     return asyncio.run(_agent(args))

@@ -112,7 +112,7 @@ class AuthorityService:
         self.bulletin.refresh()
         principal = (self.registry.principal_for_mqtt(mqtt_name)
                      or self.bulletin.revoked_sender(self.registry, claimed, mqtt_name))
-        if principal is None or principal.name != claimed or principal.kind not in ("user", "admin"):
+        if principal is None or principal.name != claimed or principal.kind not in ("user", "admin", "agent"):
             log.warning("dropped request on %s: sender does not match %r", topic, claimed)
             return
         try:
@@ -213,11 +213,16 @@ class AuthorityService:
         principal = self.registry.principals[user]
         try:
             new_key = b64d(str(req["new_key"]))
-            VerifyKey(new_key).verify(rotation_message(b64d(principal.ed25519), new_key),
+            new_x = b64d(str(req["new_x25519"])) if principal.kind == "agent" else b""
+            if principal.kind == "agent" and len(new_x) != 32:
+                raise ValueError("an agent rotates its X25519 key too")
+            VerifyKey(new_key).verify(rotation_message(b64d(principal.ed25519), new_key, new_x),
                                       b64d(str(req["new_sig"])))
         except (KeyError, ValueError, BadSignatureError):
             return {"ok": False, "error": "the new key did not sign the rotation"}
         principal.ed25519 = b64e(new_key)
+        if new_x:
+            principal.x25519 = b64e(new_x)
         self.registry.save()
         self._registry_mtime = None  # re-read on the next request
         log.info("rotated the key of %s", user)
@@ -232,6 +237,8 @@ class AuthorityService:
                                            req, now)
         if kind == "rotate":
             return self._rotate(user, req)
+        if self.registry.principals[user].kind == "agent":
+            return {"ok": False, "error": "agents may only rotate their keys"}
         if kind != "grant":
             return {"ok": False, "error": f"unknown request type {kind!r}"}
         agent_name = str(req.get("agent", ""))

@@ -48,7 +48,7 @@ def run_login(args: argparse.Namespace) -> int:
     if args.rotate:
         import asyncio
 
-        return asyncio.run(_rotate(path))
+        return asyncio.run(rotate_identity(path))
     if args.token:
         try:
             ident = Identity.load(path)
@@ -80,22 +80,31 @@ def run_login(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _rotate(path: Path) -> int:
+async def rotate_identity(path: Path) -> int:
+    from nacl.public import PrivateKey
     from nacl.signing import SigningKey
 
     from tether.authz import rotation_message
     from tether.cli import UserError
-    from tether.client.connect import GrantRequester, acquire_slot, connect, load_identity
+    from tether.client.connect import GrantRequester, acquire_slot, connect
     from tether.encoding import b64e
+    from tether.keys import Identity, KeyFileError
     from tether.topics import Topics
 
-    ident = load_identity(str(path))
+    try:
+        ident = Identity.load(path)
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
     if not ident.broker:
         raise UserError(f"{path} is not logged in yet; finish with `tether login --token ...`")
     new = SigningKey.generate()
     new_pub = bytes(new.verify_key)
+    new_x_secret = bytes(PrivateKey.generate()) if ident.x25519_secret is not None else None
+    new_x = bytes(PrivateKey(new_x_secret).public_key) if new_x_secret else b""
     body = {"type": "rotate", "new_key": b64e(new_pub),
-            "new_sig": b64e(new.sign(rotation_message(ident.public_key, new_pub)).signature)}
+            "new_sig": b64e(new.sign(rotation_message(ident.public_key, new_pub, new_x)).signature)}
+    if new_x:
+        body["new_x25519"] = b64e(new_x)
     slot = acquire_slot(ident)
     requester: GrantRequester | None = None
 
@@ -113,6 +122,8 @@ async def _rotate(path: Path) -> int:
     if not reply.get("ok"):
         raise UserError(f"the authority refused the rotation: {reply.get('error')}")
     ident.signing_seed = bytes(new)
+    if new_x_secret is not None:
+        ident.x25519_secret = new_x_secret
     ident.save(path)
     print(f"rotated: {path} now holds a new key; the old one no longer works")
     return 0

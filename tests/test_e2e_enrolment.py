@@ -36,8 +36,23 @@ def test_enrol_run_and_list(fresh_stack: Stack, tmp_path: Path) -> None:
     assert oct(ident.stat().st_mode & 0o777) == "0o600"
     assert code.encode() not in ident.read_bytes()
     fresh_stack.broker.reload()  # the new agent's credentials
-    fresh_stack.popen("agent", "--identity", str(ident))
+    agent = fresh_stack.popen("agent", "--identity", str(ident))
     wait_for(lambda: fresh_stack.agent_status("dev1") == "online", what="enrolled agent online")
+    # Rotate its keys: stop it, rotate (old key signs, new key agrees), start it again.
+    from tether.encoding import b64e
+    from tether.keys import Identity
+
+    old = Identity.load(ident)
+    agent.terminate()
+    agent.wait(15)
+    rotated = fresh_stack.tether("agent", "--identity", str(ident), "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    new = Identity.load(ident)
+    assert new.public_key != old.public_key and new.x25519_public != old.x25519_public
+    registry = fresh_stack.home.registry.read_bytes()
+    assert b64e(new.public_key).encode() in registry and b64e(old.public_key).encode() not in registry
+    fresh_stack.popen("agent", "--identity", str(ident))
+    wait_for(lambda: fresh_stack.agent_status("dev1") == "online", what="rotated agent online")
     listing = fresh_stack.tether("ls").stdout.decode()
     row = next(line for line in listing.splitlines() if line.startswith("dev1 "))
     assert "env=test,role=db" in row

@@ -74,9 +74,10 @@ def verify_request(requester_key: bytes, blob: bytes, now: float) -> dict[str, A
     return doc
 
 
-def rotation_message(old_key: bytes, new_key: bytes) -> bytes:
-    """What the new key signs to agree to replace the old one."""
-    return b"tether-rotate\x00" + old_key + new_key
+def rotation_message(old_key: bytes, new_key: bytes, new_x25519: bytes = b"") -> bytes:
+    """What the new key signs to agree to replace the old one (and, for agents, the new
+    X25519 key that goes with it)."""
+    return b"tether-rotate\x00" + old_key + new_key + new_x25519
 
 
 def build_reply(authority: SigningKey, request: dict[str, Any], body: dict[str, Any]) -> bytes:
