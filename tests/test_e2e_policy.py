@@ -131,3 +131,10 @@ def test_decisions_are_in_the_audit_trail(stack: Stack) -> None:
     assert "grant-denied" in out and "user=bob" in out
     only_bob = stack.tether("audit", "--user", "bob").stdout.decode()
     assert "user=bob" in only_bob and "audit-check" not in only_bob
+
+
+def test_max_duration_warns_a_minute_before(stack: Stack) -> None:
+    with policy(stack, statement(max_duration="61")):
+        r = stack.tether("run", "local", "--", "sleep", "3", timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert b"this session ends in 60 s" in r.stderr, r.stderr
