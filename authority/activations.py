@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether import enrolment
 from tether.authority.registry import Principal, Registry, RegistryError, new_mqtt_password
 from tether.broker.passwd import hash_password
-from tether.encoding import b64d, b64e, dumps, loads
-from tether.keys import Identity, read_private_file, write_private_file
+from tether.encoding import b64d, b64e
+from tether.keys import Identity
+from tether.records import load_records, save_records
 from tether.topics import valid_name
 
 
@@ -43,15 +44,10 @@ class Activations:
 
     @classmethod
     def load(cls, path: Path) -> Activations:
-        store = cls(path)
-        if path.exists():
-            for item in loads(read_private_file(path)).get("activations", []):
-                a = Activation(**item)
-                store.items[a.id] = a
-        return store
+        return cls(path, {a.id: a for a in load_records(path, "activations", Activation)})
 
     def save(self) -> None:
-        write_private_file(self.path, dumps({"activations": [asdict(a) for a in self.items.values()]}))
+        save_records(self.path, "activations", self.items.values())
 
 
 def fingerprint(ed25519_b64: str) -> str:
@@ -77,15 +73,10 @@ class PendingStore:
 
     @classmethod
     def load(cls, path: Path) -> PendingStore:
-        store = cls(path)
-        if path.exists():
-            for item in loads(read_private_file(path)).get("pending", []):
-                p = PendingEnrolment(**item)
-                store.items[p.name] = p
-        return store
+        return cls(path, {p.name: p for p in load_records(path, "pending", PendingEnrolment)})
 
     def save(self) -> None:
-        write_private_file(self.path, dumps({"pending": [asdict(p) for p in self.items.values()]}))
+        save_records(self.path, "pending", self.items.values())
 
 
 def create(store: Activations, registry: Registry, labels: dict[str, str], max_uses: int,

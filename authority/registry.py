@@ -6,14 +6,12 @@ It is the single source for both brokers' password and ACL files.
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.broker.passwd import hash_password
-from tether.encoding import dumps, loads
-from tether.keys import read_private_file, write_private_file
+from tether.records import load_records, save_records
 from tether.topics import valid_name
 
 KINDS = ("user", "agent", "recorder", "authority", "admin", "enrol")
@@ -55,17 +53,10 @@ class Registry:
 
     @classmethod
     def load(cls, path: Path) -> Registry:
-        reg = cls(path)
-        if path.exists():
-            doc = loads(read_private_file(path))
-            for item in doc.get("principals", []):
-                p = Principal(**item)
-                reg.principals[p.name] = p
-        return reg
+        return cls(path, {p.name: p for p in load_records(path, "principals", Principal)})
 
     def save(self) -> None:
-        doc: dict[str, Any] = {"principals": [asdict(p) for p in self.principals.values()]}
-        write_private_file(self.path, dumps(doc))
+        save_records(self.path, "principals", self.principals.values())
 
     def _mqtt_owner(self) -> dict[str, str]:
         return {m: p.name for p in self.principals.values() for m in p.mqtt_names}
