@@ -58,6 +58,7 @@ class ClientSession:
         self.conn: MqttConnection | None = None
         self.channel: Channel | None = None
         self._hs: ClientHandshake | None = None
+        self._grants: GrantRequester | None = None
         self._reply: asyncio.Future[bytes] | None = None
         self._status_raw: bytes | None = None
         self._status_seen = asyncio.Event()
@@ -154,7 +155,7 @@ class ClientSession:
     # ----- incoming -----
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        if self._grants_ready() and self._grants.on_message(topic, payload):
+        if self._grants is not None and self._grants.on_message(topic, payload):
             return
         if topic == self.topics.status(self.agent):
             self._on_status(payload)
@@ -171,9 +172,6 @@ class ClientSession:
                 self._early.append(payload)
             return
         self._on_datagram(payload)
-
-    def _grants_ready(self) -> bool:
-        return hasattr(self, "_grants")
 
     def _on_status(self, payload: bytes) -> None:
         self._status_raw = payload
@@ -276,16 +274,9 @@ class ClientSession:
 
     async def send_data(self, data: bytes) -> None:
         """Send input, waiting for credit; large input goes in bounded frames."""
-        view = memoryview(data)
-        while view:
+        while data and self.channel is not None and not self.channel.closed:
             await self.capacity.wait()
-            assert self.channel is not None
-            room = min(self.channel.send_capacity(), MAX_PAYLOAD, len(view))
-            if room <= 0:
-                self.capacity.clear()
-                continue
-            self.send(FrameType.DATA, bytes(view[:room]))
-            view = view[room:]
+            data = self.offer(data)  # flush() clears `capacity` when the window is full
 
     async def wait_closed_or(self, other: asyncio.Event) -> None:
         """Until the session ends or `other` is set, whichever comes first."""

@@ -4,6 +4,7 @@ and a broker restart in the middle of a stream."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import hashlib
 import os
 import queue
@@ -101,13 +102,10 @@ def _grant(stack: Stack, user: Identity, slot: str, **changes: Any) -> str:
     now = time.time()
     fields: dict[str, Any] = dict(
         user=user.name, agent="local", agent_key=b64e(agent.public_key), client_key=b64e(user.public_key),
-        mqtt_name=slot, mode="exec", run_as=os.environ.get("USER") or "root", command=None,
+        mqtt_name=slot, mode="exec", run_as=getpass.getuser(), command=None,
         max_duration=60, idle_timeout=0, recording="off", recorder=None, reason=None,
         jti=grants.new_jti(), expires=now + 120,
     )
-    import getpass
-
-    fields["run_as"] = getpass.getuser()
     fields.update(changes)
     g = grants.Grant(**fields)
     issued = now if g.expires > now else g.expires - 60

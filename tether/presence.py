@@ -9,6 +9,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from tether import __version__
+from tether.encoding import b64d, b64e
 from tether.signed import BadDocument, open_document, peek_document, sign_document
 
 DOMAIN = "presence"
@@ -19,8 +20,6 @@ def presence_document(
     key: SigningKey, name: str, x25519: bytes, labels: dict[str, str], online: bool, now: float,
     capabilities: list[str],
 ) -> bytes:
-    from tether.encoding import b64e
-
     doc: dict[str, Any] = {
         "name": name,
         "online": online,
@@ -40,8 +39,6 @@ def read_presence(blob: bytes, expected_key: bytes | None = None) -> dict[str, A
     if expected_key is not None:
         return open_document(expected_key, DOMAIN, blob)
     doc = peek_document(blob)
-    from tether.encoding import b64d
-
     try:
         return open_document(b64d(str(doc["ed25519"])), DOMAIN, blob)
     except (KeyError, ValueError) as exc:
