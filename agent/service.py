@@ -187,7 +187,9 @@ class AgentService:
                 raise grants.GrantError(revoked)
             resolve_run_as(grant.run_as)
             if grant.max_sessions is not None:
-                mine = sum(1 for s in self.sessions.values() if s.grant.user == grant.user)
+                # A session whose process has exited is only flushing its last frames.
+                mine = sum(1 for s in self.sessions.values()
+                           if s.grant.user == grant.user and not s.ending)
                 mine += sum(1 for p in self._pending.values() if p.grant.user == grant.user)
                 if mine >= grant.max_sessions:
                     raise grants.GrantError(

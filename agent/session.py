@@ -213,6 +213,11 @@ class AgentSession:
             return
         self._idle_timer = self.loop.call_later(self._idle_period(), self._check_idle)
 
+    @property
+    def ending(self) -> bool:
+        """The process has gone (or is being ended); only the final flush remains."""
+        return self._finishing or self._exit_status is not None
+
     def end_with_notice(self, notice: str) -> None:
         """Tell the user why, then end the session (revocation or an admin's terminate)."""
         self._send(FrameType.NOTICE, notice.encode())
