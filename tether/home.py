@@ -62,6 +62,14 @@ class Home:
         return self.root / "identities" / f"{name}.json"
 
     @property
+    def recordings(self) -> Path:
+        """The recorder's store: index.db (SQLite) and logs/{sid}.log."""
+        return self.root / "recordings"
+
+    def recorder_identity(self, name: str = "recorder") -> Path:
+        return self.root / "recorders" / f"{name}.json"
+
+    @property
     def run_dir(self) -> Path:
         return self.root / "run"
 
