@@ -51,6 +51,8 @@ class Grant:
     jti: str
     expires: float
     max_sessions: int | None = None  # concurrent sessions of this user on this agent
+    recorder_x25519: str | None = None  # the recorder's keys, certified by this grant
+    recorder_ed25519: str | None = None
 
     def claims(self, issued: float) -> dict[str, Any]:
         return {
@@ -70,6 +72,8 @@ class Grant:
             "reason": self.reason,
             "jti": self.jti,
             "max_sessions": self.max_sessions,
+            "recorder_keys": (None if self.recorder_x25519 is None else
+                              {"x25519": self.recorder_x25519, "ed25519": self.recorder_ed25519}),
             "iat": _iso(issued),
             "exp": _iso(self.expires),
         }
@@ -91,6 +95,7 @@ def decode(authority_key: bytes, token: str) -> Grant:
         c = loads(paseto.verify(authority_key, token, implicit=IMPLICIT))
         if c.get("iss") != ISSUER:
             raise GrantError("grant has the wrong issuer")
+        rk = c.get("recorder_keys")
         return Grant(
             user=str(c["sub"]),
             agent=str(c["aud"]),
@@ -108,6 +113,8 @@ def decode(authority_key: bytes, token: str) -> Grant:
             jti=str(c["jti"]),
             expires=_from_iso(str(c["exp"])),
             max_sessions=int(c["max_sessions"]) if c.get("max_sessions") is not None else None,
+            recorder_x25519=str(rk["x25519"]) if rk else None,
+            recorder_ed25519=str(rk["ed25519"]) if rk else None,
         )
     except paseto.PasetoError as exc:
         raise GrantError(f"grant signature invalid: {exc}") from exc
