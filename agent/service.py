@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from tether import grants
 from tether.agent.process import SpawnError, resolve_run_as
+from tether.agent.recording_link import OPEN_TIMEOUT, RecordingLink
 from tether.agent.session import DEFAULT_CLIENT_TIMEOUT, AgentSession
 from tether.encoding import b64d
 from tether.handshake import (
@@ -23,8 +24,9 @@ from tether.handshake import (
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection, Will
 from tether.presence import HEARTBEAT, presence_document, status_document
+from tether.recording import RecordingSender, session_body
 from tether.revocation import BulletinTracker, Revocations
-from tether.topics import A2C, Topics
+from tether.topics import A2C, RACK, REC, Topics
 
 log = logging.getLogger("tether.agent")
 PENDING_TIMEOUT = 30.0
@@ -39,6 +41,8 @@ class _Pending:
     topic_out: str
     expires: float
     early: list[bytes] = field(default_factory=list)
+    recording: RecordingLink | None = None
+    waiting_for_recorder: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -57,6 +61,8 @@ class AgentService:
         self.sessions: dict[tuple[str, str], AgentSession] = {}
         self.bulletin = BulletinTracker(b64d(ident.authority["ed25519"]))
         self._pending: dict[tuple[str, str], _Pending] = {}
+        # Recorder streams by (client, sid); they outlive their sessions until the end is acked.
+        self.recordings: dict[tuple[str, str], RecordingLink] = {}
         self.stats: Counter[str] = Counter()
         self.conn: MqttConnection | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -76,6 +82,7 @@ class AgentService:
         self.conn.on_connected.append(self._on_connected)
         self.conn.subscribe(self.topics.handshake_inbox(self.name), 1)
         self.conn.subscribe(self.topics.agent_sessions_c2a(self.name), 1)
+        self.conn.subscribe(self.topics.agent_recorder_acks(self.name), 1)
         self.conn.subscribe(self.topics.bulletin(), 1)
         await self.conn.connect()
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
@@ -87,6 +94,8 @@ class AgentService:
                           status_document(self.identity.signing_key, True, time.time()), qos=1, retain=True)
         for session in self.sessions.values():
             session.on_reconnect()
+        for link in self.recordings.values():
+            link.on_reconnect()
 
     async def _beat(self) -> None:
         while True:
@@ -117,7 +126,15 @@ class AgentService:
         parsed = self.topics.parse_session(topic)
         if parsed is not None:
             agent, client, sid, leg = parsed
-            if agent == self.name and leg != A2C:
+            if agent != self.name:
+                return
+            if leg == RACK:
+                link = self.recordings.get((client, sid))
+                if link is not None:
+                    link.on_message(payload)
+                    if link.closed:
+                        del self.recordings[(client, sid)]
+            elif leg not in (A2C, REC):
                 self._on_session_datagram(client, sid, payload)
             return
         hs = self.topics.parse_handshake(topic)
@@ -198,16 +215,72 @@ class AgentService:
         except (grants.GrantError, SpawnError) as exc:
             self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
             return
+        recording = self._start_recording(client, hello.sid, grant, body)
         pending = self._hs.accept(hello, {"run_as": grant.run_as, "mode": grant.mode,
-                                          "max_duration": grant.max_duration})
-        self._pending[(client, sid)] = _Pending(pending, grant, topic_out, now + PENDING_TIMEOUT)
+                                          "max_duration": grant.max_duration,
+                                          "recorded": recording is not None})
+        entry = _Pending(pending, grant, topic_out, now + PENDING_TIMEOUT, recording=recording)
+        self._pending[(client, sid)] = entry
         assert self.conn is not None
-        self.conn.publish(topic_out, pending.accept, qos=1)
+        if recording is not None and recording.required:
+            # No session before the recorder has durably opened the recording.
+            key = (client, sid)
+            recording.on_opened = lambda refusal: self._recorder_answered(key, refusal)
+            entry.waiting_for_recorder = asyncio.get_running_loop().call_later(
+                OPEN_TIMEOUT, self._recorder_answered, key,
+                f"recording is required by policy, but recorder {grant.recorder!r} did not answer "
+                f"within {OPEN_TIMEOUT:.0f} s, so no session was started; ask an administrator "
+                "to check that `tether recorder` is running")
+        else:
+            self.conn.publish(topic_out, pending.accept, qos=1)
         self._expire_pending(now)
+
+    def _start_recording(self, client: str, sid: bytes, grant: grants.Grant,
+                         body: dict[str, object]) -> RecordingLink | None:
+        if grant.recorder is None or grant.recorder_x25519 is None or grant.recorder_ed25519 is None:
+            return None
+        if grant.recording not in ("required", "optional"):
+            return None
+        assert self.conn is not None
+        sender = RecordingSender(
+            sid=sid, signing_key=self.identity.signing_key,
+            recorder_x25519=b64d(grant.recorder_x25519), recorder_ed25519=b64d(grant.recorder_ed25519),
+            body=session_body(sid=sid, grant_token=str(body.get("grant", "")), agent=self.name,
+                              client=client, cols=_int(body.get("cols"), 80),
+                              rows=_int(body.get("rows"), 24),
+                              term=str(body["term"]) if body.get("term") else None),
+            now=time.monotonic(), required=grant.recording == "required")
+        link = RecordingLink(self.conn, self.topics.session(self.name, client, sid.hex(), REC),
+                             sender, grant)
+        self.recordings[(client, sid.hex())] = link
+        link.flush()
+        return link
+
+    def _recorder_answered(self, key: tuple[str, str], refusal: str | None) -> None:
+        entry = self._pending.get(key)
+        if entry is None or entry.recording is None or entry.waiting_for_recorder is None:
+            return
+        entry.waiting_for_recorder.cancel()
+        entry.waiting_for_recorder = None
+        assert self.conn is not None
+        if refusal is None and entry.recording.sender.opened:
+            self.conn.publish(entry.topic_out, entry.handshake.accept, qos=1)
+            return
+        del self._pending[key]
+        entry.recording.close()
+        self.recordings.pop(key, None)
+        if entry.recording.sender.refused is not None:
+            refusal = f"the recorder refused to record this session: {entry.recording.sender.refused}"
+        self._refuse(entry.topic_out, entry.handshake.hello.refuse(str(refusal)), str(refusal))
 
     def _expire_pending(self, now: float) -> None:
         for key in [k for k, p in self._pending.items() if p.expires < now]:
-            del self._pending[key]
+            entry = self._pending.pop(key)
+            if entry.recording is not None:
+                entry.recording.close()
+                self.recordings.pop(key, None)
+        for key in [k for k, link in self.recordings.items() if link.closed]:
+            del self.recordings[key]
 
     def _on_session_datagram(self, client: str, sid: str, payload: bytes) -> None:
         key = (client, sid)
@@ -223,6 +296,8 @@ class AgentService:
             is_confirm = message_type(payload) == HsType.CONFIRM
         except HandshakeError:
             is_confirm = False
+        if pending.waiting_for_recorder is not None:
+            return  # not accepted yet: nothing from the client can be valid
         if not is_confirm:
             if len(pending.early) < MAX_EARLY_FRAMES:
                 pending.early.append(payload)
@@ -238,6 +313,7 @@ class AgentService:
         session = AgentSession(
             self.conn, pending.topic_out, keys, pending.grant, pending.handshake.hello.body,
             resolve_run_as(pending.grant.run_as), self._session_done, self.client_timeout,
+            recording=pending.recording,
         )
         self.sessions[key] = session
         self.idle.clear()
@@ -253,3 +329,10 @@ class AgentService:
                 self.stats["bad_frames"] += s.channel.stats.bad_frames
         if not self.sessions:
             self.idle.set()
+
+
+def _int(value: object, default: int) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return default

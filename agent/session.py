@@ -15,18 +15,21 @@ import logging
 import os
 import signal
 import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.agent.process import RunAs, Spawned, SpawnError, set_winsize, spawn_exec, spawn_shell
+from tether.agent.recording_link import END_AFTER, FREEZE_AFTER, RecordingLink
 from tether.channel import Channel
 from tether.encoding import dumps
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.grants import Grant
 from tether.handshake import SessionKeys
 from tether.mqtt import MqttConnection
+from tether.recevents import EventKind
 
 log = logging.getLogger("tether.agent.session")
 
@@ -95,6 +98,7 @@ class AgentSession:
     run_as: RunAs
     on_done: Callable[[AgentSession], None]
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    recording: RecordingLink | None = None
 
     def __post_init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -124,6 +128,8 @@ class AgentSession:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._last_io = time.monotonic()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._frozen = False  # a required recording stalled: no output, no input
+        self._input_hidden = False  # echo is off: input is not recorded
 
     # ----- lifecycle -----
 
@@ -158,6 +164,9 @@ class AgentSession:
             self._exit_status = (127 if "not found" in str(exc) else 126, None)
             self._begin_end()
             return
+        if self.recording is not None:
+            self.recording.on_progress = self._on_recording_progress
+            self.recording.on_silence = self._on_recording_silence
         self.loop.add_reader(self.proc.pidfd, self._on_exit)
         for out in self._outputs:
             self._resume(out)
@@ -274,7 +283,11 @@ class AgentSession:
                 await asyncio.sleep(0.01)
         code, sig = self._exit_status or (None, None)
         log.debug("%s: sending exit %s", self.topic_out, self._exit_status)
-        self._send(FrameType.EXIT, dumps({"code": code, "signal": sig}))
+        exit_doc = dumps({"code": code, "signal": sig})
+        self._send(FrameType.EXIT, exit_doc)
+        self._record(EventKind.EXIT, exit_doc)
+        if self.recording is not None:
+            self.recording.finish()
         self.channel.close(time.monotonic())
         self._flush_channel()
         while not self.channel.all_acked and time.monotonic() < deadline:
@@ -365,7 +378,7 @@ class AgentSession:
         now = time.monotonic()
         for out in self._outputs:
             while out.buf:
-                room = min(self.channel.send_capacity(), MAX_PAYLOAD)
+                room = min(self.channel.send_capacity(), MAX_PAYLOAD, self._recording_room())
                 if room <= 0 or self.conn.backlogged:
                     break
                 end = min(room, len(out.buf))
@@ -375,13 +388,17 @@ class AgentSession:
                     end = utf8_cut(out.buf, end)
                 if end <= 0:
                     break
-                self.channel.send(out.ftype, bytes(out.buf[:end]), now)
+                chunk = bytes(out.buf[:end])
+                self.channel.send(out.ftype, chunk, now)
                 del out.buf[:end]
+                self._record(EventKind.STDERR if out.ftype == FrameType.STDERR else EventKind.OUTPUT,
+                             chunk)
         self._flush_channel()
         self._apply_backpressure()
 
     def _apply_backpressure(self) -> None:
-        blocked = self.channel.send_capacity() <= 0 or self.conn.backlogged
+        blocked = (self.channel.send_capacity() <= 0 or self.conn.backlogged
+                   or self._recording_room() <= 0)
         for out in self._outputs:
             if blocked or len(out.buf) >= READ_SIZE:
                 self._pause(out)
@@ -400,6 +417,69 @@ class AgentSession:
         if not self.channel.closed:
             self.channel.send(ftype, payload, time.monotonic())
             self._flush_channel()
+            if ftype == FrameType.NOTICE:
+                self._record(EventKind.NOTICE, payload)
+            elif ftype == FrameType.STDERR:
+                self._record(EventKind.STDERR, payload)
+
+    # ----- recording -----
+
+    def _record(self, kind: EventKind, data: bytes) -> None:
+        if self.recording is not None and not self.recording.closed:
+            self.recording.record(kind, data)
+
+    def _recording_room(self) -> int:
+        if self.recording is None:
+            return MAX_PAYLOAD
+        return 0 if self._frozen else self.recording.room()
+
+    def _on_recording_progress(self) -> None:
+        if self._done:
+            return
+        self._write_input()
+        self._credit_input(time.monotonic())
+        if not self._finishing:
+            self._send_buffered()
+        else:
+            self._flush_channel()
+
+    def _on_recording_silence(self, silent: float) -> None:
+        assert self.recording is not None
+        if not self.recording.required or self._done:
+            return
+        if silent >= END_AFTER and not self._finishing:
+            self._send(FrameType.NOTICE, f"session closed: recording is required and the recorder "
+                       f"has not acknowledged for {END_AFTER:.0f} s".encode())
+            self.terminate(signal.SIGHUP)
+        elif silent >= FREEZE_AFTER and not self._frozen:
+            self._frozen = True
+            log.warning("%s: recorder silent for %.0f s; session frozen", self.topic_out, silent)
+            self._send(FrameType.NOTICE, f"recording stalled: the recorder has not acknowledged "
+                       f"for {FREEZE_AFTER:.0f} s, so this session is frozen until it does (it "
+                       f"ends after {END_AFTER:.0f} s)".encode())
+            self._apply_backpressure()
+        elif silent < FREEZE_AFTER and self._frozen:
+            self._frozen = False
+            self._send(FrameType.NOTICE, b"recording resumed: the session continues")
+            self._on_recording_progress()
+
+    def _echo_off(self) -> bool:
+        if self.proc is None or self.proc.master is None:
+            return False
+        try:
+            return not termios.tcgetattr(self.proc.master)[3] & termios.ECHO
+        except termios.error:
+            return False
+
+    def _record_input(self, data: bytes) -> None:
+        if self.recording is None:
+            return
+        hidden = self._echo_off()
+        if hidden != self._input_hidden:
+            self._input_hidden = hidden
+            self._record(EventKind.REDACTION, dumps({"hidden": hidden}))
+        if not hidden:
+            self._record(EventKind.INPUT, data)
 
     def _flush_channel(self) -> None:
         for blob, qos in self.channel.take_outgoing():
@@ -448,6 +528,7 @@ class AgentSession:
             cols, rows = struct.unpack(">HH", frame.payload)
             with contextlib.suppress(OSError):
                 set_winsize(self.proc.master, max(cols, 1), max(rows, 1))
+            self._record(EventKind.RESIZE, frame.payload)
         elif t == FrameType.SIGNAL and len(frame.payload) == 1 and self.proc:
             self._signal(frame.payload[0])
         elif t == FrameType.EOF:
@@ -474,8 +555,12 @@ class AgentSession:
             if data and fd is None:
                 data.clear()  # stdin is closed: input after EOF goes nowhere, as with a pipe
             if data and fd is not None:
+                room = self._recording_room()
+                if room <= 0:
+                    self._stop_writing()
+                    return  # recording comes first; _on_recording_progress resumes
                 try:
-                    n = os.write(fd, data[:4096])
+                    n = os.write(fd, data[:min(4096, room)])
                 except BlockingIOError:
                     if not self._writing:
                         self._writing = True
@@ -484,6 +569,8 @@ class AgentSession:
                 except OSError:
                     data.clear()  # the reader is gone; drop input like a closed pipe
                     n = 0
+                if n:
+                    self._record_input(bytes(data[:n]))
                 del data[:n]
                 if data:
                     continue

@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Without a subcommand, run the authority service (it answers grant requests over "
-        "MQTT). `user add` and `agent add` register principals and write their identity files."
+        "MQTT). `user add`, `agent add` and `recorder add` register principals and write their "
+        "identity files. Grants name the registered recorder (the first by name, if several)."
     )
     add_verbose_argument(parser)
     sub = parser.add_subparsers(dest="what")
-    for kind in ("user", "agent"):
+    for kind in ("user", "agent", "recorder"):
         p = sub.add_parser(kind, help=f"manage {kind}s")
         verbs = p.add_subparsers(dest="verb", required=True)
         add = verbs.add_parser("add", help=f"register a new {kind} and write its identity file")
@@ -36,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: an OS user with the same name)")
             add.add_argument("--role", choices=["user", "admin"], default="user",
                              help="broker role; admin may read every topic (for operators' tooling)")
-        else:
+        elif kind == "agent":
             add.add_argument("--labels", default="", metavar="K=V,...", help="agent labels")
     act = sub.add_parser("activation", help="activations that let agents enrol themselves")
     act_verbs = act.add_subparsers(dest="verb", required=True)
@@ -246,7 +247,7 @@ def _add(args: argparse.Namespace) -> int:
                   (str(authority.broker.get("host", "127.0.0.1")), int(authority.broker.get("port", 1883))))
     registry = Registry.load(home.registry)
     labels = _labels(args.labels) if args.what == "agent" else {}
-    kind = "agent" if args.what == "agent" else args.role
+    kind = args.what if args.what in ("agent", "recorder") else args.role
     try:
         ident = new_principal(home, registry, authority, args.name, kind, host=host, port=port,
                               labels=labels)

@@ -61,6 +61,7 @@ class LocalSetup:
     user: Identity
     agent: Identity | None
     created: bool
+    recorder: Identity | None = None
 
 
 def _retarget(path: Path, host: str, port: int) -> Identity:
@@ -71,7 +72,8 @@ def _retarget(path: Path, host: str, port: int) -> Identity:
     return ident
 
 
-def ensure_local_setup(home: Home, host: str, port: int, agent_name: str | None = "local") -> LocalSetup:
+def ensure_local_setup(home: Home, host: str, port: int, agent_name: str | None = "local",
+                       recorder_name: str | None = "recorder") -> LocalSetup:
     """Everything `tether up` needs, created on first run and reused after."""
     home.ensure()
     authority = authority_identity(home)
@@ -111,5 +113,15 @@ def ensure_local_setup(home: Home, host: str, port: int, agent_name: str | None 
             ident.save(path)
             created = True
         agent_ident = _retarget(path, host, port)
+    recorder_ident = None
+    if recorder_name is not None:
+        path = home.recorder_identity(recorder_name)
+        if not path.exists():
+            if recorder_name in registry.principals:
+                registry.remove(recorder_name)
+            new_principal(home, registry, authority, recorder_name, "recorder", host=host,
+                          port=port).save(path)
+            created = True
+        recorder_ident = _retarget(path, host, port)
     commit(home, registry)
-    return LocalSetup(authority, user_ident, agent_ident, created)
+    return LocalSetup(authority, user_ident, agent_ident, created, recorder_ident)

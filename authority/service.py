@@ -19,7 +19,7 @@ from tether.authority.audit import AuditLog
 from tether.authority.bulletin import BulletinKeeper
 from tether.authority.policy import Policy, PolicyError, Request, evaluate
 from tether.authority.provision import commit
-from tether.authority.registry import Registry
+from tether.authority.registry import Principal, Registry
 from tether.authz import rotation_message
 from tether.encoding import b64d, b64e
 from tether.home import Home
@@ -77,6 +77,12 @@ class AuthorityService:
                     self.policy = Policy()
                     self.policy_error = ("the access policy is invalid; ask an administrator "
                                          "to run `tether policy validate`")
+
+    def _recorder(self) -> Principal | None:
+        """The recorder that grants name: the registered one (the first by name, if several)."""
+        recorders = sorted((p for p in self.registry.principals.values()
+                            if p.kind == "recorder" and p.x25519), key=lambda p: p.name)
+        return recorders[0] if recorders else None
 
     async def start(self) -> None:
         settings = BrokerSettings.from_identity(self.identity.name, self.identity.broker)
@@ -268,10 +274,11 @@ class AuthorityService:
             now=datetime.fromtimestamp(now, UTC),
             active_sessions=0,  # the agent enforces max_sessions, which the grant carries
         ))
-        if decision.allowed and decision.recording == "required":
+        recorder = self._recorder()
+        if decision.allowed and decision.recording == "required" and recorder is None:
             decision.allowed = False
-            decision.reason = (f"policy {decision.statement_label} requires recording, and this "
-                               "deployment has no recorder yet")
+            decision.reason = (f"policy {decision.statement_label} requires recording, and no "
+                               "recorder is registered (run `tether recorder init`)")
         if not decision.allowed:
             log.info("denied %s %s on %s: %s", user, mode, agent_name, decision.reason)
             return {"ok": False, "error": f"denied: {decision.reason}"}
@@ -286,8 +293,10 @@ class AuthorityService:
             command=argv,  # bound, so the agent runs exactly what the policy allowed
             max_duration=decision.max_duration,
             idle_timeout=decision.idle_timeout,
-            recording="off",
-            recorder=None,
+            recording=decision.recording if recorder is not None else "off",
+            recorder=recorder.name if recorder is not None else None,
+            recorder_x25519=recorder.x25519 if recorder is not None else None,
+            recorder_ed25519=recorder.ed25519 if recorder is not None else None,
             reason=reason,
             jti=grants.new_jti(),
             expires=now + GRANT_LIFETIME,

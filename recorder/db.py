@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     command TEXT,               -- JSON argv for exec sessions
     reason TEXT,
     grant_id TEXT NOT NULL,
+    grant_token TEXT,           -- the authority-signed grant: `verify` takes the agent key from it
     client_key TEXT NOT NULL,
     client TEXT NOT NULL,       -- the client's MQTT name
     recording TEXT NOT NULL,    -- required | optional

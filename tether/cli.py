@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "login": ("tether.client.login_cli", "create your key, or finish logging in with a token"),
     "user": ("tether.client.user_cli", "register a user's key (on the authority's host)"),
     "audit": ("tether.authority.audit_cli", "list the authority's signed audit trail of decisions"),
+    "recorder": ("tether.recorder.cli", "run the recorder that stores, verifies and indexes sessions"),
+    "verify": ("tether.recorder.verify_cli", "check a stored recording's hash chain and signatures"),
     "init": ("tether.init", "create keys, registry and broker files without starting anything"),
 }
 

@@ -12,6 +12,9 @@ DEFAULT_PREFIX = "tether/v1"
 # Per-session sub-topics. c2a carries client input, control and acks; a2c carries output.
 C2A = "c2a"
 A2C = "a2c"
+# The agent's recorder stream for that session, and the recorder's signed acks.
+REC = "rec"
+RACK = "rack"
 
 
 def valid_name(name: str) -> bool:
@@ -49,6 +52,12 @@ class Topics:
 
     def agent_sessions_c2a(self, agent: str) -> str:
         return f"{self.prefix}/a/{agent}/s/+/+/{C2A}"
+
+    def recorder_streams(self) -> str:
+        return f"{self.prefix}/a/+/s/+/+/{REC}"
+
+    def agent_recorder_acks(self, agent: str) -> str:
+        return f"{self.prefix}/a/{agent}/s/+/+/{RACK}"
 
     def authz_request(self, principal: str) -> str:
         return f"{self.prefix}/authz/req/{principal}"

@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", default="local", metavar="NAME",
                         help="name of the agent for this machine (default local)")
     parser.add_argument("--no-agent", action="store_true", help="do not run an agent here")
+    parser.add_argument("--no-recorder", action="store_true",
+                        help="do not run the recorder here (run `tether recorder` elsewhere; "
+                        "sessions whose policy requires recording are refused without one)")
     add_client_timeout_argument(parser)
     add_verbose_argument(parser)
 
@@ -58,6 +61,7 @@ async def _up(args: argparse.Namespace) -> int:
     home = Home.default()
     host, port = parse_hostport(args.broker or args.listen)
     setup = ensure_local_setup(home, host, port, None if args.no_agent else args.agent)
+    recorder = None
     broker = None
     if not args.broker:
         from tether.broker.embedded import EmbeddedBroker
@@ -78,6 +82,10 @@ async def _up(args: argparse.Namespace) -> int:
         (home.broker_files / "broker.pid").write_text(f"{os.getpid()}\n")
     try:
         await authority.start()
+        if not args.no_recorder:
+            from tether.recorder.cli import start_recorder
+
+            recorder = await start_recorder(home.recorder_identity(), home.recordings)
         if agent is not None:
             await agent.start()
     except BrokerError as exc:
@@ -86,7 +94,7 @@ async def _up(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     where = f"embedded broker on {host}:{port}" if broker else f"broker at {host}:{port}"
     lines = [
-        f"tether is up: {where}, authority, "
+        f"tether is up: {where}, authority, " + ("recorder, " if recorder else "")
         + (f"agent {args.agent!r}." if agent else "no agent."),
         f"State: {home.root}" + (" (created now)" if setup.created else ""),
         "",
@@ -102,6 +110,10 @@ async def _up(args: argparse.Namespace) -> int:
     print("tether: stopping", file=sys.stderr)
     if agent is not None:
         await agent.stop()
+    if recorder is not None:
+        from tether.recorder.cli import stop_recorder
+
+        await stop_recorder(recorder)
     await authority.stop()
     if broker is not None:
         await broker.stop()

@@ -1,0 +1,128 @@
+"""The agent's end of one session's recorder stream: the I/O around a RecordingSender.
+
+It publishes what the sender produces, keeps its retransmit timer, routes the recorder's
+acks back, and watches for silence. It outlives its session until the end manifest is
+acked (or `DRAIN_TIMEOUT` passes), so the tail of a recording is not lost when the
+process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from tether.grants import Grant
+from tether.mqtt import MqttConnection
+from tether.recevents import EventKind
+from tether.recording import REC_WINDOW, RecordingSender, RecType, message_type
+
+log = logging.getLogger("tether.agent.recording")
+
+OPEN_TIMEOUT = 5.0  # a required recording must be acked this soon, or there is no session
+FREEZE_AFTER = 10.0  # recorder silent this long: a required session freezes...
+END_AFTER = 30.0  # ...and ends
+DRAIN_TIMEOUT = 120.0
+WATCH_PERIOD = 0.5
+
+
+class RecordingLink:
+    def __init__(self, conn: MqttConnection, topic: str, sender: RecordingSender, grant: Grant) -> None:
+        self.conn = conn
+        self.topic = topic
+        self.sender = sender
+        self.grant = grant
+        self.required = sender.required
+        self.loop = asyncio.get_running_loop()
+        self.on_progress: Callable[[], None] | None = None  # room in the window again
+        self.on_opened: Callable[[str | None], None] | None = None  # None = ok, else refusal
+        self.on_silence: Callable[[float], None] | None = None  # seconds the recorder owes us
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._watch: asyncio.TimerHandle | None = self.loop.call_later(WATCH_PERIOD, self._check)
+        self._opened_reported = False
+        self.closed = False
+        self._drain_deadline: float | None = None
+
+    # ----- what the session calls -----
+
+    def room(self) -> int:
+        """Bytes a required recording lets the session send now (unbounded if optional)."""
+        if not self.required:
+            return REC_WINDOW
+        return max(0, REC_WINDOW - self.sender.unacked_bytes)
+
+    def record(self, kind: EventKind, data: bytes) -> None:
+        self.sender.record(kind, data, time.monotonic())
+        self.flush()
+
+    def finish(self) -> None:
+        self.sender.finish(time.monotonic())
+        self._drain_deadline = time.monotonic() + DRAIN_TIMEOUT
+        self.flush()
+
+    @property
+    def silent_for(self) -> float:
+        return self.sender.silent_for(time.monotonic())
+
+    # ----- the wire -----
+
+    def flush(self) -> None:
+        if self.closed:
+            return
+        now = time.monotonic()
+        for blob in self.sender.take_outgoing(now):
+            kind, _ = message_type(blob)
+            self.conn.publish(self.topic, blob, qos=1 if kind == RecType.OPEN else 0)
+        deadline = self.sender.next_deadline()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_later(max(0.0, deadline - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def on_reconnect(self) -> None:
+        self.flush()
+
+    def on_message(self, blob: bytes) -> None:
+        before = self.sender.unacked_bytes
+        if not self.sender.on_message(blob, time.monotonic()):
+            return
+        if not self._opened_reported and (self.sender.opened or self.sender.refused is not None):
+            self._opened_reported = True
+            if self.on_opened is not None:
+                self.on_opened(self.sender.refused)
+        self.flush()
+        if self.sender.unacked_bytes < before and self.on_progress is not None:
+            self.on_progress()
+        if self.sender.done:
+            self.close()
+
+    def _check(self) -> None:
+        self._watch = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        if self._drain_deadline is not None and now >= self._drain_deadline:
+            log.warning("%s: the recorder never acked the end of the recording; giving up", self.topic)
+            self.close()
+            return
+        if self.on_silence is not None:
+            self.on_silence(self.sender.silent_for(now))
+        self._watch = self.loop.call_later(WATCH_PERIOD, self._check)
+
+    def close(self) -> None:
+        self.closed = True
+        for handle in (self._timer, self._watch):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._watch = None

@@ -1,0 +1,101 @@
+"""`tether recorder`: run the recorder service."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tether.process_runtime import add_verbose_argument, setup_logging
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="DIR", type=Path,
+                        help="the recording store (default $TETHER_HOME/recordings)")
+
+
+def store_dir(args: argparse.Namespace) -> Path:
+    from tether.home import Home
+
+    return Path(args.store) if getattr(args, "store", None) else Home.default().recordings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run the recorder: it dials out to the broker, receives every session's recorder "
+        "stream (sealed to its key by the agent), stores it durably before acknowledging, "
+        "verifies the agent's hash chain, and indexes the reconstructed screens for "
+        "`tether search`. `tether up` runs one; run this on its own host in production, with "
+        "an identity from `tether authority recorder add NAME --out FILE`."
+    )
+    parser.add_argument("--identity", metavar="FILE", type=Path,
+                        help="the recorder's identity file (default: the one `tether up` "
+                        "created under $TETHER_HOME/recorders/)")
+    add_store_argument(parser)
+    add_verbose_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    setup_logging(args.verbose)
+    return asyncio.run(_serve(args))
+
+
+async def start_recorder(identity_path: Path, store: Path) -> tuple[object, object]:
+    """Start the service and its index worker; return both for `stop_recorder`."""
+    from tether.keys import Identity
+    from tether.recorder.service import RecorderService
+
+    identity = Identity.load(identity_path)
+    try:
+        from tether.recorder.indexer import IndexWorker
+    except ImportError:  # FIXME(lead): until the index worker lands
+        indexer = None
+    else:
+        indexer = IndexWorker(store)
+        indexer.start()
+    service = RecorderService(identity, store, indexer=indexer)
+    try:
+        await service.start()
+    except BaseException:
+        if indexer is not None:
+            indexer.stop()
+        raise
+    return service, indexer
+
+
+async def stop_recorder(parts: tuple[object, object]) -> None:
+    from tether.recorder.service import RecorderService
+
+    service, indexer = parts
+    assert isinstance(service, RecorderService)
+    await service.stop()
+    stop = getattr(indexer, "stop", None)
+    if stop is not None:
+        stop()
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    import sys
+
+    from tether.cli import UserError
+    from tether.home import Home
+    from tether.keys import KeyFileError
+    from tether.mqtt import BrokerError
+    from tether.process_runtime import until_stopped
+
+    home = Home.default()
+    identity = args.identity or home.recorder_identity()
+    if not identity.exists():
+        raise UserError(f"no recorder identity at {identity}; create one with `tether authority "
+                        "recorder add NAME --out FILE` and pass --identity FILE")
+    store = store_dir(args)
+    try:
+        parts = await start_recorder(identity, store)
+    except (BrokerError, KeyFileError) as exc:
+        raise UserError(str(exc)) from exc
+    print(f"recorder is up; storing recordings in {store}", flush=True)
+    await until_stopped()
+    print("tether recorder: stopping", file=sys.stderr)
+    await stop_recorder(parts)
+    return 0

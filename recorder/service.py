@@ -1,0 +1,212 @@
+"""The recorder service: ingest recorder streams, store them durably, then ack.
+
+Acks go out only after `Store.sync()` (fsync, then commit), once per batch of incoming
+messages, so a burst costs one fsync per session. Screen reconstruction and indexing run
+on the index worker's thread and never delay an ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tether.encoding import b64d
+from tether.keys import Identity
+from tether.mqtt import BrokerSettings, MqttConnection
+from tether.presence import read_presence, read_status
+from tether.recorder.store import Store
+from tether.recording import (
+    RecordingError,
+    RecordingReceiver,
+    RecType,
+    message_type,
+    open_recording,
+    refuse,
+)
+from tether.signed import BadDocument
+from tether.topics import RACK, Topics
+
+log = logging.getLogger("tether.recorder")
+
+
+class Notifier(Protocol):
+    def notify(self) -> None: ...
+
+
+@dataclass
+class _Live:
+    receiver: RecordingReceiver
+    topic_ack: str
+
+
+@dataclass
+class RecorderService:
+    identity: Identity
+    store_root: Path
+    topics: Topics = field(default_factory=Topics)
+    indexer: Notifier | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.identity.name
+        self.store = Store(self.store_root)
+        self.live: dict[str, _Live] = {}
+        self.stats: Counter[str] = Counter()
+        self.conn: MqttConnection | None = None
+        self._authority = b64d(self.identity.authority["ed25519"])
+        self._to_ack: set[str] = set()
+        self._agent_keys: dict[str, bytes] = {}
+        self._flush_scheduled = False
+
+    async def start(self) -> None:
+        settings = BrokerSettings.from_identity(self.name, self.identity.broker)
+        self.conn = MqttConnection(settings, self._on_message, clean_session=False)
+        self.conn.subscribe(self.topics.recorder_streams(), 1)
+        self.conn.subscribe(self.topics.all_presence(), 1)
+        await self.conn.connect()
+
+    async def stop(self) -> None:
+        self._flush()
+        if self.conn is not None:
+            await self.conn.close()
+        self.store.close()
+
+    # ----- messages -----
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parsed = self.topics.parse_session(topic)
+        if parsed is None:
+            agent = self.topics.parse_agent(topic)
+            if agent is not None and payload:
+                self._on_presence(agent, topic, payload)
+            return
+        agent, client, sid_hex, leg = parsed
+        if leg != "rec":
+            return
+        try:
+            kind, sid = message_type(payload)
+        except RecordingError:
+            self.stats["bad_messages"] += 1
+            return
+        if sid.hex() != sid_hex:
+            self.stats["bad_messages"] += 1
+            return
+        ack_topic = self.topics.session(agent, client, sid_hex, RACK)
+        try:
+            if kind == RecType.OPEN:
+                self._on_open(agent, client, sid_hex, payload, ack_topic)
+            elif kind == RecType.DATA:
+                self._on_data(sid_hex, payload, ack_topic)
+        except RecordingError as exc:
+            self.stats["rejected"] += 1
+            log.warning("recording %s from %s rejected: %s", sid_hex, agent, exc)
+        except OSError as exc:
+            # The disk refused: never ack; the agent resends, or a required session freezes.
+            self.stats["store_errors"] += 1
+            log.error("cannot store recording %s: %s", sid_hex, exc)
+
+    def _on_open(self, agent: str, client: str, sid: str, blob: bytes, ack_topic: str) -> None:
+        if sid in self.live or self.store.known(sid):
+            if self.store.stored_open(sid) != blob:
+                raise RecordingError("a different OPEN for a session we already record")
+            self._resume(sid, blob, agent, ack_topic)
+            return
+        try:
+            opened = open_recording(blob, recorder_name=self.name,
+                                    x25519_secret=self.identity.x25519_secret or b"",
+                                    authority_key=self._authority, agent=agent)
+        except RecordingError as exc:
+            answer = refuse(blob, self.identity.signing_key, str(exc))
+            if answer is not None and self.conn is not None:
+                self.conn.publish(ack_topic, answer, qos=1)
+            raise
+        if opened.grant.mqtt_name != client:
+            raise RecordingError("the grant belongs to another client connection")
+        self.store.create(opened, blob, client)
+        self.live[sid] = _Live(RecordingReceiver(opened), ack_topic)
+        self.stats["sessions"] += 1
+        log.info("recording %s: %s@%s as %s", sid, opened.grant.user, agent, opened.grant.run_as)
+        self._want_ack(sid)
+
+    def _resume(self, sid: str, blob: bytes, agent: str, ack_topic: str) -> _Live:
+        live = self.live.get(sid)
+        if live is None:
+            opened = open_recording(blob, recorder_name=self.name,
+                                    x25519_secret=self.identity.x25519_secret or b"",
+                                    authority_key=self._authority, agent=agent)
+            f = self.store.recover(sid)
+            receiver = RecordingReceiver(opened, stored=f.events, chain=f.chain)
+            receiver.ended = f.ended
+            live = self.live[sid] = _Live(receiver, ack_topic)
+            log.info("resumed recording %s at event %d", sid, f.events)
+        self._want_ack(sid)
+        return live
+
+    def _on_data(self, sid: str, blob: bytes, ack_topic: str) -> None:
+        live = self.live.get(sid)
+        if live is None:
+            stored = self.store.stored_open(sid)
+            if stored is None:
+                self.stats["unknown_session"] += 1
+                return  # the agent resends its OPEN until we ack it
+            agent = self.topics.parse_agent(ack_topic) or ""
+            live = self._resume(sid, stored, agent, ack_topic)
+        got = live.receiver.on_data(blob)
+        f = self.store.files[sid]
+        if got.chain_error and f.chain_error is None:
+            f.chain_error = got.chain_error
+            log.error("recording %s: %s", sid, got.chain_error)
+        for event, chain in got.events:
+            f.add(event, chain)
+        self._want_ack(sid)
+
+    def _on_presence(self, agent: str, topic: str, payload: bytes) -> None:
+        """An agent that goes offline (its will, or a clean stop) aborts its open recordings."""
+        try:
+            if topic == self.topics.presence(agent):
+                doc = read_presence(payload)
+                self._agent_keys[agent] = b64d(str(doc["ed25519"]))
+            elif topic == self.topics.status(agent) and agent in self._agent_keys:
+                doc = read_status(payload, self._agent_keys[agent])
+            else:
+                return
+        except (BadDocument, KeyError, ValueError):
+            return
+        if doc.get("online") is False:
+            for sid in self.store.mark_aborted(agent):
+                log.info("recording %s aborted: agent %s went offline", sid, agent)
+
+    # ----- durability, then acks -----
+
+    def _want_ack(self, sid: str) -> None:
+        self._to_ack.add(sid)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        try:
+            changed = self.store.sync()
+        except OSError as exc:
+            self.stats["store_errors"] += 1
+            log.error("cannot make recordings durable: %s", exc)
+            return
+        for f in changed:
+            live = self.live.get(f.sid)
+            if live is not None:
+                live.receiver.stored = f.events
+        to_ack, self._to_ack = self._to_ack, set()
+        for sid in to_ack:
+            live = self.live.get(sid)
+            if live is None or self.conn is None:
+                continue
+            self.conn.publish(live.topic_ack, live.receiver.ack(self.identity.signing_key), qos=0)
+            if live.receiver.ended and live.receiver.stored == live.receiver.expected:
+                self.store.close_session(sid)
+                del self.live[sid]
+        if changed and self.indexer is not None:
+            self.indexer.notify()

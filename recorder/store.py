@@ -1,0 +1,187 @@
+"""Durable storage of recordings: append-only logs plus a row per session in SQLite.
+
+Nothing is acknowledged to an agent before it is on disk: `sync()` fsyncs every log that
+grew, then commits the session rows in one transaction. The log is the truth; the row is
+a summary of it that `recover()` can always rebuild.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether.encoding import dumps, loads
+from tether.recevents import Event, EventKind, TruncatedRecord, genesis, iter_log, log_record
+from tether.recorder.db import connect, log_path, open_message_path
+from tether.recording import OpenedRecording
+
+
+@dataclass
+class SessionFile:
+    """One session's log, open for appending, and what its row should say."""
+
+    sid: str
+    fd: int
+    events: int
+    log_bytes: int
+    chain: bytes
+    bytes_out: int = 0
+    bytes_in: int = 0
+    duration: float = 0.0
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    ended: bool = False
+    chain_error: str | None = None
+    _pending: list[bytes] = field(default_factory=list)
+    dirty: bool = False
+
+    def add(self, event: Event, chain: bytes) -> None:
+        self._pending.append(log_record(event, chain))
+        self.events = event.index + 1
+        self.chain = chain
+        self.duration = max(self.duration, event.t)
+        self.dirty = True
+        if event.kind in (EventKind.OUTPUT, EventKind.STDERR):
+            self.bytes_out += len(event.data)
+        elif event.kind == EventKind.INPUT:
+            self.bytes_in += len(event.data)
+        elif event.kind == EventKind.EXIT:
+            with contextlib.suppress(ValueError, AttributeError):
+                doc = loads(event.data)
+                self.exit_code, self.exit_signal = doc.get("code"), doc.get("signal")
+        elif event.kind == EventKind.END:
+            self.ended = True
+
+    def write(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.log_bytes += len(data)
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = connect(root)
+        self.files: dict[str, SessionFile] = {}
+
+    def known(self, sid: str) -> bool:
+        return sid in self.files or open_message_path(self.root, sid).exists()
+
+    def stored_open(self, sid: str) -> bytes | None:
+        try:
+            return open_message_path(self.root, sid).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def create(self, opened: OpenedRecording, open_blob: bytes, client: str) -> SessionFile:
+        """Start a session: its OPEN and row are durable before the first ack."""
+        sid = opened.sid.hex()
+        _write_durably(open_message_path(self.root, sid), open_blob)
+        g, body = opened.grant, opened.body
+        self.db.execute(
+            "INSERT OR IGNORE INTO sessions (sid, agent, user, run_as, mode, command, reason, grant_id,"
+            " grant_token, client_key, client, recording, started, cols, rows) VALUES"
+            " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (sid, g.agent, g.user, g.run_as, g.mode,
+             dumps(g.command).decode() if g.command is not None else None, g.reason, g.jti,
+             str(body.get("grant", "")),
+             g.client_key, client, g.recording, float(body.get("started") or 0.0),
+             int(body.get("cols") or 80), int(body.get("rows") or 24)))
+        fd = os.open(log_path(self.root, sid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fsync(fd)
+        session = SessionFile(sid, fd, 0, 0, genesis(opened.sid))
+        self.files[sid] = session
+        return session
+
+    def recover(self, sid: str) -> SessionFile:
+        """Reopen a session after a restart, from what its log durably holds."""
+        if sid in self.files:
+            return self.files[sid]
+        path = log_path(self.root, sid)
+        data = path.read_bytes() if path.exists() else b""
+        session = SessionFile(sid, -1, 0, 0, genesis(bytes.fromhex(sid)))
+        good = 0
+        try:
+            for stored in iter_log(data):
+                session.add(stored.event, stored.chain)
+                good = stored.offset + len(stored.event.encode()) + len(stored.chain)
+        except TruncatedRecord:
+            pass  # a write cut short by a crash; it was never acked
+        session._pending.clear()
+        session.log_bytes = good
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if good != len(data):
+            os.ftruncate(fd, good)
+        session.fd = fd
+        session.dirty = True
+        self.files[sid] = session
+        return session
+
+    def sync(self) -> list[SessionFile]:
+        """Make every pending event durable; return the sessions that changed."""
+        changed = [s for s in self.files.values() if s.dirty]
+        if not changed:
+            return changed
+        for s in changed:
+            s.write()
+            os.fsync(s.fd)
+        self.db.execute("BEGIN")
+        try:
+            for s in changed:
+                self.db.execute(
+                    "UPDATE sessions SET events=?, log_bytes=?, bytes_out=?, bytes_in=?, duration=?,"
+                    " exit_code=?, exit_signal=?, chain=?,"
+                    " status=CASE WHEN ? THEN 'closed' ELSE 'live' END,"
+                    " ended=CASE WHEN ? THEN started + ? ELSE ended END WHERE sid=?",
+                    (s.events, s.log_bytes, s.bytes_out, s.bytes_in, s.duration, s.exit_code,
+                     s.exit_signal, s.chain_error or "ok", s.ended, s.ended, s.duration, s.sid))
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            self.db.execute("ROLLBACK")
+            raise
+        for s in changed:
+            s.dirty = False
+        return changed
+
+    def close_session(self, sid: str) -> None:
+        s = self.files.pop(sid, None)
+        if s is not None and s.fd >= 0:
+            os.close(s.fd)
+
+    def mark_aborted(self, agent: str) -> list[str]:
+        """The agent went away: its sessions that never ended are aborted."""
+        rows = self.db.execute("SELECT sid FROM sessions WHERE agent=? AND status='live'", (agent,))
+        sids = [r[0] for r in rows]
+        for sid in sids:
+            self.db.execute("UPDATE sessions SET status='aborted', ended=started+duration WHERE sid=?",
+                            (sid,))
+        return sids
+
+    def close(self) -> None:
+        for sid in list(self.files):
+            self.close_session(sid)
+        self.db.close()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
