@@ -14,6 +14,8 @@ import subprocess
 import termios
 from dataclasses import dataclass
 
+from tether.agent import shell_integration
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -101,15 +103,18 @@ def spawn_shell(ra: RunAs, term: str, cols: int, rows: int, extra_env: dict[str,
         if ra.switch:
             os.fchown(slave, ra.uid, -1)
             os.fchmod(slave, 0o620)
-        argv0 = "-" + os.path.basename(ra.shell)  # a login shell, as sshd starts it
+        # A login shell, as sshd starts it, with the OSC 133 marks the recorder needs.
+        launch = shell_integration.prepare(
+            ra.shell, session_env(ra, term, extra_env), ra.uid, ra.gid, ra.switch
+        )
         proc = subprocess.Popen(
-            [argv0],
-            executable=ra.shell,
+            launch.argv,
+            executable=launch.executable,
             stdin=slave,
             stdout=slave,
             stderr=slave,
             cwd=_workdir(ra),
-            env=session_env(ra, term, extra_env),
+            env=launch.env,
             start_new_session=True,
             preexec_fn=_take_controlling_tty,
             close_fds=True,
