@@ -464,17 +464,24 @@ class AgentSession:
             self._on_recording_progress()
 
     def _echo_off(self) -> bool:
+        """A password prompt: the line discipline collects a line but does not echo it.
+
+        Readline, vim and other full-screen programs also turn ECHO off, but they read raw
+        (ICANON off) and draw what is typed themselves, so their input is recorded.
+        """
         if self.proc is None or self.proc.master is None:
             return False
         try:
-            return not termios.tcgetattr(self.proc.master)[3] & termios.ECHO
+            lflag = termios.tcgetattr(self.proc.master)[3]
         except termios.error:
             return False
+        return not lflag & termios.ECHO and bool(lflag & termios.ICANON)
 
-    def _record_input(self, data: bytes) -> None:
+    def _record_input(self, data: bytes, hidden: bool) -> None:
+        """`hidden` must be read before the write: the line discipline echoes (or not) as
+        the bytes arrive, and the program may change the mode as soon as it has read them."""
         if self.recording is None:
             return
-        hidden = self._echo_off()
         if hidden != self._input_hidden:
             self._input_hidden = hidden
             self._record(EventKind.REDACTION, dumps({"hidden": hidden}))
@@ -559,6 +566,7 @@ class AgentSession:
                 if room <= 0:
                     self._stop_writing()
                     return  # recording comes first; _on_recording_progress resumes
+                hidden = self.recording is not None and self._echo_off()
                 try:
                     n = os.write(fd, data[:min(4096, room)])
                 except BlockingIOError:
@@ -570,7 +578,7 @@ class AgentSession:
                     data.clear()  # the reader is gone; drop input like a closed pipe
                     n = 0
                 if n:
-                    self._record_input(bytes(data[:n]))
+                    self._record_input(bytes(data[:n]), hidden)
                 del data[:n]
                 if data:
                     continue

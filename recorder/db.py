@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def open_message_path(store: Path, sid: str) -> Path:
 def connect(store: Path, *, create: bool = True) -> sqlite3.Connection:
     path = db_path(store)
     if create:
-        (store / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Recordings hold everything typed and shown: private to the recorder's user.
+        store.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (store / "logs").mkdir(exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite's -wal/-shm copy this mode
     elif not path.exists():
         raise FileNotFoundError(path)
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)

@@ -150,6 +150,74 @@ class Stack:
             self.broker.stop()
 
 
+    # ----- the recorder -----
+
+    def start_recorder(self) -> subprocess.Popen[bytes]:
+        """A recorder of its own (after `start_up("--no-recorder")`), so tests can kill it."""
+        proc = subprocess.Popen([TETHER, "recorder"], env=self.env, cwd=self.root,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"recorder is up" not in seen:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(f"tether recorder did not start: {seen.decode(errors='replace')}")
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                seen += os.read(proc.stdout.fileno(), 4096)
+        return proc
+
+    def recorded(self, sid: str | None = None) -> dict[str, Any]:
+        """The recorder's row for a session (the newest one if sid is None)."""
+        import sqlite3
+
+        db = sqlite3.connect(self.home.recordings / "index.db", timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            row = (db.execute("SELECT * FROM sessions WHERE sid=?", (sid,)) if sid else
+                   db.execute("SELECT * FROM sessions ORDER BY started DESC LIMIT 1")).fetchone()
+            return dict(row) if row is not None else {}
+        finally:
+            db.close()
+
+    def wait_recorded(self, status: str = "closed", after: float = 0.0,
+                      timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the newest session that started after `after` has `status`."""
+        def done() -> dict[str, Any] | None:
+            row = self.recorded()
+            return row if row and row["started"] >= after and row["status"] == status else None
+        return dict(wait_for(done, timeout=timeout, what=f"a recorded session {status}"))
+
+    def log_bytes(self, sid: str) -> bytes:
+        return (self.home.recordings / "logs" / f"{sid}.log").read_bytes()
+
+
+@contextlib.contextmanager
+def policy(stack: Stack, body: str) -> Iterator[None]:
+    """Replace the stack's policy for the duration; the authority re-reads it by itself."""
+    from tether.keys import write_private_file
+
+    path = stack.home.policy
+    saved = path.read_bytes()
+    user = re.search(rb'users = \["([^"]+)"\]', saved)
+    assert user is not None
+    text = body.replace("OSUSER", OS_USER).replace("USER", user.group(1).decode())
+    write_private_file(path, text.encode())
+    try:
+        yield
+    finally:
+        write_private_file(path, saved)
+
+
+def statement(**extra: str) -> str:
+    """A policy statement for the stack's user on `local`, with extra keys (TOML values)."""
+    lines = ['[[statement]]', 'id = "test"', 'effect = "allow"', 'users = ["USER"]',
+             'agents = ["local"]', 'actions = ["shell", "exec"]', 'run_as = ["OSUSER"]']
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
 @contextlib.contextmanager
 def running_stack(kind: str, root: Path) -> Iterator[Stack]:
     stack = Stack(kind, root)

@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import re
 import time
-from collections.abc import Iterator
 
-from stack import OS_USER, PtyClient, Stack
-
-from tether.keys import write_private_file
+from stack import PtyClient, Stack, policy, statement
 
 PROMPT = rb"\[tp\]\$ "
-
-
-@contextlib.contextmanager
-def policy(stack: Stack, body: str) -> Iterator[None]:
-    """Replace the stack's policy for the duration; the authority re-reads it by itself."""
-    path = stack.home.policy
-    saved = path.read_bytes()
-    user = re.search(rb'users = \["([^"]+)"\]', saved)
-    assert user is not None
-    text = body.replace("OSUSER", OS_USER).replace("USER", user.group(1).decode())
-    write_private_file(path, text.encode())
-    try:
-        yield
-    finally:
-        write_private_file(path, saved)
-
-
-def statement(**extra: str) -> str:
-    lines = ['[[statement]]', 'id = "test"', 'effect = "allow"', 'users = ["USER"]',
-             'agents = ["local"]', 'actions = ["shell", "exec"]', 'run_as = ["OSUSER"]']
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
 
 
 def test_required_reason(stack: Stack) -> None:

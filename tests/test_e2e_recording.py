@@ -1,0 +1,240 @@
+"""Recording end to end on both brokers: complete, verifiable, fail-closed, redacted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from stack import TETHER, PtyClient, Stack, policy, statement, wait_for
+
+from tether.encoding import loads
+from tether.recevents import EventKind, iter_log
+
+PROMPT = rb"\[tp\]\$ "
+
+
+def _shell(stack: Stack) -> PtyClient:
+    client = PtyClient(stack, "shell", "local")
+    client.send(b"export PS1='[t''p]$ '\r")
+    client.expect(PROMPT)
+    return client
+
+
+def _output(log: bytes) -> bytes:
+    return b"".join(r.event.data for r in iter_log(log) if r.event.kind == EventKind.OUTPUT)
+
+
+def test_twenty_megabytes_recorded_completely(stack: Stack) -> None:
+    source = stack.root / "big.txt"
+    if not source.exists():
+        with source.open("wb") as f:
+            for i in range(400_000):
+                f.write(b"%07d the quick brown fox jumps over the lazy dog %s\n" % (i, os.urandom(4).hex().encode()))
+    assert source.stat().st_size >= 20_000_000
+    start = time.time()
+    r = stack.tether("run", "local", "--", "cat", str(source), timeout=120)
+    assert r.returncode == 0, r.stderr
+    received = hashlib.sha256(r.stdout).hexdigest()
+    assert received == hashlib.sha256(source.read_bytes()).hexdigest()
+    row = stack.wait_recorded("closed", after=start - 1)
+    assert row["exit_code"] == 0 and row["chain"] == "ok" and row["bytes_out"] == len(r.stdout)
+    assert hashlib.sha256(_output(stack.log_bytes(row["sid"]))).hexdigest() == received
+    v = stack.tether("verify", row["sid"])
+    assert v.returncode == 0 and b"verified: intact" in v.stdout, v.stdout
+
+
+def test_metadata_is_recorded(stack: Stack) -> None:
+    start = time.time()
+    r = stack.tether("run", "--reason", "INC-7", "local", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.returncode == 3
+    row = stack.wait_recorded("closed", after=start - 1)
+    user = stack.home.user_identity
+    assert row["agent"] == "local" and row["reason"] == "INC-7" and row["mode"] == "exec"
+    assert row["user"] == loads(user.read_bytes())["name"]
+    assert row["exit_code"] == 3 and row["grant_id"] and row["client_key"]
+    events = [rec.event for rec in iter_log(stack.log_bytes(row["sid"]))]
+    assert [e.data for e in events if e.kind == EventKind.STDERR] == [b"err\n"]
+    assert events[-1].kind == EventKind.END and events[-2].kind == EventKind.EXIT
+
+
+def _tampered(stack: Stack, sid: str, name: str, change: bytes) -> subprocess.CompletedProcess[bytes]:
+    copy = stack.root / f"store-{name}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(stack.home.recordings, copy)
+    (copy / "logs" / f"{sid}.log").write_bytes(change)
+    return stack.tether("verify", sid, "--store", str(copy))
+
+
+def test_verify_points_at_the_break(stack: Stack) -> None:
+    start = time.time()
+    r = stack.tether("run", "local", "--", "sh", "-c", "for i in $(seq 1 40); do echo line-$i; sleep 0.01; done")
+    assert r.returncode == 0
+    sid = stack.wait_recorded("closed", after=start - 1)["sid"]
+    log = stack.log_bytes(sid)
+    records = list(iter_log(log))
+    outputs = [rec for rec in records if rec.event.kind == EventKind.OUTPUT]
+    assert len(outputs) >= 5, "expected several output events"
+    victim = outputs[len(outputs) // 2]
+    i = victim.event.index
+
+    flipped = bytearray(log)
+    flipped[victim.offset + 21] ^= 0x01  # the first data byte (after the 21-byte header)
+    v = _tampered(stack, sid, "flip", bytes(flipped))
+    assert v.returncode == 1
+    assert re.search(rf"BROKEN: event {i} \(output.*byte {victim.offset}\) was changed".encode(), v.stdout), v.stdout
+
+    nxt = records[i + 1]
+    removed = log[:victim.offset] + log[nxt.offset:]
+    v = _tampered(stack, sid, "remove", removed)
+    assert v.returncode == 1 and f"event {i} removed".encode() in v.stdout, v.stdout
+
+    cut = log[:victim.offset + 10]
+    v = _tampered(stack, sid, "cut", cut)
+    assert v.returncode == 1 and b"tail is truncated" in v.stdout, v.stdout
+    assert f"after event {i - 1}, at byte {victim.offset}".encode() in v.stdout, v.stdout
+
+    cut = log[:records[-1].offset]  # drop the end manifest exactly
+    v = _tampered(stack, sid, "cut-end", cut)
+    assert v.returncode == 1 and b"tail is truncated" in v.stdout, v.stdout
+
+    v = stack.tether("verify", sid)
+    assert v.returncode == 0, v.stdout
+
+
+def test_password_at_a_silent_prompt_is_never_stored(stack: Stack) -> None:
+    secret = b"hunter2-" + os.urandom(6).hex().encode()
+    start = time.time()
+    client = _shell(stack)
+    try:
+        client.send(b"read -s -p 'pw: ' PW; echo; echo len=${#PW}\r")
+        client.expect(rb"pw: ")
+        client.send(secret + b"\r")
+        client.expect(rb"len=20")
+        client.expect(PROMPT)
+        client.send(b"echo visible-input\r")
+        client.expect(PROMPT)
+        client.send(b"exit\r")
+        assert client.drain_until_exit() == 0
+    finally:
+        client.close()
+    row = stack.wait_recorded("closed", after=start - 1)
+    log = stack.log_bytes(row["sid"])
+    assert secret not in log
+    events = [rec.event for rec in iter_log(log)]
+    inputs = b"".join(e.data for e in events if e.kind == EventKind.INPUT)
+    assert b"echo visible-input" in inputs  # input is recorded while echo is on
+    redactions = [loads(e.data) for e in events if e.kind == EventKind.REDACTION]
+    assert {"hidden": True} in redactions and {"hidden": False} in redactions
+    store = stack.home.recordings
+    for path in store.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), f"the password leaked into {path}"
+
+
+def test_required_recording_without_a_recorder_starts_nothing(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    stack.stop_up()
+    stack.start_up("--no-recorder")
+    marker = stack.root / "ran"
+    with policy(stack, statement(recording='"required"')):
+        start = time.monotonic()
+        r = stack.tether("run", "local", "--", "touch", str(marker))
+        assert r.returncode == 255
+        assert b"recording is required" in r.stderr and b"tether recorder" in r.stderr, r.stderr
+        assert time.monotonic() - start < 12
+        assert not marker.exists()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_recorder_loss_freezes_then_a_restart_resumes_completely(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    stack.stop_up()
+    stack.start_up("--no-recorder")
+    recorder = stack.start_recorder()
+    with policy(stack, statement(recording='"required"')):
+        start = time.time()
+        client = _shell(stack)
+        try:
+            client.send(b"echo before-$((6*7))\r")
+            client.expect(rb"before-42")
+            client.expect(PROMPT)
+            _kill(recorder)
+            killed = time.monotonic()
+            client.send(b"echo during-$((6*7))\r")
+            client.expect(rb"during-42")  # within the window the session goes on...
+            client.expect(rb"recording stalled", timeout=25)  # ...until 10 s of silence
+            frozen = time.monotonic() - killed
+            assert 9 <= frozen <= 20, frozen
+            client.send(b"echo frozen-$((6*7))\r")
+            with pytest.raises(AssertionError):
+                client.expect(rb"frozen-42", timeout=2)  # held while frozen
+            recorder = stack.start_recorder()
+            client.expect(rb"recording resumed", timeout=20)
+            client.expect(rb"frozen-42")  # the held input reaches the shell now
+            client.expect(PROMPT)
+            client.send(b"exit\r")
+            assert client.drain_until_exit() == 0
+        finally:
+            client.close()
+    row = stack.wait_recorded("closed", after=start - 1)
+    out = _output(stack.log_bytes(row["sid"]))
+    for word in (b"before-42", b"during-42", b"frozen-42"):
+        assert word in out
+    v = stack.tether("verify", row["sid"])
+    assert v.returncode == 0, v.stdout
+    _kill(recorder)
+
+
+def test_recorder_gone_for_good_ends_the_session(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    stack.stop_up()
+    stack.start_up("--no-recorder")
+    recorder = stack.start_recorder()
+    with policy(stack, statement(recording='"required"')):
+        client = _shell(stack)
+        try:
+            _kill(recorder)
+            killed = time.monotonic()
+            client.send(b"echo x\r")
+            client.expect(rb"recording stalled", timeout=25)
+            client.expect(rb"session closed: recording is required", timeout=40)
+            assert client.drain_until_exit(timeout=20) != 0
+            assert 28 <= time.monotonic() - killed <= 60
+        finally:
+            client.close()
+
+
+def test_optional_recording_runs_without_a_recorder(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    stack.stop_up()
+    stack.start_up("--no-recorder")
+    r = stack.tether("run", "local", "--", "echo", "unrecorded")
+    assert r.returncode == 0 and r.stdout == b"unrecorded\n"
+    recorder = stack.start_recorder()
+    try:
+        start = time.time()
+        r = stack.tether("run", "local", "--", "echo", "recorded-now")
+        assert r.returncode == 0
+        row = stack.wait_recorded("closed", after=start - 1)
+        assert b"recorded-now" in _output(stack.log_bytes(row["sid"]))
+    finally:
+        _kill(recorder)
+
+
+def test_recordings_are_private(stack: Stack) -> None:
+    store = stack.home.recordings
+    wait_for(lambda: any((store / "logs").glob("*.log")), what="a recording")
+    for path in [store / "index.db", *(store / "logs").glob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    assert Path(TETHER).exists()
