@@ -9,28 +9,78 @@
   `SequenceFilter` removes the former and rewrites the latter before pyte parses them,
   across chunk boundaries.
 
+Speed (stock pyte reconstructs about 1 MB/s): runs of printable ASCII are drawn in bulk
+from a cache of one Char per (attributes, character), and complete CSI sequences and the
+common C0 controls are dispatched straight from a regex instead of one generator step per
+character. Screens are identical to the per-character path (tests compare every cell).
+
+Lines that scroll off the top of the main screen are reported to `on_scroll` from
+`index()` (HistoryScreen keeps them too, but costs 3x).
+
 We subclass and filter; pyte itself is not patched.
 """
 
 from __future__ import annotations
 
+import codecs
+import operator
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import pyte
+from pyte import charsets as cs
 from pyte import modes as mo
-from pyte.screens import StaticDefaultDict
+from pyte.screens import Margins, StaticDefaultDict
 from wcwidth import wcwidth
 
 ALTERNATE_MODES = frozenset({1049, 1047, 47})
+_RUNS = re.compile(r"[\x20-\x7e]+|[^\x20-\x7e]+")
+_MAX_CACHED_ATTRS = 512
+_data = operator.attrgetter("data")
+_LINES: dict[int, re.Pattern[str]] = {}
+_WIDTHS: dict[str, int] = {}
+
+
+class _Cells(dict[str, Any]):
+    """One Char per character for one set of attributes, made on first use."""
+
+    def __init__(self, attrs: Any) -> None:
+        super().__init__()
+        self.attrs = attrs
+
+    def __missing__(self, char: str) -> Any:
+        cell = self[char] = self.attrs._replace(data=char)
+        return cell
 
 
 class TerminalScreen(pyte.Screen):
-    def __init__(self, columns: int, lines: int) -> None:
-        super().__init__(columns, lines)
+    def __init__(self, columns: int, lines: int, *, fast: bool = True,
+                 on_scroll: Callable[[str], None] | None = None) -> None:
         self._main: tuple[Any, Any] | None = None  # (buffer, saved cursor) while alternate
+        super().__init__(columns, lines)
+        self.fast = fast
+        self.on_scroll = on_scroll
+        self._cells: dict[Any, _Cells] = {}
+
+    def row_text(self, y: int) -> str:
+        """The text of row y, without the blank cells after its last written one."""
+        return self._line_text(self.buffer.get(y))
+
+    def index(self) -> None:
+        """pyte's index, with the scrolled-off line reported and the shift done in C."""
+        top, bottom = self.margins or Margins(0, self.lines - 1)
+        if self.cursor.y != bottom:
+            self.cursor_down()
+            return
+        buffer = self.buffer
+        if self.on_scroll is not None and self._main is None and top == 0:
+            self.on_scroll(self.row_text(0).rstrip())
+        self.dirty.update(range(self.lines))
+        buffer.update(zip(range(top, bottom), map(buffer.__getitem__, range(top + 1, bottom + 1)), strict=True))
+        buffer.pop(bottom, None)
 
     @property
     def alternate(self) -> bool:
@@ -39,6 +89,149 @@ class TerminalScreen(pyte.Screen):
     # ----- text -----
 
     def draw(self, data: str) -> None:
+        if not self.fast or mo.IRM in self.mode or (
+                (self.g1_charset if self.charset else self.g0_charset) is not cs.LAT1_MAP):
+            self._draw_chars(data)
+        elif data.isascii() and data.isprintable():
+            self._draw_ascii(data)
+        else:
+            for match in _RUNS.finditer(data):
+                run = match.group()
+                if run[0] < "\x7f" and run[0] >= " ":
+                    self._draw_ascii(run)
+                elif mo.DECAWM in self.mode:
+                    self._draw_unicode(run)
+                else:
+                    self._draw_chars(run)
+
+    def _draw_unicode(self, data: str) -> None:
+        """_draw_chars for width-1 and width-2 characters without the per-run overhead;
+        zero-width ones still go through it (they combine or attach)."""
+        cursor = self.cursor
+        attrs = cursor.attrs
+        cells = self._cells.get(attrs)
+        if cells is None:
+            if len(self._cells) >= _MAX_CACHED_ATTRS:
+                self._cells.clear()
+            cells = self._cells[attrs] = _Cells(attrs)
+        columns = self.columns
+        widths = _WIDTHS
+        for char in data:
+            w = widths.get(char)
+            if w is None:
+                w = widths[char] = wcwidth(char)
+            if w == 1 or w == 2:
+                x = cursor.x
+                if x >= columns - w + 1:
+                    if x > columns:
+                        self._draw_chars(char)
+                        continue
+                    self.dirty.add(cursor.y)
+                    self.carriage_return()
+                    self.linefeed()
+                    x = 0
+                line = self.buffer[cursor.y]
+                line[x] = cells[char]
+                if w == 2:
+                    line[x + 1] = cells[""]
+                cursor.x = x + w
+            elif w == 0:
+                self._draw_chars(char)
+        self.dirty.add(cursor.y)
+
+    def _draw_ascii(self, data: str) -> None:
+        """What pyte's draw does for width-1 characters, a line segment at a time."""
+        cursor = self.cursor
+        attrs = cursor.attrs
+        cells = self._cells.get(attrs)
+        if cells is None:
+            if len(self._cells) >= _MAX_CACHED_ATTRS:
+                self._cells.clear()
+            cells = self._cells[attrs] = _Cells(attrs)
+        get = cells.__getitem__
+        columns = self.columns
+        wrap = mo.DECAWM in self.mode
+        if cursor.x > columns:
+            self._draw_chars(data)
+            return
+        i, n = 0, len(data)
+        while i < n:
+            if cursor.x == columns:
+                if wrap:
+                    self.dirty.add(cursor.y)
+                    self.carriage_return()
+                    self.linefeed()
+                else:
+                    cursor.x -= 1
+            x = cursor.x
+            k = min(n - i, columns - x)
+            self.buffer[cursor.y].update(zip(range(x, x + k), map(get, data[i:i + k]), strict=True))
+            cursor.x = x + k
+            i += k
+        self.dirty.add(cursor.y)
+
+    def bulk_lines(self, data: str, pos: int) -> int:
+        """Lines of printable ASCII each ended by CR LF, arriving at the bottom row of a
+        full-screen scroll region with the cursor in column 0 of an empty bottom row (as
+        `cat` and `seq` output does): lay them out directly, building cells only for the
+        rows that stay on screen. Returns where they end, or -1 if this does not apply."""
+        bottom = self.lines - 1
+        cursor = self.cursor
+        if (cursor.y != bottom or self.buffer.get(bottom) or mo.IRM in self.mode
+                or mo.DECAWM not in self.mode
+                or (self.margins is not None and self.margins != (0, bottom))
+                or (self.g1_charset if self.charset else self.g0_charset) is not cs.LAT1_MAP):
+            return -1
+        pattern = _LINES.get(self.columns)
+        if pattern is None:
+            pattern = _LINES[self.columns] = re.compile(rf"(?:[\x20-\x7e]{{0,{self.columns}}}\r\n)+")
+        m = pattern.match(data, pos)
+        if m is None:
+            return -1
+        texts = m.group().split("\r\n")
+        texts.pop()
+        k = len(texts)
+        buffer = self.buffer
+        # The rows in order, the first k of which scroll off: the screen above the bottom
+        # row, then the new lines, then the empty bottom row.
+        seq: list[Any] = [buffer.get(y) for y in range(bottom)]
+        seq.extend(texts)
+        if self.on_scroll is not None and self._main is None:
+            report = self.on_scroll
+            for item in seq[:k]:
+                if isinstance(item, str):
+                    report(item.rstrip())
+                else:
+                    report(self._line_text(item).rstrip())
+        attrs = cursor.attrs
+        cells = self._cells.get(attrs)
+        if cells is None:
+            if len(self._cells) >= _MAX_CACHED_ATTRS:
+                self._cells.clear()
+            cells = self._cells[attrs] = _Cells(attrs)
+        get = cells.__getitem__
+        default = self.default_char
+        for y, item in enumerate(seq[k:k + bottom]):
+            if isinstance(item, str):
+                line: Any = StaticDefaultDict(default)
+                line.update(zip(range(len(item)), map(get, item), strict=True))
+                buffer[y] = line
+            elif item is None:
+                buffer.pop(y, None)
+            else:
+                buffer[y] = item
+        buffer.pop(bottom, None)
+        cursor.x = 0
+        self.dirty.update(range(self.lines))
+        return m.end()
+
+    def _line_text(self, line: Any) -> str:
+        if not line:
+            return ""
+        end = min(max(line) + 1, self.columns)
+        return "".join(map(_data, map(line.__getitem__, range(end))))
+
+    def _draw_chars(self, data: str) -> None:
         run: list[str] = []
         for char in data:
             width = wcwidth(char)
@@ -153,16 +346,115 @@ class SequenceFilter:
         return _SGR.sub(_sgr_semicolons, _DCS.sub("", text))
 
 
+_CSI = re.compile(r"\x1b\[(\??)([0-9;]*)([@-~])")
+_FAST_BASIC = frozenset("\r\n\x08\x07\t\x0b\x0c")
+
+
+class SafeStream(pyte.Stream):
+    """pyte's Stream, except that a sequence a handler cannot take (CSI ? ... m from vim
+    raises TypeError in stock pyte and loses the rest of the chunk) is dropped alone."""
+
+    def _send_to_parser(self, data: str) -> bool | None:
+        try:
+            return super()._send_to_parser(data)
+        except TypeError:  # pyte has already reset its parser to the ground state
+            return True
+
+
+class FastStream(SafeStream):
+    """pyte's Stream, with complete CSI sequences and the common C0 controls dispatched
+    without stepping the per-character parser (it still handles everything else)."""
+
+    def __init__(self, screen: pyte.Screen) -> None:
+        super().__init__(screen)
+        debug = screen.debug
+        self._csi_handlers: defaultdict[str, Callable[..., None]] = defaultdict(
+            lambda: debug, {k: getattr(screen, v) for k, v in self.csi.items()})
+        self._basic_handlers = {k: getattr(screen, self.basic[k]) for k in _FAST_BASIC}
+        self._sgr: dict[tuple[Any, str], Any] = {}  # (attributes, parameters) -> attributes
+
+    def _dispatch_csi(self, private: str, params: str, final: str) -> None:
+        screen = self.listener
+        assert isinstance(screen, TerminalScreen)
+        if final == "m" and not private:
+            key = (screen.cursor.attrs, params)
+            attrs = self._sgr.get(key)
+            if attrs is None:
+                screen.select_graphic_rendition(*[min(int(p or 0), 9999) for p in params.split(";")])
+                if len(self._sgr) > 4096:
+                    self._sgr.clear()
+                attrs = self._sgr[key] = screen.cursor.attrs
+            screen.cursor.attrs = attrs
+            return
+        args = [min(int(p or 0), 9999) for p in params.split(";")]
+        try:
+            if private:
+                self._csi_handlers[final](*args, private=True)
+            else:
+                self._csi_handlers[final](*args)
+        except TypeError:  # e.g. CSI ? ... m, which pyte's handlers do not take
+            pass
+
+    def feed(self, data: str) -> None:
+        assert self.listener is not None
+        draw = self.listener.draw
+        send = self._send_to_parser
+        match_text = self._text_pattern.match
+        match_csi = _CSI.match
+        dispatch_csi = self._dispatch_csi
+        basic = self._basic_handlers
+        screen = self.listener
+        assert isinstance(screen, TerminalScreen)
+        cursor = screen.cursor
+        bulk = screen.bulk_lines if screen.fast else None
+        ground = self._taking_plain_text
+        pos, n = 0, len(data)
+        while pos < n:
+            if ground:
+                if cursor.x == 0 and bulk is not None:
+                    end = bulk(data, pos)
+                    if end > 0:
+                        pos = end
+                        continue
+                m = match_text(data, pos)
+                if m is not None:
+                    pos = m.end()
+                    draw(m.group())
+                    continue
+                char = data[pos]
+                if char in basic:
+                    basic[char]()
+                    pos += 1
+                    continue
+                if char == "\x1b":
+                    m = match_csi(data, pos)
+                    if m is not None:
+                        pos = m.end()
+                        dispatch_csi(*m.groups())
+                        continue
+            ground = bool(send(data[pos]))
+            pos += 1
+        self._taking_plain_text = ground
+
+
 class Terminal:
-    """Bytes in, screen out: a decoder, the filter and the fixed screen."""
+    """Bytes in, screen out: a decoder, the filter and the fixed screen.
 
-    def __init__(self, columns: int = 80, lines: int = 24) -> None:
-        self.screen = TerminalScreen(columns, lines)
-        self.stream = pyte.Stream(self.screen)
+    `on_scroll(text)` gets each line (rstripped) that scrolls off the top of the main
+    screen. `fast=False` keeps pyte's per-character paths (the reference in tests)."""
+
+    def __init__(self, columns: int = 80, lines: int = 24,
+                 on_scroll: Callable[[str], None] | None = None, *, fast: bool = True) -> None:
+        self.screen = TerminalScreen(columns, lines, fast=fast, on_scroll=on_scroll)
+        self.stream: pyte.Stream = FastStream(self.screen) if fast else SafeStream(self.screen)
         self.filter = SequenceFilter()
-        import codecs
-
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    @property
+    def ground(self) -> bool:
+        """The parser is between sequences (and nothing is held back): a snapshot is safe."""
+        return (bool(self.stream._taking_plain_text) and not self.filter._held
+                and not self._decoder.getstate()[0])
 
     def feed(self, data: bytes) -> None:
         self.stream.feed(self.filter.feed(self._decoder.decode(data)))

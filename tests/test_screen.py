@@ -77,3 +77,95 @@ def test_filter_passes_ordinary_text_and_holds_only_unfinished_sequences() -> No
     assert f.feed("plain text\r\n") == "plain text\r\n"
     assert f.feed("abc\x1b[3") == "abc"
     assert f.feed("1mred") == "\x1b[31mred"
+
+
+# ----- the fast path draws exactly what the per-character path draws -----
+
+CELL_FIELDS = ("data", "fg", "bg", "bold", "italics", "underscore", "strikethrough",
+               "reverse", "blink")
+
+
+def cells(t: Terminal) -> list[list[tuple[object, ...]]]:
+    s = t.screen
+    return [[tuple(getattr(s.buffer[y][x], f) for f in CELL_FIELDS) for x in range(s.columns)]
+            for y in range(s.lines)]
+
+
+def replay(data: bytes, columns: int, lines: int, fast: bool, chunk: int) -> tuple[Terminal, list[str]]:
+    scrolled: list[str] = []
+    t = Terminal(columns, lines, on_scroll=scrolled.append, fast=fast)
+    for i in range(0, len(data), chunk):
+        t.feed(data[i:i + chunk])
+    return t, scrolled
+
+
+def assert_same(data: bytes, columns: int = 80, lines: int = 24) -> tuple[Terminal, list[str]]:
+    for chunk in (4096, 997, 61):
+        fast, fast_scrolled = replay(data, columns, lines, True, chunk)
+        slow, slow_scrolled = replay(data, columns, lines, False, chunk)
+        assert cells(fast) == cells(slow)
+        assert (fast.screen.cursor.x, fast.screen.cursor.y) == (slow.screen.cursor.x, slow.screen.cursor.y)
+        assert fast.screen.cursor.attrs == slow.screen.cursor.attrs
+        assert fast_scrolled == slow_scrolled
+        assert fast.screen.alternate == slow.screen.alternate
+    return fast, fast_scrolled
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, bytes]:
+    from bench.record_corpus import Capture, captures, run_pty
+
+    made = captures()
+    out = {name: b"".join(c for _, c in run_pty(made[name](), 80, 24))
+           for name in ("ls", "vim", "top-batch", "cjk")}
+    out["seq"] = b"".join(c for _, c in run_pty(Capture(["seq", "1", "20000"]), 80, 24))
+    return out
+
+
+@pytest.mark.parametrize("name", ["ls", "vim", "top-batch", "cjk", "seq"])
+def test_fast_path_matches_per_character_path_on_real_captures(corpus: dict[str, bytes], name: str) -> None:
+    data = corpus[name]
+    assert len(data) > 5000
+    t, scrolled = assert_same(data)
+    if name == "vim":  # vim left the alternate screen: the (empty) shell screen is back
+        assert not t.screen.alternate and not "".join(t.display).strip()
+    else:
+        assert "".join(t.display).strip()
+    if name == "seq":
+        assert scrolled[:3] == ["1", "2", "3"] and scrolled[-1] == "19977"
+        assert t.display[-2].rstrip() == "20000"
+
+
+def test_fast_path_matches_stock_pyte_where_stock_is_right(corpus: dict[str, bytes]) -> None:
+    for name in ("ls", "seq"):
+        screen = pyte.Screen(80, 24)
+        pyte.ByteStream(screen).feed(corpus[name])
+        t, _ = replay(corpus[name], 80, 24, True, 4096)
+        assert t.display == list(screen.display)
+        assert [[screen.buffer[y][x] for x in range(80)] for y in range(24)] == \
+            [[t.screen.buffer[y][x] for x in range(80)] for y in range(24)]
+
+
+@pytest.mark.parametrize("data", [
+    b"x" * 200 + b"\r\n" + b"y" * 80 + b"\r\n" + b"z" * 81 + b"\r\n",  # exact width, wrap
+    b"\x1b[31mred\x1b[0m\r\n" * 50 + b"\x1b[5;10r" + b"in region\r\n" * 20,  # margins
+    b"\x1b[4hinsert\x1b[4l" + b"a\tb\r\n" * 30,  # IRM, tabs
+    b"\x1b(0lqqk\x1b(B" + b"line\r\n" * 30,  # DEC graphics charset
+    ("\u4e2d\u6587" * 50 + "e\u0301\u2764\ufe0f!" * 30).encode(),
+    b"\x1b[?7l" + b"n" * 100 + "\u4e2d".encode() * 50 + b"\x1b[?7h\r\n",  # no autowrap
+    b"\x1b[3;5Hmid" + b"\r\n".join(b"%d" % i for i in range(100)) + b"\r\n",
+    b"\x1b[?1;2m\x1b[1;32mafter\r\n",  # CSI ? m: stock pyte raises
+])
+def test_fast_path_matches_on_edge_cases(data: bytes) -> None:
+    assert_same(data, 20, 6)
+
+
+def test_scrolled_off_lines_are_reported_for_the_main_screen_only() -> None:
+    scrolled: list[str] = []
+    t = Terminal(20, 3, on_scroll=scrolled.append)
+    t.feed(b"one   \r\ntwo\r\nthree\r\nfour\r\n")
+    assert scrolled == ["one", "two"]
+    t.feed(b"\x1b[?1049h" + b"vim\r\n" * 10 + b"\x1b[?1049l")
+    assert scrolled == ["one", "two"]
+    t.feed(b"five\r\n")
+    assert scrolled == ["one", "two", "three"]
