@@ -124,6 +124,11 @@ def test_render_repaints_the_same_state(size: tuple[int, int], before: str, afte
         # a blank there that t does not: same picture, but pyte's ED (which erases only
         # the cells it holds) would colour it differently.
         return
+    # pyte's ICH keeps a cell past the right edge (an off-by-one) that a later DCH pulls
+    # back into view; no terminal keeps such a cell, so drop them before going on.
+    for line in t.screen.buffer.values():
+        for x in [x for x in line if x >= cols]:
+            del line[x]
     feed_or_reject(t, after)
     r.feed(after.encode())
     assert state(r) == state(t)
