@@ -23,6 +23,7 @@ log = logging.getLogger("tether.agent.recording")
 OPEN_TIMEOUT = 5.0  # a required recording must be acked this soon, or there is no session
 FREEZE_AFTER = 10.0  # recorder silent this long: a required session freezes...
 END_AFTER = 30.0  # ...and ends
+OPTIONAL_STALL = 3.0  # an optional recording stops pacing the session after this silence
 DRAIN_TIMEOUT = 120.0
 WATCH_PERIOD = 0.5
 
@@ -44,14 +45,26 @@ class RecordingLink:
         self._opened_reported = False
         self.closed = False
         self._drain_deadline: float | None = None
+        self._created = time.monotonic()
+        self._was_healthy = True
 
     # ----- what the session calls -----
 
     def room(self) -> int:
-        """Bytes a required recording lets the session send now (unbounded if optional)."""
-        if not self.required:
+        """Bytes the recording lets the session send now.
+
+        A healthy recorder paces every session, so nothing is dropped under load. An
+        optional recording stops pacing once its recorder is silent for `OPTIONAL_STALL`
+        (the sender then buffers, and drops with a recorded gap past its limit).
+        """
+        if not self.required and not self._healthy(time.monotonic()):
             return REC_WINDOW
         return max(0, REC_WINDOW - self.sender.unacked_bytes)
+
+    def _healthy(self, now: float) -> bool:
+        if self.sender.opened:
+            return self.sender.silent_for(now) < OPTIONAL_STALL
+        return now - self._created < OPTIONAL_STALL
 
     def record(self, kind: EventKind, data: bytes) -> None:
         self.sender.record(kind, data, time.monotonic())
@@ -118,6 +131,13 @@ class RecordingLink:
             return
         if self.on_silence is not None:
             self.on_silence(self.sender.silent_for(now))
+        healthy = self._healthy(now)
+        if healthy != self._was_healthy:
+            self._was_healthy = healthy
+            if not healthy and not self.required:
+                log.warning("%s: recorder silent; the session goes on and the gap is recorded", self.topic)
+            if self.on_progress is not None:
+                self.on_progress()
         self._watch = self.loop.call_later(WATCH_PERIOD, self._check)
 
     def close(self) -> None:

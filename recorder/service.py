@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +19,7 @@ from tether.encoding import b64d
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection
 from tether.presence import read_presence, read_status
-from tether.recorder.store import Store
+from tether.recorder.store import Batch, Store
 from tether.recording import (
     RecordingError,
     RecordingReceiver,
@@ -60,6 +61,9 @@ class RecorderService:
         self._to_ack: set[str] = set()
         self._agent_keys: dict[str, bytes] = {}
         self._flush_scheduled = False
+        self._committing: asyncio.Future[None] | None = None
+        # One thread: commits happen in order, and the SQLite connection is never shared.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tether-store")
 
     async def start(self) -> None:
         settings = BrokerSettings.from_identity(self.name, self.identity.broker)
@@ -69,9 +73,17 @@ class RecorderService:
         await self.conn.connect()
 
     async def stop(self) -> None:
-        self._flush()
         if self.conn is not None:
             await self.conn.close()
+        while self._committing is not None or self._flush_scheduled:
+            if self._committing is not None:
+                await asyncio.wait([self._committing])
+            else:
+                await asyncio.sleep(0)
+        self._flush()
+        if self._committing is not None:
+            await asyncio.wait([self._committing])
+        self._executor.shutdown(wait=True)
         self.store.close()
 
     # ----- messages -----
@@ -125,7 +137,7 @@ class RecorderService:
             raise
         if opened.grant.mqtt_name != client:
             raise RecordingError("the grant belongs to another client connection")
-        self.store.create(opened, blob, client)
+        self.store.begin(opened, blob, client)
         self.live[sid] = _Live(RecordingReceiver(opened), ack_topic)
         self.stats["sessions"] += 1
         log.info("recording %s: %s@%s as %s", sid, opened.grant.user, agent, opened.grant.run_as)
@@ -176,37 +188,64 @@ class RecorderService:
         except (BadDocument, KeyError, ValueError):
             return
         if doc.get("online") is False:
-            for sid in self.store.mark_aborted(agent):
-                log.info("recording %s aborted: agent %s went offline", sid, agent)
+            self.store.abort_agent(agent)
+            self._schedule_flush()
 
     # ----- durability, then acks -----
 
     def _want_ack(self, sid: str) -> None:
         self._to_ack.add(sid)
-        if not self._flush_scheduled:
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._committing is None:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Group commit: one batch on the store's thread at a time; acks when it is durable."""
         self._flush_scheduled = False
-        try:
-            changed = self.store.sync()
-        except OSError as exc:
+        if self._committing is not None:
+            return  # the running commit's completion flushes again
+        batch = self.store.prepare()
+        to_ack, self._to_ack = self._to_ack, set()
+        if not batch:
+            self._send_acks(to_ack)
+            return
+        loop = asyncio.get_running_loop()
+        self._committing = loop.run_in_executor(self._executor, self.store.commit, batch)
+        self._committing.add_done_callback(lambda fut: self._committed(fut, batch, to_ack))
+
+    def _committed(self, fut: asyncio.Future[None], batch: Batch, to_ack: set[str]) -> None:
+        self._committing = None
+        exc = fut.exception()
+        if exc is not None:
+            # The disk refused: nothing in the batch is acked; the agents resend it.
             self.stats["store_errors"] += 1
             log.error("cannot make recordings durable: %s", exc)
+            self._to_ack |= to_ack
+            for s, _ in batch.writes:
+                self.store.files.pop(s.sid, None)
+                self.live.pop(s.sid, None)
             return
-        for f in changed:
-            live = self.live.get(f.sid)
+        for sid in batch.aborted:
+            log.info("recording %s aborted: its agent went offline", sid)
+        for sid, events in batch.events.items():
+            live = self.live.get(sid)
             if live is not None:
-                live.receiver.stored = f.events
-        to_ack, self._to_ack = self._to_ack, set()
-        for sid in to_ack:
+                live.receiver.stored = events
+        self._send_acks(to_ack)
+        if batch.writes and self.indexer is not None:
+            self.indexer.notify()
+        if self._to_ack or any(f.dirty for f in self.store.files.values()):
+            self._schedule_flush()
+
+    def _send_acks(self, sids: set[str]) -> None:
+        for sid in sids:
             live = self.live.get(sid)
             if live is None or self.conn is None:
                 continue
             self.conn.publish(live.topic_ack, live.receiver.ack(self.identity.signing_key), qos=0)
             if live.receiver.ended and live.receiver.stored == live.receiver.expected:
-                self.store.close_session(sid)
+                self.store.retire(sid)
                 del self.live[sid]
-        if changed and self.indexer is not None:
-            self.indexer.notify()

@@ -55,50 +55,54 @@ class SessionFile:
         elif event.kind == EventKind.END:
             self.ended = True
 
-    def write(self) -> None:
-        if not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending.clear()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
-        self.log_bytes += len(data)
+
+@dataclass
+class Batch:
+    """What one group commit makes durable. Prepared on the event loop, committed on the
+    store's own thread, so fsync never stalls the loop (which may also run an agent)."""
+
+    opens: list[tuple[OpenedRecording, bytes, str]] = field(default_factory=list)
+    writes: list[tuple[SessionFile, bytes]] = field(default_factory=list)
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    aborted_agents: list[str] = field(default_factory=list)
+    events: dict[str, int] = field(default_factory=dict)  # sid -> durable events once committed
+    aborted: list[str] = field(default_factory=list)  # filled in by commit
+    closes: list[SessionFile] = field(default_factory=list)  # ended and durable: close the log
+
+    def __bool__(self) -> bool:
+        return bool(self.opens or self.writes or self.rows or self.aborted_agents or self.closes)
 
 
 class Store:
+    """Loop side: `begin`, `recover`, `prepare`. Thread side: `commit` (one at a time)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.db = connect(root)
         self.files: dict[str, SessionFile] = {}
+        self._opens: list[tuple[OpenedRecording, bytes, str]] = []
+        self._aborted_agents: list[str] = []
+        self._closes: list[SessionFile] = []
 
     def known(self, sid: str) -> bool:
         return sid in self.files or open_message_path(self.root, sid).exists()
 
     def stored_open(self, sid: str) -> bytes | None:
+        pending = next((blob for o, blob, _ in self._opens if o.sid.hex() == sid), None)
+        if pending is not None:
+            return pending
         try:
             return open_message_path(self.root, sid).read_bytes()
         except FileNotFoundError:
             return None
 
-    def create(self, opened: OpenedRecording, open_blob: bytes, client: str) -> SessionFile:
-        """Start a session: its OPEN and row are durable before the first ack."""
+    def begin(self, opened: OpenedRecording, open_blob: bytes, client: str) -> SessionFile:
+        """A new session; its OPEN and row become durable with the next commit."""
         sid = opened.sid.hex()
-        _write_durably(open_message_path(self.root, sid), open_blob)
-        g, body = opened.grant, opened.body
-        self.db.execute(
-            "INSERT OR IGNORE INTO sessions (sid, agent, user, run_as, mode, command, reason, grant_id,"
-            " grant_token, client_key, client, recording, started, cols, rows) VALUES"
-            " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (sid, g.agent, g.user, g.run_as, g.mode,
-             dumps(g.command).decode() if g.command is not None else None, g.reason, g.jti,
-             str(body.get("grant", "")),
-             g.client_key, client, g.recording, float(body.get("started") or 0.0),
-             int(body.get("cols") or 80), int(body.get("rows") or 24)))
-        fd = os.open(log_path(self.root, sid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fsync(fd)
-        session = SessionFile(sid, fd, 0, 0, genesis(opened.sid))
+        session = SessionFile(sid, -1, 0, 0, genesis(opened.sid))
+        session.dirty = True
         self.files[sid] = session
+        self._opens.append((opened, open_blob, client))
         return session
 
     def recover(self, sid: str) -> SessionFile:
@@ -125,49 +129,85 @@ class Store:
         self.files[sid] = session
         return session
 
-    def sync(self) -> list[SessionFile]:
-        """Make every pending event durable; return the sessions that changed."""
-        changed = [s for s in self.files.values() if s.dirty]
-        if not changed:
-            return changed
-        for s in changed:
-            s.write()
+    def abort_agent(self, agent: str) -> None:
+        self._aborted_agents.append(agent)
+
+    def prepare(self) -> Batch:
+        batch = Batch(self._opens, aborted_agents=self._aborted_agents, closes=self._closes)
+        self._opens, self._aborted_agents, self._closes = [], [], []
+        for s in self.files.values():
+            if not s.dirty:
+                continue
+            data = b"".join(s._pending)
+            s._pending.clear()
+            s.log_bytes += len(data)
+            s.dirty = False
+            batch.writes.append((s, data))
+            batch.events[s.sid] = s.events
+            batch.rows.append((s.events, s.log_bytes, s.bytes_out, s.bytes_in, s.duration,
+                               s.exit_code, s.exit_signal, s.chain_error or "ok", s.ended,
+                               s.ended, s.duration, s.sid))
+        return batch
+
+    def commit(self, batch: Batch) -> None:
+        """Write, fsync, then commit the rows. Runs on the store's thread."""
+        for opened, blob, client in batch.opens:
+            self._create(opened, blob, client)
+        for s, data in batch.writes:
+            if s.fd < 0:
+                s.fd = os.open(log_path(self.root, s.sid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(s.fd, view):]
             os.fsync(s.fd)
         self.db.execute("BEGIN")
         try:
-            for s in changed:
-                self.db.execute(
-                    "UPDATE sessions SET events=?, log_bytes=?, bytes_out=?, bytes_in=?, duration=?,"
-                    " exit_code=?, exit_signal=?, chain=?,"
-                    " status=CASE WHEN ? THEN 'closed' ELSE 'live' END,"
-                    " ended=CASE WHEN ? THEN started + ? ELSE ended END WHERE sid=?",
-                    (s.events, s.log_bytes, s.bytes_out, s.bytes_in, s.duration, s.exit_code,
-                     s.exit_signal, s.chain_error or "ok", s.ended, s.ended, s.duration, s.sid))
+            self.db.executemany(
+                "UPDATE sessions SET events=?, log_bytes=?, bytes_out=?, bytes_in=?, duration=?,"
+                " exit_code=?, exit_signal=?, chain=?,"
+                " status=CASE WHEN ? THEN 'closed' ELSE 'live' END,"
+                " ended=CASE WHEN ? THEN started + ? ELSE ended END WHERE sid=?", batch.rows)
+            for agent in batch.aborted_agents:
+                rows = self.db.execute("SELECT sid FROM sessions WHERE agent=? AND status='live'",
+                                       (agent,)).fetchall()
+                batch.aborted += [r[0] for r in rows]
+                self.db.execute("UPDATE sessions SET status='aborted', ended=started+duration"
+                                " WHERE agent=? AND status='live'", (agent,))
             self.db.execute("COMMIT")
         except sqlite3.Error:
             self.db.execute("ROLLBACK")
             raise
-        for s in changed:
-            s.dirty = False
-        return changed
+        for s in batch.closes:
+            if s.fd >= 0:
+                os.close(s.fd)
+                s.fd = -1
 
-    def close_session(self, sid: str) -> None:
+    def _create(self, opened: OpenedRecording, open_blob: bytes, client: str) -> None:
+        sid = opened.sid.hex()
+        _write_durably(open_message_path(self.root, sid), open_blob)
+        g, body = opened.grant, opened.body
+        self.db.execute(
+            "INSERT OR IGNORE INTO sessions (sid, agent, user, run_as, mode, command, reason, grant_id,"
+            " grant_token, client_key, client, recording, started, cols, rows) VALUES"
+            " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (sid, g.agent, g.user, g.run_as, g.mode,
+             dumps(g.command).decode() if g.command is not None else None, g.reason, g.jti,
+             str(body.get("grant", "")), g.client_key, client, g.recording,
+             float(body.get("started") or 0.0), int(body.get("cols") or 80), int(body.get("rows") or 24)))
+
+    def retire(self, sid: str) -> None:
+        """The session ended and all of it is durable: the next commit closes its log."""
         s = self.files.pop(sid, None)
-        if s is not None and s.fd >= 0:
-            os.close(s.fd)
-
-    def mark_aborted(self, agent: str) -> list[str]:
-        """The agent went away: its sessions that never ended are aborted."""
-        rows = self.db.execute("SELECT sid FROM sessions WHERE agent=? AND status='live'", (agent,))
-        sids = [r[0] for r in rows]
-        for sid in sids:
-            self.db.execute("UPDATE sessions SET status='aborted', ended=started+duration WHERE sid=?",
-                            (sid,))
-        return sids
+        if s is not None:
+            self._closes.append(s)
 
     def close(self) -> None:
-        for sid in list(self.files):
-            self.close_session(sid)
+        """After the last commit: close every log and the database."""
+        for s in [*self.files.values(), *self._closes]:
+            if s.fd >= 0:
+                os.close(s.fd)
+                s.fd = -1
+        self.files.clear()
         self.db.close()
 
 

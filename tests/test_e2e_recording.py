@@ -113,8 +113,9 @@ def test_password_at_a_silent_prompt_is_never_stored(stack: Stack) -> None:
     start = time.time()
     client = _shell(stack)
     try:
-        client.send(b"read -s -p 'pw: ' PW; echo; echo len=${#PW}\r")
-        client.expect(rb"pw: ")
+        # The prompt text must not match the echo of the command line itself.
+        client.send(b"P='pass''word: '; read -s -p \"$P\" PW; echo; echo len=${#PW}\r")
+        client.expect(rb"password: ")
         client.send(secret + b"\r")
         client.expect(rb"len=20")
         client.expect(PROMPT)
