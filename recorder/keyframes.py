@@ -227,7 +227,8 @@ def _mode_seq(mode: int, on: bool) -> str:
     return f"\x1b[{'?' if private else ''}{mode >> 5 if private else mode}{'h' if on else 'l'}"
 
 
-def _place_cursor(p: _Painter, screen: Any, buffer: Any, y: int, x: int, top: int = 0) -> None:
+def _place_cursor(p: _Painter, screen: Any, buffer: Any, y: int, x: int, top: int = 0,
+                  wrap: bool = True) -> None:
     """Move to (y, x), `top` being the origin of CUP; x == columns is the state after
     drawing in the last column, so re-draw that column's cell to get there."""
     if x < screen.columns:
@@ -243,6 +244,11 @@ def _place_cursor(p: _Painter, screen: Any, buffer: Any, y: int, x: int, top: in
             return
     if cell.data == "":
         cell = screen.default_char
+    if _is_wide(cell.data):  # with autowrap on it would go to the next line first
+        p.out.append(_cup(y - top, last))
+        p.set_pen(cell)
+        p.out.append("\x1b[?7l" + cell.data + ("\x1b[?7h" if wrap else ""))
+        return
     p.put(y, last, cell, top)
 
 
@@ -298,7 +304,7 @@ def render(terminal: Terminal) -> bytes:
             out.append(_mode_seq(mode, mode in s.mode))
     cur = s.cursor
     top = s.margins.top if mo.DECOM in s.mode and s.margins is not None else 0
-    _place_cursor(p, s, s.buffer, cur.y, cur.x, top)
+    _place_cursor(p, s, s.buffer, cur.y, cur.x, top, mo.DECAWM in s.mode)
     if mo.IRM in s.mode:
         out.append(_mode_seq(mo.IRM, True))
     p.pen = None
