@@ -6,9 +6,10 @@ feeding the session from its start.
 modes, margins, tab stops, character sets, saved cursors and alternate screen. The same
 bytes repaint a real terminal, so the player writes them as they are.
 
-A keyframe is taken between events (the parser in its ground state), and stores where in
-the log playback goes on from: `log_offset` and `event_index` name the first record NOT
-yet reflected in the repaint.
+A keyframe is taken between events (the parser in its ground state). `log_offset` is
+where playback goes on from: the first record NOT yet reflected in the repaint;
+`event_index` is the last event that is (the index worker's numbering; replay uses only
+`t` and `log_offset`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyframes (
     sid TEXT NOT NULL,
     t REAL NOT NULL,                -- session time of the screen, seconds
-    event_index INTEGER NOT NULL,   -- first event not reflected in the repaint
+    event_index INTEGER NOT NULL,   -- the last event reflected in the repaint
     log_offset INTEGER NOT NULL,    -- byte offset of that event's record in the log
     repaint BLOB NOT NULL,          -- zlib-compressed `render` output
     PRIMARY KEY (sid, log_offset)
@@ -51,7 +52,7 @@ _CHARSET_CODES = {id(table): code for code, table in cs.MAPS.items()}
 class Keyframe:
     sid: str
     t: float
-    event_index: int  # first event NOT reflected in the repaint
+    event_index: int  # the last event reflected in the repaint
     log_offset: int  # offset of that event's record: playback goes on from here
     repaint: bytes
 

@@ -73,7 +73,7 @@ def index_keyframes(store: Path, sid: str, every: float = 5.0) -> int:
     last, count = 0.0, 0
     for i, (t, kind, data) in enumerate(zip(rec.times, rec.kinds, rec.data, strict=True)):
         if t - last >= every:
-            keyframes.store(db, sid, t, i, rec.offsets[i], keyframes.render(term))
+            keyframes.store(db, sid, t, i - 1, rec.offsets[i], keyframes.render(term))
             last, count = t, count + 1
         if kind in (EventKind.OUTPUT, EventKind.STDERR):
             term.feed(data)
