@@ -1,0 +1,60 @@
+"""`tether commands SID`: the commands a recorded session ran (advisory: see `source`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "List the commands of a recorded session: from the shell's OSC 133 marks when the "
+        "agent's shell integration is on (source osc133), else guessed from the line where "
+        "Enter was pressed (source enter). Advisory: a program can print forged marks."
+    )
+    parser.add_argument("sid", help="the session id, or a unique prefix of it")
+    parser.add_argument("--store", help="the recordings directory (default $TETHER_HOME/recordings)")
+    parser.add_argument("--json", action="store_true", help="print the commands as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from tether.cli import UserError
+    from tether.home import Home
+    from tether.recorder.search_cli import open_index
+
+    store = Path(args.store).expanduser() if args.store else Home.default().recordings
+    prefix = args.sid.strip().lower()
+    if not prefix:
+        raise UserError("give a session id")
+    db = open_index(store)
+    try:
+        sids = [r[0] for r in db.execute(
+            "SELECT sid FROM sessions WHERE sid LIKE ? ORDER BY sid LIMIT 2",
+            (prefix.replace("%", "").replace("_", "") + "%",))]
+        if not sids:
+            raise UserError(f"no recorded session {args.sid}")
+        if len(sids) > 1:
+            raise UserError(f"{args.sid} matches more than one session; give more digits")
+        sid = sids[0]
+        rows = db.execute(
+            "SELECT seq, t, wall, offset, duration, exit_code, command, output, source "
+            "FROM commands WHERE sid = ? ORDER BY seq", (sid,)).fetchall()
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps({"sid": sid, "commands": [
+            {"seq": r[0], "t": r[1], "wall": r[2], "offset": r[3], "duration": r[4],
+             "exit_code": r[5], "command": r[6], "output": r[7], "source": r[8]} for r in rows]},
+            ensure_ascii=False, indent=1))
+        return 0
+    print(f"session {sid}: {len(rows)} commands")
+    for _, _, wall, _, duration, code, command, _, source in rows:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+        took = "-" if duration is None else f"{duration:.2f}s"
+        status = "-" if code is None else str(code)
+        line = "".join(c if c.isprintable() else "\ufffd" for c in command)
+        print(f"{start}  {took:>9}  exit {status:>3}  [{source}]  {line}")
+    return 0

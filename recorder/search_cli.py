@@ -1,0 +1,114 @@
+"""`tether search TEXT`: find text that recorded sessions showed, newest first."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
+    from pathlib import Path
+
+    from tether.recorder.search import Hit
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Search the text recorded sessions showed (lines as they scrolled, screens at "
+        "pauses, command lines). Substring match, case-insensitive, at least 3 characters. "
+        "Hits are numbered; `tether replay --hit N` opens hit N of the last search."
+    )
+    parser.add_argument("text", help="the text to find (3 characters or more)")
+    parser.add_argument("--agent", help="only sessions on this agent")
+    parser.add_argument("--user", help="only sessions of this user")
+    parser.add_argument("--session", metavar="SID", help="only this session (id or prefix)")
+    parser.add_argument("--since", metavar="T", help="ISO date/time, or relative: 30m, 2h, 3d")
+    parser.add_argument("--until", metavar="T", help="ISO date/time, or relative: 30m, 2h, 3d")
+    parser.add_argument("--limit", type=int, default=20, help="at most N hits (default 20)")
+    parser.add_argument("--store", help="the recordings directory (default $TETHER_HOME/recordings)")
+    parser.add_argument("--json", action="store_true", help="print the hits as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from tether.cli import UserError
+    from tether.home import Home
+    from tether.recorder import search as s
+
+    home = Home.default()
+    store = Path(args.store).expanduser() if args.store else home.recordings
+    try:
+        since = s.parse_when(args.since) if args.since else None
+        until = s.parse_when(args.until) if args.until else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.limit <= 0:
+        raise UserError("--limit must be positive")
+    db = open_index(store)
+    try:
+        hits = s.search(db, args.text, agent=args.agent, user=args.user, sid=args.session,
+                        since=since, until=until, limit=args.limit)
+    except s.QueryTooShort as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        db.close()
+    save_last_search(home.run_dir / "last-search.json", hits)
+    if args.json:
+        print(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=1))
+        return 0
+    if not hits:
+        print("no matches", file=sys.stderr)
+        return 1
+    tty = sys.stdout.isatty()
+    for hit in hits:
+        print(format_hit(hit, tty))
+    return 0
+
+
+def open_index(store: Path) -> sqlite3.Connection:
+    """The store's database, read side; a clear error if there is none."""
+    from tether.cli import UserError
+    from tether.recorder import db as rdb
+    from tether.recorder import textindex
+
+    try:
+        conn = rdb.connect(store, create=False)
+    except FileNotFoundError:
+        raise UserError(f"no recordings in {store} (no index.db)") from None
+    textindex.ensure_schema(conn)
+    return conn
+
+
+def format_hit(hit: Hit, tty: bool) -> str:
+    import time
+
+    wall = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hit.wall))
+    on, off = ("\x1b[1;7m", "\x1b[0m") if tty else ("«", "»")
+    snippet, out, pos = hit.snippet, [], 0
+    for start, end in hit.spans:
+        out.append(_printable(snippet[pos:start]))
+        out.append(on + _printable(snippet[start:end]) + off)
+        pos = end
+    out.append(_printable(snippet[pos:]))
+    return (f"{hit.n:>3}  {hit.sid[:12]}  {wall}  {hit.user or '-'}@{hit.agent or '-'}  "
+            f"{hit.kind:<7} {''.join(out)}")
+
+
+def _printable(text: str) -> str:
+    """Recorded text must not drive the reader's terminal."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
+def save_last_search(path: Path, hits: list[Hit]) -> None:
+    """For `tether replay --hit N` (contract: a list of {n, sid, t, wall, offset})."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    items = [{"n": h.n, "sid": h.sid, "t": h.t, "wall": h.wall, "offset": h.offset} for h in hits]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(items))
+    os.replace(tmp, path)
