@@ -13,11 +13,11 @@ from typing import Protocol
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("tether.up", "start the embedded broker, the authority and a local agent in one process"),
+    "up": ("tether.up", "start the embedded broker, authority, recorder and a local agent in one process"),
     "shell": ("tether.client.shell", "open an interactive, end-to-end encrypted shell on an agent"),
     "run": ("tether.client.run", "run one command on an agent; stdin, stdout, stderr, exit code"),
     "ls": ("tether.client.ls", "list agents with online/offline, labels, platform, last seen"),
-    "sessions": ("tether.client.sessions_cli", "list or terminate sessions"),
+    "sessions": ("tether.client.sessions_cli", "list recorded sessions, or terminate a live one"),
     "broker": ("tether.broker.cli", "run the embedded MQTT broker, or generate Mosquitto files"),
     "authority": ("tether.authority.cli", "run the authority, or manage users and agents"),
     "policy": ("tether.authority.policy_cli", "check and validate the access policy"),
@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("tether.client.user_cli", "register a user's key (on the authority's host)"),
     "audit": ("tether.authority.audit_cli", "list the authority's signed audit trail of decisions"),
     "recorder": ("tether.recorder.cli", "run the recorder that stores, verifies and indexes sessions"),
+    "search": ("tether.recorder.search_cli", "find text that recorded sessions showed, newest first"),
+    "commands": ("tether.recorder.commands_cli", "list the commands run in a recorded session"),
+    "replay": ("tether.recorder.replay_cli", "replay a recorded session in this terminal"),
+    "export": ("tether.recorder.export_cli", "export a recording as asciicast v2 or plain text"),
     "verify": ("tether.recorder.verify_cli", "check a stored recording's hash chain and signatures"),
     "init": ("tether.init", "create keys, registry and broker files without starting anything"),
 }
