@@ -44,35 +44,29 @@ def run(args: argparse.Namespace) -> int:
 async def start_recorder(identity_path: Path, store: Path) -> tuple[object, object]:
     """Start the service and its index worker; return both for `stop_recorder`."""
     from tether.keys import Identity
+    from tether.recorder.indexer import IndexWorker
     from tether.recorder.service import RecorderService
 
     identity = Identity.load(identity_path)
-    try:
-        from tether.recorder.indexer import IndexWorker
-    except ImportError:  # FIXME(lead): until the index worker lands
-        indexer = None
-    else:
-        indexer = IndexWorker(store)
-        indexer.start()
+    indexer = IndexWorker(store)
+    indexer.start()
     service = RecorderService(identity, store, indexer=indexer)
     try:
         await service.start()
     except BaseException:
-        if indexer is not None:
-            indexer.stop()
+        indexer.stop()
         raise
     return service, indexer
 
 
 async def stop_recorder(parts: tuple[object, object]) -> None:
+    from tether.recorder.indexer import IndexWorker
     from tether.recorder.service import RecorderService
 
     service, indexer = parts
-    assert isinstance(service, RecorderService)
+    assert isinstance(service, RecorderService) and isinstance(indexer, IndexWorker)
     await service.stop()
-    stop = getattr(indexer, "stop", None)
-    if stop is not None:
-        stop()
+    indexer.stop()
 
 
 async def _serve(args: argparse.Namespace) -> int:
