@@ -293,6 +293,8 @@ def render(terminal: Terminal) -> bytes:
             out.append("\x1b[?1049h")
         else:
             out.append("\x1b[?1047h")
+    elif s.alternate:  # a screen that keeps its main buffer elsewhere: at least switch
+        out.append("\x1b[?1049h")
     p.buffer(s.buffer)
     if s.tabstops != set(range(8, s.columns, 8)):
         out.append("\x1b[3g")
