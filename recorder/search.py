@@ -1,9 +1,10 @@
 """Search the recorded text: newest first, over bounded candidate sets.
 
 FTS5 trigram MATCH on the whole query as one phrase (a substring, case-insensitive),
-candidates read newest-indexed first in growing pages (rowid order follows indexing,
-which runs close behind the sessions), filtered by session metadata and time, and the
-accepted ones ordered by wall time. Nothing ranks an unbounded set (FIELD-NOTES, FTS5).
+matches read newest-indexed first (rowid order follows indexing, which runs close
+behind the sessions) and filtered by session metadata and time, stopping at `limit`
+accepted or at a time budget; the accepted ones are ordered by wall time. Nothing ranks
+an unbounded set (FIELD-NOTES, FTS5).
 The web console reuses `search()`.
 """
 
@@ -17,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 MIN_QUERY = 3  # the trigram tokenizer cannot match fewer characters
-MAX_CANDIDATES = 200_000
 SNIPPET_CONTEXT = 50
 
 
@@ -51,47 +51,50 @@ def fts_phrase(text: str) -> str:
 
 def search(db: sqlite3.Connection, text: str, *, agent: str | None = None,
            user: str | None = None, sid: str | None = None, since: float | None = None,
-           until: float | None = None, limit: int = 20) -> list[Hit]:
-    """Up to `limit` rows containing `text`, newest first. Raises QueryTooShort."""
+           until: float | None = None, limit: int = 20, budget: float = 2.0) -> list[Hit]:
+    """Up to `limit` rows containing `text`, newest first. Raises QueryTooShort.
+
+    Matches are read newest-indexed first and the query stops after `limit` accepted
+    ones, or after `budget` seconds (then the newest found so far are returned)."""
     query = text.strip()
     if len(query) < MIN_QUERY:
         raise QueryTooShort(f"search text must be at least {MIN_QUERY} characters "
                             "(the index matches substrings by trigrams)")
     if limit <= 0:
         return []
-    sessions = _sessions(db, agent, user, sid)
-    if sessions is not None and not sessions:
-        return []
-    phrase = fts_phrase(query)
+    clauses = ["text_fts MATCH ?"]
+    params: list[Any] = [fts_phrase(query)]
+    if agent is not None or user is not None or sid is not None:
+        sub, sub_params = _session_filter(agent, user, sid)
+        clauses.append(f"r.sid IN (SELECT sid FROM sessions WHERE {sub})")
+        params.extend(sub_params)
+    if since is not None:
+        clauses.append("r.wall >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("r.wall < ?")
+        params.append(until)
+    params.append(limit)
+    sql = ("SELECT r.id, r.sid, r.t, r.wall, r.offset, r.kind, r.text"
+           " FROM text_fts f JOIN text_rows r ON r.id = f.rowid"
+           f" WHERE {' AND '.join(clauses)} ORDER BY f.rowid DESC LIMIT ?")
     accepted: list[tuple[Any, ...]] = []
-    below: int | None = None
-    page = max(limit, 50)
-    scanned = 0
-    while scanned < MAX_CANDIDATES:
-        if below is None:
-            ids = db.execute("SELECT rowid FROM text_fts WHERE text_fts MATCH ? "
-                             "ORDER BY rowid DESC LIMIT ?", (phrase, page)).fetchall()
-        else:
-            ids = db.execute("SELECT rowid FROM text_fts WHERE text_fts MATCH ? AND rowid < ? "
-                             "ORDER BY rowid DESC LIMIT ?", (phrase, below, page)).fetchall()
-        if not ids:
-            break
-        scanned += len(ids)
-        below = ids[-1][0]
-        marks = ",".join("?" * len(ids))
-        rows = db.execute(f"SELECT id, sid, t, wall, offset, kind, text FROM text_rows "
-                          f"WHERE id IN ({marks})", [i for (i,) in ids]).fetchall()
-        for row in rows:
-            if sessions is not None and row[1] not in sessions:
-                continue
-            if since is not None and row[3] < since:
-                continue
-            if until is not None and row[3] >= until:
-                continue
-            accepted.append(row)
-        if len(accepted) >= limit or len(ids) < page:
-            break
-        page = min(page * 8, 20_000)
+    deadline = time.monotonic() + budget
+    # A very common text with a filter that rejects most of it would read every match:
+    # stop at the deadline and keep the newest hits found so far.
+    db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        cursor = db.execute(sql, params)
+        while True:
+            rows = cursor.fetchmany(limit)
+            if not rows:
+                break
+            accepted.extend(rows)
+    except sqlite3.OperationalError as exc:
+        if "interrupt" not in str(exc):
+            raise
+    finally:
+        db.set_progress_handler(None, 0)
     accepted.sort(key=lambda r: (r[3], r[0]), reverse=True)
     meta = _metadata(db, {r[1] for r in accepted[:limit]})
     pattern = re.compile(re.escape(query), re.IGNORECASE)
@@ -103,10 +106,7 @@ def search(db: sqlite3.Connection, text: str, *, agent: str | None = None,
     return hits
 
 
-def _sessions(db: sqlite3.Connection, agent: str | None, user: str | None,
-              sid: str | None) -> set[str] | None:
-    if agent is None and user is None and sid is None:
-        return None
+def _session_filter(agent: str | None, user: str | None, sid: str | None) -> tuple[str, list[str]]:
     clauses, params = [], []
     for column, value in (("agent", agent), ("user", user)):
         if value is not None:
@@ -114,9 +114,8 @@ def _sessions(db: sqlite3.Connection, agent: str | None, user: str | None,
             params.append(value)
     if sid is not None:
         clauses.append("sid LIKE ?")
-        params.append(sid.lower() + "%")
-    return {r[0] for r in db.execute(
-        "SELECT sid FROM sessions WHERE " + " AND ".join(clauses), params)}
+        params.append(sid.lower().replace("%", "").replace("_", "") + "%")
+    return " AND ".join(clauses), params
 
 
 def _metadata(db: sqlite3.Connection, sids: set[str]) -> dict[str, tuple[str, str]]:
