@@ -59,10 +59,13 @@ def connect(store: Path, *, create: bool = True) -> sqlite3.Connection:
         # Recordings hold everything typed and shown: private to the recorder's user.
         store.mkdir(parents=True, exist_ok=True, mode=0o700)
         (store / "logs").mkdir(exist_ok=True, mode=0o700)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite's -wal/-shm copy this mode
     elif not path.exists():
         raise FileNotFoundError(path)
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    if create:
+        # Before WAL mode: SQLite gives -wal and -shm the database's mode. (Not os.open and
+        # close: closing any descriptor of the file drops this process's SQLite locks.)
+        os.chmod(path, 0o600)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=30000")

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 KEYS_HELP = "space pause, ←/→ seek, q quit"
 SEEK_SMALL, SEEK_LARGE = 5.0, 60.0
-HIT_LEAD = 1.0  # start this long before a search hit
+HIT_LEAD = 0.5  # start this long before a search hit (well within 1 s of it)
 # Leave the terminal usable whatever the recording left switched on: the alternate
 # screen (only if it is in it), mouse reporting, bracketed paste, application keys.
 RESTORE = (b"\x1b[0m\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l"
