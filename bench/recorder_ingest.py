@@ -16,62 +16,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recorder_rig import Rig, new_sender, recorder_rig
 
 CHUNK = 64 * 1024
-
-
-def _grant_and_keys(home: object, agent: object, recorder: object, authority: object) -> str:
-    from tether import grants
-    from tether.encoding import b64e
-    from tether.keys import Identity
-
-    assert isinstance(agent, Identity) and isinstance(recorder, Identity)
-    assert isinstance(authority, Identity)
-    now = time.time()
-    g = grants.Grant(
-        user="bench", agent=agent.name, agent_key=b64e(agent.public_key), client_key=b64e(os.urandom(32)),
-        mqtt_name="bench-client", mode="exec", run_as="nobody", command=["cat"], max_duration=3600,
-        idle_timeout=0, recording="required", recorder=recorder.name, reason="bench",
-        jti=grants.new_jti(), expires=now + 300, recorder_x25519=b64e(recorder.x25519_public),
-        recorder_ed25519=b64e(recorder.public_key))
-    return grants.issue(authority.signing_seed, dataclasses.replace(g), now)
-
-
-def _sender(agent: object, recorder: object, token: str) -> object:
-    from tether.keys import Identity
-    from tether.recording import RecordingSender, session_body
-
-    assert isinstance(agent, Identity) and isinstance(recorder, Identity)
-    sid = os.urandom(16)
-    return RecordingSender(
-        sid=sid, signing_key=agent.signing_key, recorder_x25519=recorder.x25519_public,
-        recorder_ed25519=recorder.public_key,
-        body=session_body(sid=sid, grant_token=token, agent=agent.name, client="bench-client",
-                          cols=80, rows=24, term=None),
-        now=time.monotonic(), required=True)
 
 
 def in_process(mb: int) -> float:
     from tether.keys import Identity
     from tether.recevents import EventKind
     from tether.recorder.store import Store
-    from tether.recording import RecordingReceiver, RecordingSender, open_recording
+    from tether.recording import RecordingReceiver, open_recording
 
     authority = Identity.generate("authority", "authority")
-    authority.authority = {"ed25519": __import__("tether.encoding").encoding.b64e(authority.public_key)}
     agent = Identity.generate("agent1", "agent", with_x25519=True)
     recorder = Identity.generate("recorder", "recorder", with_x25519=True)
-    sender = _sender(agent, recorder, _grant_and_keys(None, agent, recorder, authority))
-    assert isinstance(sender, RecordingSender)
+    sender = new_sender(agent, recorder, authority)
     payload = os.urandom(CHUNK)
     now = time.monotonic()
     [open_msg] = sender.take_outgoing(now)
@@ -104,17 +70,13 @@ def in_process(mb: int) -> float:
     return total / elapsed / 1e6
 
 
-async def _stream(stack: object, agent: object, recorder: object, token: str, mb: int) -> float:
-    from stack import Stack
-
+async def _stream(rig: Rig, mb: int) -> float:
     from tether.mqtt import BrokerSettings, MqttConnection
     from tether.recevents import EventKind
-    from tether.recording import REC_WINDOW, RecordingSender
+    from tether.recording import REC_WINDOW
     from tether.topics import REC, Topics
 
-    assert isinstance(stack, Stack)
-    sender = _sender(agent, recorder, token)
-    assert isinstance(sender, RecordingSender)
+    sender = new_sender(rig.agent, rig.recorder, rig.authority)
     topics = Topics()
     sid = sender.sid.hex()
     progress = asyncio.Event()
@@ -123,11 +85,11 @@ async def _stream(stack: object, agent: object, recorder: object, token: str, mb
         if sender.on_message(payload, time.monotonic()):
             progress.set()
 
-    ident = agent
-    conn = MqttConnection(BrokerSettings.from_identity(ident.name, ident.broker), on_message)  # type: ignore[attr-defined]
+    ident = rig.agent
+    conn = MqttConnection(BrokerSettings.from_identity(ident.name, ident.broker), on_message)
     await conn.connect()
-    await conn.subscribe_confirmed(topics.agent_recorder_acks(ident.name))  # type: ignore[attr-defined]
-    out_topic = topics.session(ident.name, "bench-client", sid, REC)  # type: ignore[attr-defined]
+    await conn.subscribe_confirmed(topics.agent_recorder_acks(ident.name))
+    out_topic = topics.session(ident.name, "bench-client", sid, REC)
 
     def flush() -> None:
         for blob in sender.take_outgoing(time.monotonic()):
@@ -145,7 +107,7 @@ async def _stream(stack: object, agent: object, recorder: object, token: str, mb
     start = time.perf_counter()
     sent = 0
     while sent < total:
-        while sender.unacked_bytes + CHUNK > REC_WINDOW * int(os.environ.get("WMUL", "1")):
+        while sender.unacked_bytes + CHUNK > REC_WINDOW:
             progress.clear()
             try:
                 await asyncio.wait_for(progress.wait(), 0.5)
@@ -170,31 +132,8 @@ async def _stream(stack: object, agent: object, recorder: object, token: str, mb
 
 
 def through_mosquitto(mb: int) -> float:
-    from stack import running_stack
-
-    from tether.authority.provision import authority_identity, commit, new_principal
-    from tether.authority.registry import Registry
-    from tether.keys import Identity
-
-    with tempfile.TemporaryDirectory(prefix="tether-ingest-") as tmp, \
-            running_stack("mosquitto", Path(tmp)) as stack:
-        stack.stop_up()
-        registry = Registry.load(stack.home.registry)
-        authority = authority_identity(stack.home)
-        agent = new_principal(stack.home, registry, authority, "benchagent", "agent",
-                              host="127.0.0.1", port=stack.port)
-        commit(stack.home, registry)
-        assert stack.broker is not None
-        stack.broker.reload()
-        stack.start_up("--no-recorder")
-        recorder_proc = stack.start_recorder()
-        try:
-            recorder = Identity.load(stack.home.recorder_identity())
-            token = _grant_and_keys(stack.home, agent, recorder, authority)
-            return asyncio.run(_stream(stack, agent, recorder, token, mb))
-        finally:
-            recorder_proc.terminate()
-            recorder_proc.wait()
+    with recorder_rig() as rig:
+        return asyncio.run(_stream(rig, mb))
 
 
 def main() -> int:

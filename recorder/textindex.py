@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 QUIET_SECONDS = 0.4
-SNAPSHOT_EVERY = 3.0  # seconds of continuous output between snapshots
+SNAPSHOT_EVERY = 1.0  # seconds of continuous output between snapshots (searchable lag < 2 s)
 DEDUP_SECONDS = 300.0
 DEDUP_ENTRIES = 20000
 EXCERPT_LINES = 12
