@@ -136,7 +136,7 @@ def test_top_like_redraw_gets_periodic_deduplicated_snapshots(tmp_path: Path) ->
     static = w.db.execute("SELECT count(*) FROM text_rows WHERE text LIKE '%STATIC-PROCESS%'").fetchone()[0]
     assert static == 1  # the same text is not indexed again
     headers = w.db.execute("SELECT t FROM text_rows WHERE text LIKE 'top - %' ORDER BY t").fetchall()
-    assert 5 <= len(headers) <= 12  # about every 3 s, not every frame
+    assert 15 <= len(headers) <= 25  # about every second (SNAPSHOT_EVERY), not every frame
     assert search(w.db, "12:00:19")  # the final screen is indexed at the end
 
 

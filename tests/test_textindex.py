@@ -37,10 +37,10 @@ def test_quiet_snapshots_only_changed_screens_and_deduplicates(db: sqlite3.Conne
 
 def test_scrolled_lines_keep_their_event_and_substring_search_works(db: sqlite3.Connection) -> None:
     ix = SessionIndexer(db, "s", 20, 3)
-    ix.output(1.0, 0, b"first line\r\nsecond\r\n")
-    ix.output(2.0, 20, b"third\r\nfourth\r\n")
+    ix.output(0.2, 0, b"first line\r\nsecond\r\n")
+    ix.output(0.6, 20, b"third\r\nfourth\r\n")  # within SNAPSHOT_EVERY: scrolling only
     ix.flush()
-    assert rows(db) == [("scroll", "first line", 2.0, 20), ("scroll", "second", 2.0, 20)]
+    assert rows(db) == [("scroll", "first line", 0.6, 20), ("scroll", "second", 0.6, 20)]
     assert [h.text for h in search(db, "IRST LI")] == ["first line"]
     assert search(db, "absent text") == []
 
