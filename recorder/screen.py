@@ -170,6 +170,30 @@ class TerminalScreen(pyte.Screen):
             i += k
         self.dirty.add(cursor.y)
 
+    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
+        if not self.fast or how not in (0, 1, 2):
+            super().erase_in_line(how, private)
+            return
+        cursor = self.cursor
+        self.dirty.add(cursor.y)
+        cells = (range(cursor.x, self.columns) if how == 0
+                 else range(cursor.x + 1) if how == 1 else range(self.columns))
+        self.buffer[cursor.y].update(dict.fromkeys(cells, cursor.attrs))
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        if not self.fast or how not in (0, 1, 2, 3):
+            super().erase_in_display(how, *args, **kwargs)
+            return
+        rows = (range(self.cursor.y + 1, self.lines) if how == 0
+                else range(self.cursor.y) if how == 1 else range(self.lines))
+        self.dirty.update(rows)
+        attrs = self.cursor.attrs
+        for y in rows:
+            line = self.buffer[y]
+            line.update(dict.fromkeys(line, attrs))
+        if how == 0 or how == 1:
+            self.erase_in_line(how)
+
     def bulk_lines(self, data: str, pos: int) -> int:
         """Lines of printable ASCII each ended by CR LF, arriving at the bottom row of a
         full-screen scroll region with the cursor in column 0 of an empty bottom row (as
@@ -177,7 +201,7 @@ class TerminalScreen(pyte.Screen):
         rows that stay on screen. Returns where they end, or -1 if this does not apply."""
         bottom = self.lines - 1
         cursor = self.cursor
-        if (cursor.y != bottom or self.buffer.get(bottom) or mo.IRM in self.mode
+        if (cursor.x != 0 or cursor.y != bottom or self.buffer.get(bottom) or mo.IRM in self.mode
                 or mo.DECAWM not in self.mode
                 or (self.margins is not None and self.margins != (0, bottom))
                 or (self.g1_charset if self.charset else self.g0_charset) is not cs.LAT1_MAP):
@@ -351,13 +375,14 @@ _FAST_BASIC = frozenset("\r\n\x08\x07\t\x0b\x0c")
 
 
 class SafeStream(pyte.Stream):
-    """pyte's Stream, except that a sequence a handler cannot take (CSI ? ... m from vim
-    raises TypeError in stock pyte and loses the rest of the chunk) is dropped alone."""
+    """pyte's Stream, except that a sequence a handler cannot take is dropped alone (stock
+    pyte raises, losing the rest of the chunk: TypeError for CSI ? ... m from vim,
+    UnboundLocalError for CSI 5 K)."""
 
     def _send_to_parser(self, data: str) -> bool | None:
         try:
             return super()._send_to_parser(data)
-        except TypeError:  # pyte has already reset its parser to the ground state
+        except Exception:  # pyte has already reset its parser to the ground state
             return True
 
 
@@ -392,7 +417,7 @@ class FastStream(SafeStream):
                 self._csi_handlers[final](*args, private=True)
             else:
                 self._csi_handlers[final](*args)
-        except TypeError:  # e.g. CSI ? ... m, which pyte's handlers do not take
+        except Exception:  # as SafeStream: e.g. CSI ? ... m, which pyte's handlers do not take
             pass
 
     def feed(self, data: str) -> None:
@@ -405,13 +430,12 @@ class FastStream(SafeStream):
         basic = self._basic_handlers
         screen = self.listener
         assert isinstance(screen, TerminalScreen)
-        cursor = screen.cursor
         bulk = screen.bulk_lines if screen.fast else None
         ground = self._taking_plain_text
         pos, n = 0, len(data)
         while pos < n:
             if ground:
-                if cursor.x == 0 and bulk is not None:
+                if bulk is not None and screen.cursor.x == 0:  # DECRC replaces the cursor
                     end = bulk(data, pos)
                     if end > 0:
                         pos = end

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pyte
 import pytest
 
@@ -169,3 +171,40 @@ def test_scrolled_off_lines_are_reported_for_the_main_screen_only() -> None:
     assert scrolled == ["one", "two"]
     t.feed(b"five\r\n")
     assert scrolled == ["one", "two", "three"]
+
+
+def random_stream(rng: random.Random) -> bytes:
+    parts: list[str] = []
+    for _ in range(rng.randint(20, 200)):
+        k = rng.random()
+        if k < 0.3:
+            parts.append("".join(rng.choice("abc xyz-_=|") for _ in range(rng.randint(1, 30))))
+        elif k < 0.45:
+            params = ";".join(str(rng.choice([0, 1, 2, 3, 4, 5, 7, 10, 31, 38, 42, 99, 200]))
+                              for _ in range(rng.randint(0, 3)))
+            parts.append(f"\x1b[{rng.choice(['', '?'])}{params}{rng.choice('mHJKABCDGdfrhlLMPX@`Sn')}")
+        elif k < 0.6:
+            parts.append(rng.choice(["\r\n", "\n", "\r", "\t", "\b", "\x07", "\x1b7", "\x1b8",
+                                     "\x1bM", "\x1bD", "\x1bE", "\x1b(0", "\x1b(B", "\x0e", "\x0f"]))
+        elif k < 0.7:
+            parts.append(rng.choice(["\u4e2d\u6587", "e\u0301", "\u2764\ufe0f", "\u200d", "\u00e9",
+                                     "\U0001f468\u200d\U0001f469", "\uff21"]))
+        elif k < 0.8:
+            parts.append("".join(f"line {rng.randint(0, 999)}\r\n" for _ in range(rng.randint(1, 30))))
+        elif k < 0.85:
+            parts.append(rng.choice(["\x1b[?1049h", "\x1b[?1049l", "\x1b[?47h", "\x1b[?47l",
+                                     "\x1b[?7l", "\x1b[?7h", "\x1b[4h", "\x1b[4l", "\x1b[20h",
+                                     "\x1b[20l", "\x1b[?6h", "\x1b[?6l"]))
+        elif k < 0.9:
+            parts.append(rng.choice(["\x1bP1$r0m\x1b\\", "\x1b]0;title\x07", "\x1b]133;A\x07",
+                                     "\x1b[38:2::1:2:3m", "\x1b[5K", "\x1b[9J", "\x1b[>c"]))
+        else:
+            parts.append("x" * rng.randint(1, 60))
+    return "".join(parts).encode()
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_fast_path_matches_on_random_streams(seed: int) -> None:
+    rng = random.Random(seed)
+    data = random_stream(rng)
+    assert_same(data, rng.choice([10, 20, 33]), rng.choice([3, 5, 8]))
