@@ -60,11 +60,11 @@ async def start_recorder(identity_path: Path, store: Path) -> tuple[object, obje
 
 
 async def stop_recorder(parts: tuple[object, object]) -> None:
-    from tether.recorder.indexer import IndexWorker
+    from tether.recorder.index_process import IndexProcess
     from tether.recorder.service import RecorderService
 
     service, indexer = parts
-    assert isinstance(service, RecorderService) and isinstance(indexer, IndexWorker)
+    assert isinstance(service, RecorderService) and isinstance(indexer, IndexProcess)
     await service.stop()
     indexer.stop()
 
