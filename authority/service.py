@@ -278,7 +278,7 @@ class AuthorityService:
         if decision.allowed and decision.recording == "required" and recorder is None:
             decision.allowed = False
             decision.reason = (f"policy {decision.statement_label} requires recording, and no "
-                               "recorder is registered (run `tether recorder init`)")
+                               "recorder is registered (an administrator adds one with `tether authority recorder add`)")
         if not decision.allowed:
             log.info("denied %s %s on %s: %s", user, mode, agent_name, decision.reason)
             return {"ok": False, "error": f"denied: {decision.reason}"}

@@ -110,5 +110,7 @@ def save_last_search(path: Path, hits: list[Hit]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     items = [{"n": h.n, "sid": h.sid, "t": h.t, "wall": h.wall, "offset": h.offset} for h in hits]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(items))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # what auditors looked for
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(items))
     os.replace(tmp, path)

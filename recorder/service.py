@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Protocol
 
 from tether.encoding import b64d
+from tether.grants import MAX_LIFETIME
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection
 from tether.presence import read_presence, read_status
 from tether.recorder.store import Batch, Store
 from tether.recording import (
+    OpenedRecording,
     RecordingError,
     RecordingReceiver,
     RecType,
@@ -32,6 +35,7 @@ from tether.signed import BadDocument
 from tether.topics import RACK, Topics
 
 log = logging.getLogger("tether.recorder")
+CLOCK_SKEW = 120.0
 
 
 class Notifier(Protocol):
@@ -130,18 +134,33 @@ class RecorderService:
             opened = open_recording(blob, recorder_name=self.name,
                                     x25519_secret=self.identity.x25519_secret or b"",
                                     authority_key=self._authority, agent=agent)
+            self._check_new(opened, client)
         except RecordingError as exc:
             answer = refuse(blob, self.identity.signing_key, str(exc))
             if answer is not None and self.conn is not None:
                 self.conn.publish(ack_topic, answer, qos=1)
             raise
-        if opened.grant.mqtt_name != client:
-            raise RecordingError("the grant belongs to another client connection")
         self.store.begin(opened, blob, client)
         self.live[sid] = _Live(RecordingReceiver(opened), ack_topic)
         self.stats["sessions"] += 1
         log.info("recording %s: %s@%s as %s", sid, opened.grant.user, agent, opened.grant.run_as)
         self._want_ack(sid)
+
+    def _check_new(self, opened: OpenedRecording, client: str) -> None:
+        """A new recording must be for a session its grant allowed, and the only one."""
+        grant = opened.grant
+        if grant.mqtt_name != client:
+            raise RecordingError("the grant belongs to another client connection")
+        try:
+            started = float(str(opened.body.get("started")))
+        except ValueError:
+            raise RecordingError("the OPEN has no start time") from None
+        if not grant.expires - MAX_LIFETIME - CLOCK_SKEW <= started <= grant.expires + CLOCK_SKEW:
+            raise RecordingError("the session did not start while its grant was valid")
+        if started > time.time() + CLOCK_SKEW:
+            raise RecordingError("the session claims to start in the future")
+        if grant.jti in self.store.grant_ids:
+            raise RecordingError(f"grant {grant.jti} was already used for another recording")
 
     def _resume(self, sid: str, blob: bytes, agent: str, ack_topic: str) -> _Live:
         live = self.live.get(sid)

@@ -79,7 +79,11 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.db = connect(root)
+        # FULL: a committed row survives power loss, like the fsync'd log it describes.
+        self.db.execute("PRAGMA synchronous=FULL")
         self.files: dict[str, SessionFile] = {}
+        # One recording per grant: an agent key alone cannot replay a grant into more.
+        self.grant_ids = {str(r[0]) for r in self.db.execute("SELECT grant_id FROM sessions")}
         self._opens: list[tuple[OpenedRecording, bytes, str]] = []
         self._aborted_agents: list[str] = []
         self._closes: list[SessionFile] = []
@@ -102,6 +106,7 @@ class Store:
         session = SessionFile(sid, -1, 0, 0, genesis(opened.sid))
         session.dirty = True
         self.files[sid] = session
+        self.grant_ids.add(opened.grant.jti)
         self._opens.append((opened, open_blob, client))
         return session
 
@@ -156,6 +161,7 @@ class Store:
         for s, data in batch.writes:
             if s.fd < 0:
                 s.fd = os.open(log_path(self.root, s.sid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                _fsync_dir(log_path(self.root, s.sid).parent)  # the new log's name is durable too
             view = memoryview(data)
             while view:
                 view = view[os.write(s.fd, view):]
@@ -220,7 +226,11 @@ def _write_durably(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:

@@ -239,3 +239,68 @@ def test_recordings_are_private(stack: Stack) -> None:
     for path in [store / "index.db", *(store / "logs").glob("*")]:
         assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
     assert Path(TETHER).exists()
+
+
+def test_recorder_refuses_a_second_recording_of_one_grant(stack: Stack) -> None:
+    """Holding an agent's key is not enough to attribute made-up sessions to a user: each
+    grant opens one recording, and only while it was valid."""
+    import asyncio
+    import dataclasses
+
+    from tether import grants
+    from tether.authority.provision import authority_identity, commit, new_principal
+    from tether.authority.registry import Registry
+    from tether.encoding import b64e
+    from tether.keys import Identity
+    from tether.mqtt import BrokerSettings, MqttConnection
+    from tether.recording import RecordingSender, session_body
+    from tether.topics import REC, Topics
+
+    name = "forger" + os.urandom(2).hex()
+    registry = Registry.load(stack.home.registry)
+    authority = authority_identity(stack.home)
+    agent = new_principal(stack.home, registry, authority, name, "agent", host="127.0.0.1",
+                          port=stack.port)
+    commit(stack.home, registry)
+    assert stack.broker is not None
+    stack.broker.reload()
+    recorder = Identity.load(stack.home.recorder_identity())
+    now = time.time()
+    grant = grants.Grant(
+        user="alice", agent=name, agent_key=b64e(agent.public_key), client_key=b64e(os.urandom(32)),
+        mqtt_name="alice", mode="exec", run_as="root", command=None, max_duration=60,
+        idle_timeout=0, recording="required", recorder=recorder.name, reason=None,
+        jti=grants.new_jti(), expires=now + 300, recorder_x25519=b64e(recorder.x25519_public),
+        recorder_ed25519=b64e(recorder.public_key))
+    token = grants.issue(authority.signing_seed, grant, now)
+    stale = grants.issue(authority.signing_seed, dataclasses.replace(
+        grant, jti=grants.new_jti(), expires=now - 900), now - 1200)
+
+    def sender(tok: str, started: float) -> RecordingSender:
+        sid = os.urandom(16)
+        return RecordingSender(
+            sid=sid, signing_key=agent.signing_key, recorder_x25519=recorder.x25519_public,
+            recorder_ed25519=recorder.public_key,
+            body=session_body(sid=sid, grant_token=tok, agent=name, client="alice", cols=80,
+                              rows=24, term=None, started=started),
+            now=time.monotonic())
+
+    async def attempt(s: RecordingSender) -> str | None:
+        topics = Topics()
+        conn = MqttConnection(BrokerSettings.from_identity(name, agent.broker),
+                              lambda _t, p: s.on_message(p, time.monotonic()) and None)
+        await conn.connect()
+        await conn.subscribe_confirmed(topics.agent_recorder_acks(name))
+        deadline = time.monotonic() + 15
+        while not s.opened and s.refused is None and time.monotonic() < deadline:
+            for blob in s.take_outgoing(time.monotonic()):
+                conn.publish(topics.session(name, "alice", s.sid.hex(), REC), blob, qos=1)
+            await asyncio.sleep(0.05)
+        await conn.close()
+        return "opened" if s.opened else s.refused
+
+    assert asyncio.run(attempt(sender(token, now))) == "opened"
+    again = asyncio.run(attempt(sender(token, now)))
+    assert again is not None and "already used" in again
+    old = asyncio.run(attempt(sender(stale, now)))
+    assert old is not None and "while its grant was valid" in old

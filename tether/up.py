@@ -21,9 +21,10 @@ def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Start, in one process, the embedded MQTT broker (on loopback), the authority and an "
-        "agent for this machine. State and keys live under $TETHER_HOME (default "
-        "~/.local/state/tether) and are created on the first run. Stop with Ctrl-C."
+        "Start, in one process, the embedded MQTT broker (on loopback), the authority, the "
+        "recorder (its screen indexer runs as a child process) and an agent for this "
+        "machine. State and keys live under $TETHER_HOME (default ~/.local/state/tether) and "
+        "are created on the first run. Stop with Ctrl-C."
     )
     parser.add_argument("--listen", default="127.0.0.1:1883", metavar="HOST:PORT",
                         help="where the embedded broker listens (default 127.0.0.1:1883)")
