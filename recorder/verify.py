@@ -25,6 +25,7 @@ from tether.recevents import (
     genesis,
     iter_log,
 )
+from tether.recording import open_signer_matches
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Report:
 
 
 def verify_log(sid: str, data: bytes, *, grant_token: str | None, authority_key: bytes | None,
-               status: str = "closed", stored_events: int | None = None) -> Report:
+               status: str = "closed", stored_events: int | None = None,
+               open_message: bytes | None = None) -> Report:
     report = Report(sid)
     sid_bytes = bytes.fromhex(sid)
     agent_key: VerifyKey | None = None
@@ -52,6 +54,10 @@ def verify_log(sid: str, data: bytes, *, grant_token: str | None, authority_key:
             agent_key = VerifyKey(b64d(grant.agent_key))
         except (grants.GrantError, ValueError) as exc:
             report.problems.append(f"the session's grant does not verify: {exc}")
+        if agent_key is not None and open_message is not None and not open_signer_matches(
+                open_message, sid_bytes, bytes(agent_key)):
+            report.problems.append("the stored OPEN is not this session's, signed by the agent "
+                                   "the grant names")
     else:
         report.notes.append("no authority key or grant: signatures were not checked")
     chain = genesis(sid_bytes)

@@ -60,7 +60,7 @@ def authority_key(explicit: str | None) -> bytes | None:
 def run(args: argparse.Namespace) -> int:
     from tether.cli import UserError
     from tether.recorder.cli import store_dir
-    from tether.recorder.db import connect, log_path
+    from tether.recorder.db import connect, log_path, open_message_path
     from tether.recorder.verify import verify_log
 
     store = store_dir(args)
@@ -75,8 +75,12 @@ def run(args: argparse.Namespace) -> int:
         data = log_path(store, sid).read_bytes()
     except FileNotFoundError:
         raise UserError(f"the log of session {sid} is missing from {store}") from None
+    try:
+        opened = open_message_path(store, sid).read_bytes()
+    except FileNotFoundError:
+        opened = b""  # reported: an empty OPEN is not the agent's
     report = verify_log(sid, data, grant_token=row[0], authority_key=authority_key(args.authority_key),
-                        status=row[1], stored_events=row[2])
+                        status=row[1], stored_events=row[2], open_message=opened)
     print(f"session {sid} ({row[3]}@{row[4]}): {report.events} events, "
           f"{report.checkpoints} signed checkpoints, "
           f"{'end manifest present' if report.ended else 'no end manifest'}")

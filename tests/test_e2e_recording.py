@@ -104,6 +104,15 @@ def test_verify_points_at_the_break(stack: Stack) -> None:
     v = _tampered(stack, sid, "cut-end", cut)
     assert v.returncode == 1 and b"tail is truncated" in v.stdout, v.stdout
 
+    copy = stack.root / "store-open"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(stack.home.recordings, copy)
+    opened = bytearray((copy / "logs" / f"{sid}.open").read_bytes())
+    opened[40] ^= 1  # the OPEN ties the session to its grant; it is signed by the agent
+    (copy / "logs" / f"{sid}.open").write_bytes(bytes(opened))
+    v = stack.tether("verify", sid, "--store", str(copy))
+    assert v.returncode == 1 and b"stored OPEN" in v.stdout, v.stdout
+
     v = stack.tether("verify", sid)
     assert v.returncode == 0, v.stdout
 

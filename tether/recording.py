@@ -403,6 +403,16 @@ def open_recording(blob: bytes, *, recorder_name: str, x25519_secret: bytes,
     return OpenedRecording(sid, grant, body, open_hash, _kdf(shared, b"tether-rec-a2r", open_hash))
 
 
+def open_signer_matches(blob: bytes, sid: bytes, agent_key: bytes) -> bool:
+    """Offline, without the recorder's key: is this the agent-signed OPEN of session `sid`?"""
+    try:
+        kind, got = message_type(blob)
+        VerifyKey(agent_key).verify(b"tether-rec-open\x00" + blob[:-SIG_LEN], blob[-SIG_LEN:])
+    except (RecordingError, BadSignatureError, ValueError):
+        return False
+    return kind == RecType.OPEN and got == sid
+
+
 @dataclass
 class Ingested:
     """Events that are new, in order, each with its chain value."""
