@@ -63,6 +63,9 @@ class TerminalScreen(pyte.Screen):
         super().__init__(columns, lines)
         self.fast = fast
         self.on_scroll = on_scroll
+        # Lines leaving the alternate screen's top (a full-screen program scrolling): they
+        # were shown, so an indexer wants them, but they are not the shell's scrollback.
+        self.on_alternate_scroll: Callable[[str], None] | None = None
         self._cells: dict[Any, _Cells] = {}
 
     def row_text(self, y: int) -> str:
@@ -76,8 +79,9 @@ class TerminalScreen(pyte.Screen):
             self.cursor_down()
             return
         buffer = self.buffer
-        if self.on_scroll is not None and self._main is None and top == 0:
-            self.on_scroll(self.row_text(0).rstrip())
+        report = self.on_scroll if self._main is None else self.on_alternate_scroll
+        if report is not None and top == 0:
+            report(self.row_text(0).rstrip())
         self.dirty.update(range(self.lines))
         buffer.update(zip(range(top, bottom), map(buffer.__getitem__, range(top + 1, bottom + 1)), strict=True))
         buffer.pop(bottom, None)
@@ -220,8 +224,8 @@ class TerminalScreen(pyte.Screen):
         # row, then the new lines, then the empty bottom row.
         seq: list[Any] = [buffer.get(y) for y in range(bottom)]
         seq.extend(texts)
-        if self.on_scroll is not None and self._main is None:
-            report = self.on_scroll
+        report = self.on_scroll if self._main is None else self.on_alternate_scroll
+        if report is not None:
             for item in seq[:k]:
                 if isinstance(item, str):
                     report(item.rstrip())

@@ -116,6 +116,7 @@ class SessionIndexer:
         self.sid = sid
         self.started = started
         self.terminal = Terminal(cols, rows, on_scroll=self._scrolled)
+        self.terminal.screen.on_alternate_scroll = self._alternate_scrolled
         self.marks = MarkParser()
         self.offset = 0  # output offset after everything fed so far
         self.t = 0.0
@@ -248,6 +249,10 @@ class SessionIndexer:
         if cmd is not None and self._scrolls - cmd.scrolls_at_start > cmd.row_at_start:
             cmd.add_line(text)  # the row was at or below where the command started
         self._add(self._event_t, self._event_offset, "scroll", text)
+
+    def _alternate_scrolled(self, text: str) -> None:
+        """A full-screen program scrolled a line away (vim writing its last message)."""
+        self._add(self._event_t, self._event_offset, "screen", text)
 
     def _snapshot(self, t: float) -> None:
         screen = self.terminal.screen

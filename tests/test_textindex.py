@@ -74,3 +74,13 @@ def test_alternate_screen_is_snapshotted_before_it_is_left(db: sqlite3.Connectio
     ix.flush()
     assert ("screen", "inside the pager", 0.0, 40) in rows(db)  # just before ?1049l
     assert "inside" not in "".join(ix.terminal.display)
+
+
+def test_lines_scrolled_off_the_alternate_screen_are_indexed(db: sqlite3.Connection) -> None:
+    """vim's `:wq` message scrolls its own screen up; what it showed there was still shown."""
+    ix = SessionIndexer(db, "s", 20, 3)
+    ix.output(0.1, 0, b"\x1b[?1049h\x1b[H\x1b[2Jshown-in-vim\x1b[3;1Hmsg\r\n\x1b[?1049lafter")
+    ix.flush()
+    assert ("screen", "shown-in-vim", 0.1, 0) in rows(db)
+    assert [h.text for h in search(db, "shown-in-vim")] == ["shown-in-vim"]
+    assert "shown-in-vim" not in "\n".join(ix.terminal.display)
