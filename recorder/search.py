@@ -4,7 +4,9 @@ FTS5 trigram MATCH on the whole query as one phrase (a substring, case-insensiti
 matches read newest-indexed first (rowid order follows indexing, which runs close
 behind the sessions) and filtered by session metadata and time, stopping at `limit`
 accepted or at a time budget; the accepted ones are ordered by wall time. Nothing ranks
-an unbounded set (FIELD-NOTES, FTS5).
+an unbounded set (FIELD-NOTES, FTS5). With filters, only the rowid ranges where the
+chosen sessions / times have rows (`text_spans`) are read, so a selective filter does
+not walk every match of a common word.
 The web console reuses `search()`.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 
 MIN_QUERY = 3  # the trigram tokenizer cannot match fewer characters
 SNIPPET_CONTEXT = 50
+MAX_RANGES = 64
 
 
 class QueryTooShort(ValueError):
@@ -64,17 +67,28 @@ def search(db: sqlite3.Connection, text: str, *, agent: str | None = None,
         return []
     clauses = ["text_fts MATCH ?"]
     params: list[Any] = [fts_phrase(query)]
+    span_clauses: list[str] = []
+    span_params: list[Any] = []
     if agent is not None or user is not None or sid is not None:
         sub, sub_params = _session_filter(agent, user, sid)
         clauses.append(f"r.sid IN (SELECT sid FROM sessions WHERE {sub})")
         params.extend(sub_params)
+        span_clauses.append(f"sid IN (SELECT sid FROM sessions WHERE {sub})")
+        span_params.extend(sub_params)
     if since is not None:
         clauses.append("r.wall >= ?")
         params.append(since)
+        span_clauses.append("max_wall >= ?")
+        span_params.append(since)
     if until is not None:
         clauses.append("r.wall < ?")
         params.append(until)
-    params.append(limit)
+        span_clauses.append("min_wall < ?")
+        span_params.append(until)
+    ranges: list[tuple[int, int]] | None = None
+    if span_clauses:
+        ranges = _ranges(db, " AND ".join(span_clauses), span_params)
+        clauses.append("f.rowid BETWEEN ? AND ?")
     sql = ("SELECT r.id, r.sid, r.t, r.wall, r.offset, r.kind, r.text"
            " FROM text_fts f JOIN text_rows r ON r.id = f.rowid"
            f" WHERE {' AND '.join(clauses)} ORDER BY f.rowid DESC LIMIT ?")
@@ -84,12 +98,11 @@ def search(db: sqlite3.Connection, text: str, *, agent: str | None = None,
     # stop at the deadline and keep the newest hits found so far.
     db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
     try:
-        cursor = db.execute(sql, params)
-        while True:
-            rows = cursor.fetchmany(limit)
-            if not rows:
+        for bounds in ([()] if ranges is None else ranges):
+            cursor = db.execute(sql, [*params, *bounds, limit - len(accepted)])
+            accepted.extend(cursor.fetchall())
+            if len(accepted) >= limit:
                 break
-            accepted.extend(rows)
     except sqlite3.OperationalError as exc:
         if "interrupt" not in str(exc):
             raise
@@ -116,6 +129,23 @@ def _session_filter(agent: str | None, user: str | None, sid: str | None) -> tup
         clauses.append("sid LIKE ?")
         params.append(sid.lower().replace("%", "").replace("_", "") + "%")
     return " AND ".join(clauses), params
+
+
+def _ranges(db: sqlite3.Connection, where: str, params: list[Any]) -> list[tuple[int, int]]:
+    """The rowid ranges that can hold the filtered rows, newest first, merged; at most
+    MAX_RANGES (neighbours are joined: the exact filter is applied to the rows anyway)."""
+    spans = sorted(db.execute(f"SELECT lo, hi FROM text_spans WHERE {where}", params))
+    merged: list[list[int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    if len(merged) > MAX_RANGES:
+        k = -(-len(merged) // MAX_RANGES)
+        merged = [[merged[i][0], max(m[1] for m in merged[i:i + k])]
+                  for i in range(0, len(merged), k)]
+    return [(lo, hi) for lo, hi in reversed(merged)]
 
 
 def _metadata(db: sqlite3.Connection, sids: set[str]) -> dict[str, tuple[str, str]]:

@@ -40,6 +40,17 @@ CREATE TABLE IF NOT EXISTS text_rows (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS text_rows_sid ON text_rows(sid, t);
+-- Where each session's rows are in rowid order (ranges may include other sessions'
+-- rows): a filtered search reads only these ranges of the FTS index.
+CREATE TABLE IF NOT EXISTS text_spans (
+    sid TEXT NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    min_wall REAL NOT NULL,
+    max_wall REAL NOT NULL,
+    rows INTEGER NOT NULL,
+    PRIMARY KEY (sid, lo)
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS text_fts USING fts5(
     text, content='text_rows', content_rowid='id', tokenize='trigram');
 CREATE TABLE IF NOT EXISTS commands (
@@ -63,6 +74,7 @@ DEDUP_SECONDS = 300.0
 DEDUP_ENTRIES = 20000
 EXCERPT_LINES = 12
 EXCERPT_BYTES = 2048
+SPAN_ROWS = 20_000  # a session's span is closed after this many of its rows
 _LEAVE_ALTERNATE = (b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l")
 
 
@@ -345,3 +357,18 @@ def write_rows(db: sqlite3.Connection, rows: list[tuple[str, float, float, int, 
                    rows)
     db.execute("INSERT INTO text_fts (rowid, text) SELECT id, text FROM text_rows WHERE id > ?",
                (before,))
+    spans: dict[str, list[float]] = {}  # sid -> [lo, hi, min_wall, max_wall, rows]
+    for (sid, lo, hi, lo_wall, hi_wall, n) in db.execute(
+            "SELECT sid, min(id), max(id), min(wall), max(wall), count(*) FROM text_rows"
+            " WHERE id > ? GROUP BY sid", (before,)):
+        spans[sid] = [lo, hi, lo_wall, hi_wall, n]
+    for sid, (lo, hi, lo_wall, hi_wall, n) in spans.items():
+        last = db.execute("SELECT lo, min_wall, max_wall, rows FROM text_spans WHERE sid = ?"
+                          " ORDER BY lo DESC LIMIT 1", (sid,)).fetchone()
+        if last is not None and last[3] < SPAN_ROWS:
+            db.execute("UPDATE text_spans SET hi = ?, min_wall = ?, max_wall = ?, rows = ?"
+                       " WHERE sid = ? AND lo = ?",
+                       (hi, min(last[1], lo_wall), max(last[2], hi_wall), last[3] + n, sid, last[0]))
+        else:
+            db.execute("INSERT INTO text_spans (sid, lo, hi, min_wall, max_wall, rows)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", (sid, lo, hi, lo_wall, hi_wall, n))

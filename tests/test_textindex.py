@@ -84,3 +84,47 @@ def test_lines_scrolled_off_the_alternate_screen_are_indexed(db: sqlite3.Connect
     assert ("screen", "shown-in-vim", 0.1, 0) in rows(db)
     assert [h.text for h in search(db, "shown-in-vim")] == ["shown-in-vim"]
     assert "shown-in-vim" not in "\n".join(ix.terminal.display)
+
+
+def test_filtered_search_reads_spans_and_equals_a_full_scan(
+        db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from tether.recorder import search as s
+    from tether.recorder import textindex
+
+    monkeypatch.setattr(textindex, "SPAN_ROWS", 7)
+    monkeypatch.setattr(s, "MAX_RANGES", 5)  # forces joined ranges too
+    rng = random.Random(3)
+    sids = [f"{i:02x}" * 16 for i in range(6)]
+    for i, sid in enumerate(sids):
+        db.execute("INSERT INTO sessions VALUES (?, ?, ?)", (sid, f"agent-{i % 3}", f"user-{i % 2}"))
+    wall = 1000.0
+    for _ in range(60):  # interleaved flushes of several sessions, as the worker makes them
+        batch = []
+        for sid in rng.sample(sids, 3):
+            for _ in range(rng.randint(1, 5)):
+                wall += rng.random()
+                word = rng.choice(["alpha", "beta", "gamma"])
+                batch.append((sid, wall - 1000, wall, 0, "scroll", f"{word} {rng.randint(0, 99)}"))
+        db.execute("BEGIN")
+        textindex.write_rows(db, batch)
+        db.execute("COMMIT")
+    assert db.execute("SELECT count(*) FROM text_spans").fetchone()[0] > 20
+    for kwargs in [dict(agent="agent-1"), dict(user="user-0", agent="agent-2"),
+                   dict(since=1100.0), dict(until=1200.0), dict(since=1050.0, until=1300.0, user="user-1")]:
+        got = [(h.sid, h.wall) for h in search(db, "alpha", limit=500, **kwargs)]  # type: ignore[arg-type]
+        where, params = ["text LIKE '%alpha%'"], []
+        for col, key in (("agent", "agent"), ("user", "user")):
+            if key in kwargs:
+                where.append(f"sid IN (SELECT sid FROM sessions WHERE {col} = ?)")
+                params.append(kwargs[key])
+        if "since" in kwargs:
+            where.append("wall >= ?")
+            params.append(kwargs["since"])
+        if "until" in kwargs:
+            where.append("wall < ?")
+            params.append(kwargs["until"])
+        want = db.execute(f"SELECT sid, wall FROM text_rows WHERE {' AND '.join(where)}"
+                          " ORDER BY wall DESC", params).fetchall()
+        assert got == want and want, kwargs
