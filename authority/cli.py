@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 from tether.process_runtime import add_verbose_argument, setup_logging
 
 if TYPE_CHECKING:
+    from tether.authority.registry import Registry
     from tether.home import Home
+    from tether.keys import Identity
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         verbs = p.add_subparsers(dest="verb", required=True)
         add = verbs.add_parser("add", help=f"register a new {kind} and write its identity file")
         add.add_argument("name")
-        add.add_argument("--out", required=True, metavar="FILE", help="where to write the identity (0600)")
+        add.add_argument("--out", required=kind != "user", metavar="FILE",
+                         help="where to write the identity (0600)" + (
+                             "; optional with --console (the same key, for the CLI)"
+                             if kind == "user" else ""))
         add.add_argument("--broker", metavar="HOST:PORT", help="broker address the identity dials "
                          "(default: the one in the authority's own identity)")
         add.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA "
@@ -37,6 +42,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: an OS user with the same name)")
             add.add_argument("--role", choices=["user", "admin"], default="user",
                              help="broker role; admin may read every topic (for operators' tooling)")
+            add.add_argument("--console", action="store_true",
+                             help="a web console user: the key and the broker password of the "
+                             "console slot NAME.c are derived from a passphrase (asked twice on "
+                             "the terminal), which the browser derives again at login")
+            add.add_argument("--passphrase-stdin", action="store_true",
+                             help="with --console: read the passphrase from the first line of stdin")
         elif kind == "agent":
             add.add_argument("--labels", default="", metavar="K=V,...", help="agent labels")
     act = sub.add_parser("activation", help="activations that let agents enrol themselves")
@@ -248,15 +259,24 @@ def _add(args: argparse.Namespace) -> int:
     registry = Registry.load(home.registry)
     labels = _labels(args.labels) if args.what == "agent" else {}
     kind = args.what if args.what in ("agent", "recorder") else args.role
+    console = args.what == "user" and args.console
+    if args.what == "user" and not console and args.out is None:
+        raise UserError("give --out FILE for the identity (or --console for a web console user)")
+    if args.what == "user" and args.passphrase_stdin and not console:
+        raise UserError("--passphrase-stdin goes with --console")
     try:
-        ident = new_principal(home, registry, authority, args.name, kind, host=host, port=port,
-                              labels=labels)
+        if console:
+            ident = _console_principal(registry, authority, args, kind, host, port)
+        else:
+            ident = new_principal(home, registry, authority, args.name, kind, host=host, port=port,
+                                  labels=labels)
     except RegistryError as exc:
         raise UserError(str(exc)) from exc
     if args.tls_ca:
         ident.broker["tls"] = {"ca": args.tls_ca}
-    out = Path(args.out)
-    ident.save(out)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        ident.save(out)
     commit(home, registry)
     if args.what == "user" and args.allow:
         try:
@@ -267,9 +287,56 @@ def _add(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             raise UserError(f"{args.name} is registered, but the policy was not changed:\n"
                             + "\n".join(exc.format())) from exc
-    print(f"{args.what} {args.name!r} registered; identity written to {out} (keep it secret). "
+    where = f"identity written to {out} (keep it secret)" if out else "no identity file written"
+    if console:
+        from tether.console_login import console_slot
+
+        where = (f"web console login as {args.name!r} with the passphrase (broker user "
+                 f"{console_slot(args.name)!r}); " + where)
+    print(f"{args.what} {args.name!r} registered; {where}. "
           "Reload the broker so it accepts the new credentials: `tether broker reload`.")
     return 0
+
+
+def _read_passphrase(from_stdin: bool) -> str:
+    import getpass
+    import sys
+
+    from tether.cli import UserError
+    from tether.console_login import MIN_PASSPHRASE
+
+    if from_stdin:
+        text = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise UserError("no terminal to ask for the passphrase; use --passphrase-stdin")
+        text = getpass.getpass("Console passphrase: ")
+        if getpass.getpass("Again: ") != text:
+            raise UserError("the two passphrases differ; nothing was changed")
+    if len(text) < MIN_PASSPHRASE:
+        raise UserError(f"the passphrase must have at least {MIN_PASSPHRASE} characters: it is "
+                        "the only secret of a console login")
+    return text
+
+
+def _console_principal(registry: Registry, authority: Identity, args: argparse.Namespace,
+                       kind: str, host: str, port: int) -> Identity:
+    """Register a user whose key and broker password the browser derives from a passphrase."""
+    from tether.authority.registry import Principal
+    from tether.broker.passwd import hash_password
+    from tether.console_login import derive
+    from tether.encoding import b64e
+    from tether.keys import Identity
+
+    passphrase = _read_passphrase(args.passphrase_stdin)
+    keys = derive(passphrase, authority.public_key, args.name)
+    registry.add(Principal(name=args.name, kind=kind, ed25519=b64e(keys.public_key),
+                           mqtt_hash=hash_password(keys.mqtt_password), console=True))
+    # The same key for the CLI, if --out asks for it (the CLI slots share the password).
+    return Identity(name=args.name, kind=kind, signing_seed=keys.seed,
+                    broker={"host": host, "port": port, "username": args.name,
+                            "password": keys.mqtt_password},
+                    authority=dict(authority.authority))
 
 
 async def _serve() -> int:

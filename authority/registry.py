@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.broker.passwd import hash_password
+from tether.console_login import console_slot
 from tether.records import load_records, save_records
 from tether.topics import valid_name
 
@@ -25,10 +26,12 @@ class RegistryError(Exception):
     pass
 
 
-def slot_names(name: str, kind: str) -> list[str]:
-    if kind != "user":
-        return [name]
-    return [name] + [f"{name}.{i}" for i in range(1, USER_SLOTS)]
+def slot_names(name: str, kind: str, console: bool = False) -> list[str]:
+    """The broker usernames of a principal: a user's CLI slots, and its console slot."""
+    names = [name] + ([f"{name}.{i}" for i in range(1, USER_SLOTS)] if kind == "user" else [])
+    if console and kind in ("user", "admin"):
+        names.append(console_slot(name))  # the browser console's one broker login
+    return names
 
 
 @dataclass
@@ -40,10 +43,11 @@ class Principal:
     x25519: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
+    console: bool = False  # its key and password come from a passphrase (console login)
 
     @property
     def mqtt_names(self) -> list[str]:
-        return slot_names(self.name, self.kind)
+        return slot_names(self.name, self.kind, self.console)
 
 
 @dataclass

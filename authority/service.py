@@ -13,7 +13,7 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from tether import authz, grants
+from tether import auditq, authz, grants
 from tether.authority.activations import Activations, PendingStore, enrol
 from tether.authority.audit import AuditLog
 from tether.authority.bulletin import BulletinKeeper
@@ -249,6 +249,8 @@ class AuthorityService:
             return {"ok": False, "error": f"unknown request type {kind!r}"}
         agent_name = str(req.get("agent", ""))
         mode = str(req.get("mode", ""))
+        if mode == auditq.MODE:
+            return self._decide_audit(user, mqtt_name, req, now)
         agent = self.registry.principals.get(agent_name)
         revoked_agent = self.bulletin.revocations.agent_refusal(agent_name, agent.ed25519 if agent else None)
         if revoked_agent:
@@ -306,3 +308,40 @@ class AuthorityService:
         log.info("granted %s %s on %s as %s", user, mode, agent_name, decision.run_as)
         return {"ok": True, "grant": token, "agent": {"name": agent_name, "ed25519": agent.ed25519,
                                                      "x25519": agent.x25519}}
+
+    def _decide_audit(self, user: str, mqtt_name: str, req: dict[str, Any],
+                      now: float) -> dict[str, Any]:
+        """An audit grant: its audience is a recorder, which answers queries over its
+        recordings (docs/protocol.md §17) after checking the grant offline."""
+        name = req.get("agent")
+        recorder = (self.registry.principals.get(str(name)) if name else self._recorder())
+        if recorder is None or recorder.kind != "recorder" or not recorder.x25519:
+            return {"ok": False, "error": (f"unknown recorder {name!r}" if name else
+                                           "no recorder is registered, so there is nothing to audit")}
+        if self.policy_error:
+            return {"ok": False, "error": f"denied: {self.policy_error}"}
+        principal = self.registry.principals[user]
+        revoked = self.bulletin.grant_denial(user, principal.ed25519, recorder.name, recorder.ed25519)
+        if revoked:
+            return {"ok": False, "error": revoked}
+        reason = req.get("reason") if isinstance(req.get("reason"), str) else None
+        decision = evaluate(self.policy, Request(
+            user=user, groups=principal.groups, agent=recorder.name, agent_labels=recorder.labels,
+            action="audit", run_as=None, command=None, reason=reason,
+            now=datetime.fromtimestamp(now, UTC), active_sessions=0,
+        ))
+        if not decision.allowed:
+            log.info("denied %s audit on %s: %s", user, recorder.name, decision.reason)
+            return {"ok": False, "error": f"denied: {decision.reason}"}
+        grant = grants.Grant(
+            user=user, agent=recorder.name, agent_key=recorder.ed25519,
+            client_key=principal.ed25519, mqtt_name=mqtt_name, mode=auditq.MODE, run_as="",
+            command=None, max_duration=decision.max_duration, idle_timeout=decision.idle_timeout,
+            recording="off", recorder=None, reason=reason, jti=grants.new_jti(),
+            expires=now + GRANT_LIFETIME,
+        )
+        token = grants.issue(self.identity.signing_seed, grant, now)
+        log.info("granted %s audit on %s", user, recorder.name)
+        return {"ok": True, "grant": token, "agent": {"name": recorder.name,
+                                                     "ed25519": recorder.ed25519,
+                                                     "x25519": recorder.x25519}}

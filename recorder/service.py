@@ -21,6 +21,7 @@ from tether.grants import MAX_LIFETIME
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection
 from tether.presence import read_presence, read_status
+from tether.recorder.queries import AuditQueries
 from tether.recorder.store import Batch, Store
 from tether.recording import (
     OpenedRecording,
@@ -68,17 +69,20 @@ class RecorderService:
         self._committing: asyncio.Future[None] | None = None
         # One thread: commits happen in order, and the SQLite connection is never shared.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tether-store")
+        self.queries = AuditQueries(self.identity, self.store_root, self.topics)
 
     async def start(self) -> None:
         settings = BrokerSettings.from_identity(self.name, self.identity.broker)
         self.conn = MqttConnection(settings, self._on_message, clean_session=False)
         self.conn.subscribe(self.topics.recorder_streams(), 1)
         self.conn.subscribe(self.topics.all_presence(), 1)
+        self.queries.attach(self.conn)  # audit queries (recorder/queries.py)
         await self.conn.connect()
 
     async def stop(self) -> None:
         if self.conn is not None:
             await self.conn.close()
+        await self.queries.close()
         while self._committing is not None or self._flush_scheduled:
             if self._committing is not None:
                 await asyncio.wait([self._committing])
@@ -93,6 +97,9 @@ class RecorderService:
     # ----- messages -----
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.queries.handles(topic):
+            self.queries.on_message(topic, payload)
+            return
         parsed = self.topics.parse_session(topic)
         if parsed is None:
             agent = self.topics.parse_agent(topic)

@@ -52,6 +52,8 @@ class Stack:
     kind: str
     root: Path
     port: int = 0
+    ws_port: int = 0  # the broker's websocket listener (for the browser console)
+    console_url: str = ""  # the web console `tether up` serves, if it does
     broker: Any = None
     up: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -89,14 +91,18 @@ class Stack:
 
     def start_broker(self) -> None:
         files = self.home.broker_files
+        self.ws_port = self.ws_port or free_port()
         if self.kind == "mosquitto":
-            self.broker = start_mosquitto(files, self.root / "mosquitto", port=self.port)
+            self.broker = start_mosquitto(files, self.root / "mosquitto", port=self.port,
+                                          ws_port=self.ws_port)
         else:
-            self.broker = start_embedded(files, port=self.port)
+            self.broker = start_embedded(files, port=self.port, ws_port=self.ws_port)
 
     def start_up(self, *extra: str) -> None:
+        # The console on a free port (parallel stacks), pointing at this broker's websockets.
         self.up = subprocess.Popen(
-            [TETHER, "up", "--broker", f"127.0.0.1:{self.port}", *extra],
+            [TETHER, "up", "--broker", f"127.0.0.1:{self.port}",
+             "--ws-listen", f"127.0.0.1:{self.ws_port}", "--console-listen", "127.0.0.1:0", *extra],
             env=self.env, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         assert self.up.stdout is not None
@@ -108,6 +114,10 @@ class Stack:
             ready, _, _ = select.select([self.up.stdout], [], [], 0.5)
             if ready:
                 seen += os.read(self.up.stdout.fileno(), 4096)
+        while b"Stop with Ctrl-C." not in seen and self.up.poll() is None:
+            seen += os.read(self.up.stdout.fileno(), 4096)  # the rest of the banner
+        m = re.search(rb"Web console: (http://\S+)", seen)
+        self.console_url = m.group(1).decode() if m else ""
         wait_for(lambda: self.agent_status("local") == "online", what="agent local online")
 
     def stop_up(self) -> None:

@@ -59,6 +59,8 @@ def test_role_rules_table() -> None:
     assert set(role_rules("user")[2:]) == {
         Rule("deny", f"{P}/a/+/s/%u/+/rec"),
         Rule("deny", f"{P}/a/+/s/%u/+/rack"),
+        Rule("write", f"{P}/rec/+/q/%u"),  # audit queries (docs/protocol.md §17)
+        Rule("read", f"{P}/rec/+/r/%u"),
     }
     assert role_rules("authority") == (
         Rule("read", f"{P}/authz/req/+"),
@@ -74,6 +76,8 @@ def test_role_rules_table() -> None:
     assert role_rules("recorder") == (
         Rule("read", f"{P}/a/+/s/+/+/rec"),
         Rule("write", f"{P}/a/+/s/+/+/rack"),
+        Rule("read", f"{P}/rec/%u/q/+"),
+        Rule("write", f"{P}/rec/%u/r/+"),
     )
     assert role_rules("admin") == (Rule("readwrite", "#"),)
 

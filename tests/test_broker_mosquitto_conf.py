@@ -81,8 +81,8 @@ def test_real_mosquitto_opens_only_the_configured_listener(tmp_path: Path) -> No
     broker = start_mosquitto(tmp_path / "files", tmp_path / "work")
     try:
         log = broker.log_text()
-        opened = re.findall(r"Opening (ipv[46]) listen socket on port (\d+)", log)
-        assert opened == [("ipv4", str(broker.port))], log
+        opened = re.findall(r"Opening (ipv[46]|websockets) listen socket on port (\d+)", log)
+        assert opened == [("ipv4", str(broker.port)), ("websockets", str(broker.ws_port))], log
         assert "Error" not in log
     finally:
         broker.stop()

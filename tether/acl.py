@@ -141,6 +141,9 @@ def role_rules(role: str, prefix: str = DEFAULT_PREFIX) -> tuple[Rule, ...]:
             # read its own recording stream at the broker.
             Rule("deny", f"{p}/a/+/s/%u/+/rec"),
             Rule("deny", f"{p}/a/+/s/%u/+/rack"),
+            # Audit queries to a recorder and its answers (sealed; the grant decides).
+            Rule("write", f"{p}/rec/+/q/%u"),
+            Rule("read", f"{p}/rec/+/r/%u"),
         )
     if role == "authority":
         return (
@@ -160,6 +163,8 @@ def role_rules(role: str, prefix: str = DEFAULT_PREFIX) -> tuple[Rule, ...]:
         return (
             Rule("read", f"{p}/a/+/s/+/+/rec"),
             Rule("write", f"{p}/a/+/s/+/+/rack"),
+            Rule("read", f"{p}/rec/%u/q/+"),
+            Rule("write", f"{p}/rec/%u/r/+"),
         )
     if role == "admin":
         return (Rule("readwrite", "#"),)

@@ -14,6 +14,7 @@ from typing import Protocol
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("tether.up", "start the embedded broker, authority, recorder and a local agent in one process"),
+    "console": ("tether.console", "serve the web console: browser shells, inventory and audit"),
     "shell": ("tether.client.shell", "open an interactive, end-to-end encrypted shell on an agent"),
     "run": ("tether.client.run", "run one command on an agent; stdin, stdout, stderr, exit code"),
     "ls": ("tether.client.ls", "list agents with online/offline, labels, platform, last seen"),

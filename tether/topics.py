@@ -72,6 +72,25 @@ class Topics:
         """The authority's signed revocation bulletin, retained."""
         return f"{self.prefix}/authz/bulletin"
 
+    def audit_query(self, recorder: str, client: str) -> str:
+        """A client's sealed audit query to a recorder (docs/protocol.md §17)."""
+        return f"{self.prefix}/rec/{recorder}/q/{client}"
+
+    def audit_queries(self, recorder: str) -> str:
+        return f"{self.prefix}/rec/{recorder}/q/+"
+
+    def audit_reply(self, recorder: str, client: str) -> str:
+        return f"{self.prefix}/rec/{recorder}/r/{client}"
+
+    def parse_audit_query(self, topic: str) -> tuple[str, str] | None:
+        """(recorder, client) for an audit query topic, else None."""
+        parts = topic.split("/")
+        pre = self.prefix.split("/")
+        rest = parts[len(pre) :]
+        if parts[: len(pre)] != pre or len(rest) != 4 or rest[0] != "rec" or rest[2] != "q":
+            return None
+        return rest[1], rest[3]
+
     def enrol_request(self, activation: str) -> str:
         return f"{self.prefix}/enrol/req/{activation}"
 

@@ -21,15 +21,24 @@ def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Start, in one process, the embedded MQTT broker (on loopback), the authority, the "
-        "recorder (its screen indexer runs as a child process) and an agent for this "
-        "machine. State and keys live under $TETHER_HOME (default ~/.local/state/tether) and "
-        "are created on the first run. Stop with Ctrl-C."
+        "Start, in one process, the embedded MQTT broker (on loopback, with a websocket "
+        "listener for the browser), the authority, the recorder (its screen indexer runs as a "
+        "child process), an agent for this machine and the web console. State and keys live "
+        "under $TETHER_HOME (default ~/.local/state/tether) and are created on the first run. "
+        "Stop with Ctrl-C."
     )
     parser.add_argument("--listen", default="127.0.0.1:1883", metavar="HOST:PORT",
                         help="where the embedded broker listens (default 127.0.0.1:1883)")
     parser.add_argument("--broker", metavar="HOST:PORT",
                         help="use this running broker (e.g. Mosquitto) instead of the embedded one")
+    parser.add_argument("--ws-listen", default="127.0.0.1:8083", metavar="HOST:PORT",
+                        help="the embedded broker's websocket listener for the browser console "
+                        "(default 127.0.0.1:8083); with --broker, where that broker's websocket "
+                        "listener is, for the console's configuration")
+    parser.add_argument("--console-listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="where to serve the web console (default 127.0.0.1:8080)")
+    parser.add_argument("--no-console", action="store_true",
+                        help="do not serve the web console (the websocket listener stays)")
     parser.add_argument("--agent", default="local", metavar="NAME",
                         help="name of the agent for this machine (default local)")
     parser.add_argument("--no-agent", action="store_true", help="do not run an agent here")
@@ -55,26 +64,52 @@ async def _up(args: argparse.Namespace) -> int:
     from tether.authority.provision import ensure_local_setup
     from tether.authority.service import AuthorityService
     from tether.cli import UserError
+    from tether.console import ConsoleServer, check_dist, console_config, dist_dir, listen_error
     from tether.home import Home
     from tether.mqtt import BrokerError
     from tether.process_runtime import until_stopped
+    from tether.topics import DEFAULT_PREFIX
 
     home = Home.default()
     host, port = parse_hostport(args.broker or args.listen)
+    ws_host, ws_port = parse_hostport(args.ws_listen, 8083)
+    if not args.broker and ws_host != host:
+        raise UserError("--ws-listen must use the same host as --listen")
+    bundle_missing = None
+    if not args.no_console:
+        try:
+            check_dist(dist_dir())
+        except UserError as exc:
+            bundle_missing = str(exc)
     setup = ensure_local_setup(home, host, port, None if args.no_agent else args.agent)
     recorder = None
     broker = None
+    console = None
     if not args.broker:
         from tether.broker.embedded import EmbeddedBroker
 
-        broker = EmbeddedBroker(home.broker_files, host=host, port=port)
+        broker = EmbeddedBroker(home.broker_files, host=host, port=port, ws_port=ws_port)
         try:
             await broker.start()
         except OSError as exc:
             raise UserError(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}). Is `tether up` already "
-                "running? Pick another address with --listen, or use a running broker with --broker."
+                f"cannot listen on {host}:{port} or (websockets) {ws_host}:{ws_port} "
+                f"({exc.strerror or exc}). Is `tether up` already running? Pick other addresses "
+                "with --listen and --ws-listen, or use a running broker with --broker."
             ) from None
+        ws_port = broker.ws_port or ws_port
+    if not args.no_console and bundle_missing is None:
+        console = ConsoleServer(dist_dir(), console_config(
+            f"ws://{ws_host}:{ws_port}", setup.authority.authority, DEFAULT_PREFIX),
+            *parse_hostport(args.console_listen, 8080))
+        try:
+            await console.start()
+        except OSError as exc:
+            if broker is not None:
+                await broker.stop()
+            raise UserError(listen_error(
+                "the web console", console.host, console.port, exc,
+                "Pick another address with --console-listen, or pass --no-console.")) from None
     authority = AuthorityService(setup.authority, home,
                                  on_principals_changed=broker.reload if broker is not None else None)
     agent = (AgentService(setup.agent, client_timeout=args.client_timeout)
@@ -90,6 +125,8 @@ async def _up(args: argparse.Namespace) -> int:
         if agent is not None:
             await agent.start()
     except BrokerError as exc:
+        if console is not None:
+            await console.stop()
         if broker is not None:
             await broker.stop()
         raise UserError(str(exc)) from exc
@@ -98,6 +135,13 @@ async def _up(args: argparse.Namespace) -> int:
         f"tether is up: {where}, authority, " + ("recorder, " if recorder else "")
         + (f"agent {args.agent!r}." if agent else "no agent."),
         f"State: {home.root}" + (" (created now)" if setup.created else ""),
+    ]
+    if console is not None:
+        lines.append(f"Web console: {console.url} (log in as a user added with "
+                     "`tether authority user add NAME --console`)")
+    elif bundle_missing is not None:
+        lines.append(f"Web console: not served; {bundle_missing}")
+    lines += [
         "",
         "Next, in another terminal:",
         f"  tether shell {args.agent}" if agent else "  tether ls",
@@ -105,7 +149,8 @@ async def _up(args: argparse.Namespace) -> int:
         "Stop with Ctrl-C.",
     ]
     if os.environ.get("TETHER_HOME"):
-        lines.insert(4, f"  export TETHER_HOME={home.root}")
+        lines.insert(lines.index("Next, in another terminal:") + 1,
+                     f"  export TETHER_HOME={home.root}")
     print("\n".join(lines), flush=True)
     await until_stopped(broker.reload if broker is not None else None)
     print("tether: stopping", file=sys.stderr)
@@ -116,6 +161,8 @@ async def _up(args: argparse.Namespace) -> int:
 
         await stop_recorder(recorder)
     await authority.stop()
+    if console is not None:
+        await console.stop()
     if broker is not None:
         await broker.stop()
         (home.broker_files / "broker.pid").unlink(missing_ok=True)

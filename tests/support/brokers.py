@@ -283,6 +283,8 @@ class BrokerProcess:
 
     kind: str = ""
 
+    ws_port: int | None = None  # the websocket listener, if it has one
+
     def __init__(self, files_dir: Path, workdir: Path, port: int | None = None) -> None:
         self.files_dir = Path(files_dir).resolve()
         self.workdir = Path(workdir).resolve()
@@ -419,9 +421,13 @@ class EmbeddedProcess(BrokerProcess):
         port: int | None = None,
         *,
         extra_args: Sequence[str] = (),
+        ws_port: int | None = None,
     ) -> None:
         super().__init__(files_dir, workdir, port)
         self.extra_args = list(extra_args)
+        self.ws_port = ws_port
+        if ws_port is not None:
+            self.extra_args += ["--ws-listen", f"{HOST}:{ws_port}"]
 
     def _command(self) -> list[str]:
         return [
@@ -448,27 +454,48 @@ def render_test_mosquitto_conf(
     source: Path = MOSQUITTO_CONF,
     *,
     stay_root: bool | None = None,
+    ws_port: int | None = None,
 ) -> str:
     """The repository's mosquitto.conf with only the test-specific lines rewritten.
 
-    ``stay_root`` (default: running as root) adds ``user root``; without it a root-started
-    Mosquitto drops to the ``mosquitto`` user as in production.
+    The plain listener moves to ``127.0.0.1:port``; the websockets listener (a listener
+    followed by ``protocol websockets``) keeps its interface (``lo``) and moves to
+    ``ws_port`` (a free port if None). ``stay_root`` (default: running as root) adds
+    ``user root``; without it a root-started Mosquitto drops to the ``mosquitto`` user as
+    in production.
     """
     if stay_root is None:
         stay_root = os.geteuid() == 0
     files_dir, workdir = Path(files_dir).resolve(), Path(workdir).resolve()
-    out: list[str] = []
-    listeners = 0
-    for raw in source.read_text().splitlines():
+    lines = source.read_text().splitlines()
+
+    def key_of(raw: str) -> str:
         words = raw.split()
-        key = words[0] if words and not raw.lstrip().startswith("#") else ""
+        return words[0] if words and not raw.lstrip().startswith("#") else ""
+
+    # Which listener each active `listener` line opens: the `protocol` line before the
+    # next listener says websockets.
+    kinds: dict[int, str] = {}
+    current: int | None = None
+    for i, raw in enumerate(lines):
+        key = key_of(raw)
         if key == "listener":
-            listeners += 1
-            if listeners > 1:
-                raise ValueError(
-                    "mosquitto.conf has more than one active listener; teach "
-                    "tests/support/brokers.py how to run it"
-                )
+            current = i
+            kinds[i] = "mqtt"
+        elif key == "protocol" and current is not None:
+            kinds[current] = raw.split()[1]
+    if sorted(kinds.values()) not in (["mqtt"], ["mqtt", "websockets"]):
+        raise ValueError(
+            "mosquitto.conf must have one plain listener and at most one websockets listener; "
+            "teach tests/support/brokers.py how to run anything else"
+        )
+    out: list[str] = []
+    for i, raw in enumerate(lines):
+        key = key_of(raw)
+        if key == "listener" and kinds[i] == "websockets":
+            iface = raw.split()[2] if len(raw.split()) > 2 else ""
+            out.append(f"listener {ws_port if ws_port is not None else free_port()} {iface}".rstrip())
+        elif key == "listener":
             out.append(f"listener {port} {HOST}")
         elif key == "password_file":
             out.append(f"password_file {files_dir / 'passwd'}")
@@ -480,8 +507,6 @@ def render_test_mosquitto_conf(
             continue
         else:
             out.append(raw)
-    if listeners != 1:
-        raise ValueError("mosquitto.conf must have exactly one active listener")
     out.append("")
     out.append("# --- rewritten for the test run -------------------------------------------")
     out.append(f"pid_file {workdir / 'mosquitto.pid'}")
@@ -502,11 +527,14 @@ class MosquittoProcess(BrokerProcess):
         port: int | None = None,
         *,
         stay_root: bool | None = None,
+        ws_port: int | None = None,
     ) -> None:
         super().__init__(files_dir, workdir, port)
+        self.ws_port: int | None = ws_port if ws_port is not None else free_port()
         self.conf_path = self.workdir / "mosquitto.conf"
         self.conf_path.write_text(
-            render_test_mosquitto_conf(self.files_dir, self.workdir, self.port, stay_root=stay_root)
+            render_test_mosquitto_conf(self.files_dir, self.workdir, self.port,
+                                       stay_root=stay_root, ws_port=self.ws_port)
         )
 
     def _command(self) -> list[str]:
@@ -517,14 +545,20 @@ class MosquittoProcess(BrokerProcess):
 
 
 def start_mosquitto(
-    files_dir: Path, workdir: Path, port: int | None = None, *, stay_root: bool | None = None
+    files_dir: Path,
+    workdir: Path,
+    port: int | None = None,
+    *,
+    stay_root: bool | None = None,
+    ws_port: int | None = None,
 ) -> MosquittoProcess:
     """Start Mosquitto from the repository's mosquitto.conf; return once it answers.
 
     ``stay_root=False`` lets a root-started Mosquitto drop to its own user, as in
-    production; the files and ``workdir`` must then be readable (writable) by it.
+    production; the files and ``workdir`` must then be readable (writable) by it. Its
+    websockets listener (on ``lo``) gets ``ws_port``, or a free port: ``.ws_port``.
     """
-    proc = MosquittoProcess(files_dir, workdir, port, stay_root=stay_root)
+    proc = MosquittoProcess(files_dir, workdir, port, stay_root=stay_root, ws_port=ws_port)
     proc.start()
     return proc
 
@@ -535,24 +569,29 @@ def start_embedded(
     workdir: Path | None = None,
     *,
     extra_args: Sequence[str] = (),
+    ws_port: int | None = None,
 ) -> EmbeddedProcess:
     """Start ``tether broker`` in a child process; return once it answers.
 
-    ``extra_args`` go to ``tether broker`` (e.g. ``["--ws-listen", "127.0.0.1:PORT"]``).
+    ``extra_args`` go to ``tether broker``; ``ws_port`` adds its websocket listener
+    (``--ws-listen 127.0.0.1:PORT``), as ``.ws_port``.
     """
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="tether-amqtt-"))
-    proc = EmbeddedProcess(files_dir, workdir, port, extra_args=extra_args)
+    proc = EmbeddedProcess(files_dir, workdir, port, extra_args=extra_args, ws_port=ws_port)
     proc.start()
     return proc
 
 
 def start_broker(
-    kind: str, files_dir: Path, workdir: Path, port: int | None = None
+    kind: str, files_dir: Path, workdir: Path, port: int | None = None, *, websockets: bool = False
 ) -> BrokerProcess:
-    """``kind`` is "amqtt" or "mosquitto" (the ids of :data:`BROKER_KINDS`)."""
+    """``kind`` is "amqtt" or "mosquitto" (the ids of :data:`BROKER_KINDS`).
+
+    Mosquitto always opens the websockets listener of mosquitto.conf; the embedded broker
+    only with ``websockets=True``. Either way ``.ws_port`` is its port (or None)."""
     if kind == "amqtt":
-        return start_embedded(files_dir, port, workdir)
+        return start_embedded(files_dir, port, workdir, ws_port=free_port() if websockets else None)
     if kind == "mosquitto":
         return start_mosquitto(files_dir, workdir, port)
     raise ValueError(f"unknown broker kind {kind!r}; expected one of {BROKER_KINDS}")

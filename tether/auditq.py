@@ -1,0 +1,185 @@
+"""Audit queries between a client (the web console) and a recorder (sans-IO).
+
+docs/protocol.md §17. The client holds an `audit` grant whose audience is the recorder.
+
+Query, on rec/{recorder}/q/{client slot}: a sealed box to the recorder's X25519 key (from
+the grant's authority reply), holding a document signed by the client key the grant binds
+(`cnf`): the grant, the operation and its arguments, a nonce, a timestamp, a one-time
+X25519 reply key and the largest reply chunk the client wants.
+
+Reply, on rec/{recorder}/r/{client slot}: the canonical JSON of the response, cut into
+chunks; each chunk travels as a sealed box to the reply key holding a document signed by
+the recorder: the request's nonce, the chunk's number, the number of chunks and the
+chunk's bytes. The broker sees only sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.signing import SigningKey
+
+from tether import grants
+from tether.encoding import b64d, b64e, dumps, loads
+from tether.signed import BadDocument, open_document, peek_document, sign_document
+
+QUERY: Final = "audit-query"
+REPLY: Final = "audit-reply"
+MODE: Final = "audit"
+MAX_SKEW: Final = 120.0
+CHUNK_MIN: Final = 1024
+CHUNK_MAX: Final = 64 * 1024
+CHUNK_DEFAULT: Final = 48 * 1024
+# Keeps every reply message (and its MQTT packet) under 4 KiB: Mosquitto's websocket
+# listener is slow for larger packets (FIELD-NOTES).
+CHUNK_SMALL: Final = 2816
+OPS: Final = ("list", "search", "commands", "fetch", "verify")
+_NONCE = re.compile(r"[0-9a-f]{32}")
+
+
+class QueryDropped(Exception):
+    """Not answerable: undecryptable, unsigned, replayed or malformed. No reply is sent."""
+
+
+class QueryRefused(Exception):
+    """Authentic, but not allowed (the message says why); the reply is an error."""
+
+
+@dataclass
+class PendingQuery:
+    nonce: str
+    reply_key: PrivateKey
+    payload: bytes
+
+
+def build_query(client: SigningKey, grant_token: str, recorder_x25519: bytes, op: str,
+                args: dict[str, Any], now: float, chunk: int = CHUNK_DEFAULT) -> PendingQuery:
+    reply_key = PrivateKey.generate()
+    nonce = secrets.token_hex(16)
+    doc = {"type": QUERY, "grant": grant_token, "op": op, "args": args, "nonce": nonce, "ts": now,
+           "reply_key": b64e(bytes(reply_key.public_key)), "chunk": chunk}
+    sealed = SealedBox(PublicKey(recorder_x25519)).encrypt(sign_document(client, QUERY, doc))
+    return PendingQuery(nonce, reply_key, sealed)
+
+
+@dataclass(frozen=True)
+class Query:
+    doc: dict[str, Any]
+    grant: grants.Grant
+
+    @property
+    def nonce(self) -> str:
+        return str(self.doc["nonce"])
+
+    @property
+    def op(self) -> str:
+        return str(self.doc.get("op"))
+
+    @property
+    def args(self) -> dict[str, Any]:
+        args = self.doc.get("args")
+        return args if isinstance(args, dict) else {}
+
+    @property
+    def reply_key(self) -> bytes:
+        return b64d(str(self.doc["reply_key"]))
+
+    @property
+    def chunk(self) -> int:
+        value = self.doc.get("chunk")
+        if not isinstance(value, int) or isinstance(value, bool):
+            return CHUNK_DEFAULT
+        return max(CHUNK_MIN, min(CHUNK_MAX, value))
+
+
+def open_query(x25519_secret: bytes, authority_key: bytes, payload: bytes,
+               now: float) -> Query:
+    """Decrypt and authenticate a query. Raises QueryDropped; checks no authorisation yet."""
+    try:
+        blob = SealedBox(PrivateKey(x25519_secret)).decrypt(payload)
+        token = peek_document(blob).get("grant")
+    except (CryptoError, BadDocument, ValueError, TypeError) as exc:
+        raise QueryDropped("undecryptable or malformed query") from exc
+    if not isinstance(token, str):
+        raise QueryDropped("the query carries no grant")
+    try:
+        grant = grants.decode(authority_key, token)
+        doc = open_document(b64d(grant.client_key), QUERY, blob)
+    except (grants.GrantError, BadDocument, ValueError) as exc:
+        raise QueryDropped(f"query not authentic: {exc}") from exc
+    try:
+        ts = float(doc["ts"])
+        reply_key = b64d(str(doc["reply_key"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise QueryDropped(f"malformed query: {exc!r}") from exc
+    if doc.get("type") != QUERY or not _NONCE.fullmatch(str(doc.get("nonce"))) or len(reply_key) != 32:
+        raise QueryDropped("malformed query: type, nonce or reply key")
+    if not math.isfinite(ts) or abs(now - ts) > MAX_SKEW:
+        raise QueryDropped("query timestamp outside the allowed clock skew")
+    return Query(doc, grant)
+
+
+def authorise(query: Query, *, recorder: str, recorder_key: bytes, client: str,
+              now: float) -> None:
+    """The grant must be an unexpired audit grant for this recorder and this connection."""
+    g = query.grant
+    if g.mode != MODE:
+        raise QueryRefused(f"the grant is for {g.mode!r}, not audit")
+    if g.agent != recorder or g.agent_key != b64e(recorder_key):
+        raise QueryRefused(f"the grant is for {g.agent!r}, not this recorder ({recorder!r})")
+    if g.expires <= now:
+        raise QueryRefused("the grant has expired; request a new one")
+    if g.mqtt_name != client:
+        raise QueryRefused("the grant was issued to another client connection")
+    if query.op not in OPS:
+        raise QueryRefused(f"unknown operation {query.op!r}; expected one of {', '.join(OPS)}")
+
+
+def build_replies(recorder: SigningKey, query: Query, response: dict[str, Any]) -> list[bytes]:
+    """The response as sealed, signed chunks of at most `query.chunk` bytes of JSON each."""
+    body = dumps(response)
+    size = query.chunk
+    parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
+    box = SealedBox(PublicKey(query.reply_key))
+    return [box.encrypt(sign_document(recorder, REPLY, {
+        "nonce": query.nonce, "seq": n, "total": len(parts), "data": b64e(part)}))
+        for n, part in enumerate(parts)]
+
+
+@dataclass
+class ReplyAssembler:
+    """The client side: collects one query's chunks and returns the response when whole."""
+
+    pending: PendingQuery
+    recorder_key: bytes
+    max_bytes: int = 256 * 1024 * 1024
+    parts: dict[int, bytes] = field(default_factory=dict)
+    total: int | None = None
+
+    def offer(self, payload: bytes) -> dict[str, Any] | None:
+        """The response once every chunk has arrived; None until then (or if not ours)."""
+        try:
+            blob = SealedBox(self.pending.reply_key).decrypt(payload)
+            doc = open_document(self.recorder_key, REPLY, blob)
+        except (CryptoError, BadDocument, ValueError):
+            return None
+        if doc.get("nonce") != self.pending.nonce:
+            return None
+        seq, total = doc.get("seq"), doc.get("total")
+        if not isinstance(seq, int) or not isinstance(total, int) or not 0 <= seq < total:
+            return None
+        if self.total is None:
+            self.total = total
+        if total != self.total or total * CHUNK_MIN > self.max_bytes * 2:
+            return None
+        self.parts[seq] = b64d(str(doc.get("data", "")))
+        if len(self.parts) < total:
+            return None
+        response = loads(b"".join(self.parts[i] for i in range(total)))
+        return response if isinstance(response, dict) else None
