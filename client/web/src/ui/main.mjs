@@ -1,0 +1,209 @@
+// The tether console: a single-page app. Everything secret happens here, in the page:
+// the login key is derived from the passphrase, grants are requested and sessions are
+// encrypted end to end exactly as the CLI does. The server and the broker see ciphertext.
+import mqtt from 'mqtt';
+import { ready } from '../proto/crypto.mjs';
+import { b64d } from '../proto/encoding.mjs';
+import { consoleSlot, deriveLogin } from '../proto/login.mjs';
+import { Topics, validName } from '../proto/topics.mjs';
+import { Instances } from './instances.mjs';
+import { TerminalTab } from './terminal.mjs';
+import { SessionsPage } from './sessions.mjs';
+import { h } from './dom.mjs';
+
+const app = document.getElementById('app');
+const t0 = performance.now();
+export const clock = { wall: () => Date.now() / 1000, mono: () => (performance.now() - t0) / 1000 };
+export const timers = { set: (fn, s) => setTimeout(fn, s * 1000), clear: (t) => clearTimeout(t) };
+
+async function loadConfig() {
+  const res = await fetch('config.json', { cache: 'no-store' });
+  if (!res.ok) throw new Error(`config.json: HTTP ${res.status}`);
+  const c = await res.json();
+  return { wsUrl: c.ws_url, topics: new Topics(c.prefix || 'tether/v1'),
+    authority: { ed25519: b64d(c.authority.ed25519), x25519: b64d(c.authority.x25519) }, recorder: c.recorder ?? null };
+}
+
+// One MQTT connection per console; handlers are routed by exact topic or by a predicate.
+class Bus {
+  constructor(client) {
+    this.client = client;
+    this.handlers = new Set();
+    client.on('message', (topic, payload) => {
+      const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+      for (const fn of [...this.handlers]) fn(topic, bytes);
+    });
+  }
+  listen(fn) { this.handlers.add(fn); return () => this.handlers.delete(fn); }
+  publish(topic, payload, qos) { this.client.publish(topic, payload, { qos }); }
+  subscribe(topics) {
+    return new Promise((resolve, reject) => {
+      this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
+        if (err) reject(err);
+        else if (granted?.some((g) => g.qos === 128)) reject(new Error(`the broker refused a subscription: ${granted.filter((g) => g.qos === 128).map((g) => g.topic).join(', ')}`));
+        else resolve();
+      });
+    });
+  }
+  unsubscribe(topics) { this.client.unsubscribe(topics); }
+}
+
+function connect(config, slot, password) {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(config.wsUrl, {
+      username: slot, password, clientId: slot, clean: true, protocolVersion: 4, keepalive: 30,
+      reconnectPeriod: 2000, connectTimeout: 10000, resubscribe: true,
+    });
+    const fail = (err) => {
+      client.end(true);
+      const msg = String(err?.message ?? err);
+      reject(new Error(/not authori[sz]ed|bad user ?name or password|code 4|code 5/i.test(msg)
+        ? 'The broker refused the login: check the user name and passphrase (and that `tether authority user add NAME --console` registered this user).'
+        : `Could not reach the broker at ${config.wsUrl}: ${msg}`));
+    };
+    client.once('connect', () => { client.off('error', fail); resolve(client); });
+    client.once('error', fail);
+  });
+}
+
+function loginView(config, error = '') {
+  app.replaceChildren();
+  const err = h('div', { class: 'error', role: 'alert', id: 'login-error' }, error);
+  const user = h('input', { id: 'login-user', name: 'username', autocomplete: 'username', required: true, autofocus: true, spellcheck: 'false' });
+  const pass = h('input', { id: 'login-pass', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const submit = h('button', { id: 'login-submit', class: 'primary', type: 'submit' }, 'Sign in');
+  const form = h('form', { class: 'login', 'aria-labelledby': 'login-title' },
+    h('h1', { id: 'login-title' }, 'tether console'),
+    h('p', {}, 'Your passphrase never leaves this page: it derives your key here.'),
+    h('label', { for: 'login-user' }, 'User name'), user,
+    h('label', { for: 'login-pass' }, 'Passphrase'), pass, submit, err);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const name = user.value.trim();
+    if (!validName(name)) { err.textContent = 'Not a valid user name.'; return; }
+    submit.disabled = true;
+    err.textContent = '';
+    submit.textContent = 'Deriving key…';
+    await new Promise((r) => setTimeout(r, 20)); // let the label paint before Argon2id
+    try {
+      const login = deriveLogin(config.authority.ed25519, name, pass.value);
+      submit.textContent = 'Connecting…';
+      const slot = consoleSlot(name);
+      const client = await connect(config, slot, login.mqttPassword);
+      pass.value = '';
+      shell(config, { name, slot, key: login.key }, client);
+    } catch (e) {
+      err.textContent = e.message;
+      submit.disabled = false;
+      submit.textContent = 'Sign in';
+    }
+  });
+  app.append(form);
+  user.focus();
+}
+
+function shell(config, me, client) {
+  app.replaceChildren();
+  const bus = new Bus(client);
+  const ctx = { config, me, bus, topics: config.topics, clock, timers };
+  const tabs = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Console pages' });
+  const connBanner = h('div', { class: 'conn-banner', role: 'status', hidden: true });
+  const mainEl = h('main');
+  app.append(h('header', { class: 'top' }, h('span', { class: 'brand' }, 'tether'), tabs,
+    h('span', { class: 'who' }, `${me.name} · ${me.slot}`)), connBanner, mainEl);
+
+  const pages = [];
+  let current = null;
+  function addPage({ id, label, el, closable = false, onShow = () => {}, onClose = null }) {
+    const tab = h('button', { class: 'tab', role: 'tab', id, 'aria-selected': 'false', 'aria-controls': `${id}-panel` },
+      h('span', {}, label));
+    el.id = `${id}-panel`;
+    el.setAttribute('role', 'tabpanel');
+    el.hidden = true;
+    const page = { id, tab, el, onShow };
+    tab.addEventListener('click', () => show(page));
+    if (closable) {
+      const x = h('span', { class: 'x', role: 'button', tabindex: '0', 'aria-label': `Close ${label}`, title: 'Close' }, '×');
+      const close = (ev) => { ev.stopPropagation(); onClose?.(); removePage(page); };
+      x.addEventListener('click', close);
+      x.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') close(ev); });
+      tab.append(x);
+    }
+    tabs.append(tab);
+    mainEl.append(el);
+    pages.push(page);
+    return page;
+  }
+  function show(page) {
+    for (const p of pages) {
+      const on = p === page;
+      p.tab.setAttribute('aria-selected', String(on));
+      p.el.hidden = !on;
+    }
+    current = page;
+    page.onShow();
+  }
+  function removePage(page) {
+    const i = pages.indexOf(page);
+    if (i < 0) return;
+    pages.splice(i, 1);
+    page.tab.remove();
+    page.el.remove();
+    if (current === page) show(pages[Math.max(0, i - 1)]);
+  }
+  tabs.addEventListener('keydown', (ev) => {
+    if (ev.key !== 'ArrowRight' && ev.key !== 'ArrowLeft') return;
+    const i = pages.indexOf(current);
+    const next = pages[(i + (ev.key === 'ArrowRight' ? 1 : pages.length - 1)) % pages.length];
+    show(next);
+    next.tab.focus();
+  });
+
+  const openTerminal = (agent, runAs, reason = null) => {
+    const term = new TerminalTab(ctx, agent, runAs, reason, { retry: (r) => { removePage(page); openTerminal(agent, runAs, r); } });
+    const page = addPage({ id: `term-${term.sid}`, label: `${agent}${runAs ? ` (${runAs})` : ''}`, el: term.el, closable: true,
+      onShow: () => term.focus(), onClose: () => term.close() });
+    show(page);
+    term.start();
+  };
+  const instances = new Instances(ctx, openTerminal);
+  const sessions = new SessionsPage(ctx);
+  const pi = addPage({ id: 'nav-instances', label: 'Instances', el: instances.el, onShow: () => instances.focus() });
+  addPage({ id: 'nav-sessions', label: 'Sessions', el: sessions.el, onShow: () => sessions.shown() });
+  show(pi);
+  instances.start();
+
+  // Broker connection state. One console slot per user: another tab logging in as the
+  // same user takes the connection over, and the broker drops this one.
+  let connectedAt = clock.mono();
+  let quickDrops = 0;
+  client.on('close', () => {
+    if (clock.mono() - connectedAt < 5) quickDrops += 1;
+    if (quickDrops >= 2) {
+      client.end(true);
+      connBanner.replaceChildren('This console was opened in another tab or window (one console connection per user). ',
+        h('button', { onclick: () => location.reload() }, 'Use it here'));
+    } else {
+      connBanner.textContent = 'Disconnected from the broker; reconnecting…';
+    }
+    connBanner.hidden = false;
+  });
+  client.on('connect', () => {
+    connectedAt = clock.mono();
+    connBanner.hidden = true;
+    for (const p of pages) p.reconnected?.();
+    document.dispatchEvent(new CustomEvent('tether-reconnected'));
+  });
+  client.on('offline', () => { connBanner.textContent = 'Offline: waiting for the network…'; connBanner.hidden = false; });
+  window.tether = { ctx }; // for debugging from the browser console
+}
+
+(async () => {
+  try {
+    await ready;
+    const config = await loadConfig();
+    loginView(config);
+  } catch (e) {
+    app.replaceChildren(h('div', { class: 'login' }, h('h1', {}, 'tether console'), h('div', { class: 'error', role: 'alert' }, `Cannot start: ${e.message}`)));
+  }
+})();

@@ -1,0 +1,207 @@
+// One terminal tab: an xterm.js terminal on an end-to-end encrypted session.
+// Output is written with xterm's write callback, and only that callback returns the
+// frame's credit to the agent: a flood (`yes`, `cat` of a huge file) is paced by what
+// the page really renders, so the tab never queues more than the 1 MiB window. Input
+// (keys, paste, Ctrl-C) is sent at once on its own path and never waits behind output.
+import { Terminal } from '@xterm/xterm';
+import { FitAddon } from '@xterm/addon-fit';
+import { SearchAddon } from '@xterm/addon-search';
+import { hex } from '../proto/encoding.mjs';
+import { randomBytes } from '../proto/crypto.mjs';
+import { SessionCore } from '../proto/session.mjs';
+import { h } from './dom.mjs';
+
+export class TerminalTab {
+  constructor(ctx, agent, runAs, reason, { retry }) {
+    this.ctx = ctx;
+    this.agent = agent;
+    this.runAs = runAs;
+    this.reason = reason;
+    this.retry = retry;
+    this.sid = hex(randomBytes(16));
+    this.banner = h('div', { class: 'banner', dataset: { testid: 'session-banner' }, role: 'status', 'aria-live': 'polite' }, `Requesting access to ${agent}…`);
+    this.recorded = h('span', { class: 'recorded', hidden: true, dataset: { testid: 'recorded' } }, 'This session is recorded');
+    this.searchBox = h('input', { type: 'search', placeholder: 'Find in terminal (Ctrl+Shift+F)', 'aria-label': 'Find in terminal' });
+    this.termEl = h('div', { class: 'termwrap', dataset: { testid: 'terminal', agent } });
+    this.bar = h('div', { class: 'termbar' }, h('strong', {}, agent), h('span', { class: 'muted' }, runAs ? `as ${runAs}` : ''),
+      this.recorded, h('span', { class: 'grow' }), this.searchBox,
+      h('button', { onclick: () => this.search(true), 'aria-label': 'Previous match' }, '↑'),
+      h('button', { onclick: () => this.search(false), 'aria-label': 'Next match' }, '↓'),
+      h('button', { onclick: () => this.copy(), title: 'Copy the selection (Ctrl+Shift+C)' }, 'Copy'),
+      h('button', { onclick: () => this.paste(), title: 'Paste (Ctrl+Shift+V)' }, 'Paste'));
+    this.el = h('section', { class: 'termpage', dataset: { testid: 'terminal-tab', agent } }, this.banner, this.termEl, this.bar);
+    this.searchBox.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter') this.search(ev.shiftKey);
+      if (ev.key === 'Escape') this.term.focus();
+    });
+    this.term = new Terminal({
+      cursorBlink: true, fontSize: 14, scrollback: 5000, allowProposedApi: true,
+      fontFamily: 'ui-monospace, SFMono-Regular, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+      theme: { background: '#0d1117', foreground: '#e6edf3', selectionBackground: '#264f78' },
+    });
+    this.fit = new FitAddon();
+    this.finder = new SearchAddon();
+    this.term.loadAddon(this.fit);
+    this.term.loadAddon(this.finder);
+    this.term.attachCustomKeyEventHandler((ev) => this.keys(ev));
+    this.session = null;
+    this.resizeObserver = new ResizeObserver(() => this.refit());
+    this.offReconnect = null;
+  }
+
+  keys(ev) {
+    if (ev.type !== 'keydown' || !ev.ctrlKey || !ev.shiftKey) return true;
+    const k = ev.key.toLowerCase();
+    if (k === 'c') { this.copy(); return false; }
+    if (k === 'v') { this.paste(); return false; }
+    if (k === 'f') { this.searchBox.focus(); this.searchBox.select(); return false; }
+    return true;
+  }
+
+  copy() {
+    const text = this.term.getSelection();
+    if (text) navigator.clipboard?.writeText(text).catch(() => {});
+    this.term.focus();
+  }
+
+  async paste() {
+    try {
+      const text = await navigator.clipboard.readText();
+      if (text) this.term.paste(text);
+    } catch {
+      this.setBanner('The browser did not allow reading the clipboard: use Ctrl+V or the browser menu to paste.', 'warn');
+    }
+    this.term.focus();
+  }
+
+  search(back) {
+    const q = this.searchBox.value;
+    if (!q) return;
+    if (back) this.finder.findPrevious(q);
+    else this.finder.findNext(q);
+  }
+
+  focus() {
+    requestAnimationFrame(() => { this.refit(); this.term.focus(); });
+  }
+
+  refit() {
+    if (this.el.hidden || !this.termEl.isConnected || this.termEl.clientWidth === 0) return;
+    try { this.fit.fit(); } catch { /* not laid out yet */ }
+  }
+
+  setBanner(text, kind = '') {
+    this.banner.className = `banner ${kind}`;
+    this.banner.replaceChildren(...[].concat(text));
+    this.banner.hidden = false;
+  }
+
+  async start() {
+    this.term.open(this.termEl);
+    this.resizeObserver.observe(this.termEl);
+    await new Promise((r) => requestAnimationFrame(r));
+    this.refit();
+    const { ctx } = this;
+    const s = new SessionCore({
+      user: ctx.me.name, key: ctx.me.key, slot: ctx.me.slot, authority: ctx.config.authority, topics: ctx.topics,
+      agent: this.agent, mode: 'shell', sid: Uint8Array.from(this.sid.match(/../g), (x) => parseInt(x, 16)),
+      request: { run_as: this.runAs, reason: this.reason, term: 'xterm-256color', cols: this.term.cols, rows: this.term.rows,
+        env: { LANG: 'C.UTF-8', COLORTERM: 'truecolor' } },
+      publish: (t, p, q) => ctx.bus.publish(t, p, q), clock: ctx.clock, timers: ctx.timers,
+      onOutput: (bytes, done) => this.term.write(bytes, done),
+      onEvent: (evt) => this.onEvent(evt),
+    });
+    this.session = s;
+    this.off = ctx.bus.listen((topic, payload) => s.onMessage(topic, payload));
+    const onReconnect = () => {
+      s.reconnected();
+      if (s.state === 'open') this.setBanner('Reconnected to the broker; the session continues.', 'done');
+    };
+    document.addEventListener('tether-reconnected', onReconnect);
+    this.offReconnect = () => document.removeEventListener('tether-reconnected', onReconnect);
+    this.term.onData((data) => s.sendInput(data));
+    this.term.onBinary((data) => s.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 255)));
+    this.term.onResize(({ cols, rows }) => s.resize(cols, rows));
+    try {
+      await ctx.bus.subscribe(s.subscriptions());
+    } catch (e) {
+      this.setBanner(e.message, 'bad');
+      return;
+    }
+    s.start();
+  }
+
+  onEvent(evt) {
+    switch (evt.type) {
+      case 'granted':
+        this.setBanner(`Access granted${evt.claims?.run_as ? ` as ${evt.claims.run_as}` : ''}; connecting to ${this.agent}…`);
+        break;
+      case 'accepted':
+        this.banner.hidden = true;
+        this.recorded.hidden = !evt.recorded;
+        if (evt.recorded) this.setBanner('This session is recorded.', 'warn');
+        this.focus();
+        break;
+      case 'denied':
+        this.showDenial(evt.message, evt.reasonRequired);
+        break;
+      case 'refused': case 'offline': case 'error': case 'authority-timeout':
+        this.setBanner(evt.message, 'bad');
+        break;
+      case 'notice':
+        this.setBanner(`tether: ${evt.text}`, 'warn');
+        this.term.write(`\r\n\x1b[33mtether: ${evt.text}\x1b[0m\r\n`);
+        break;
+      case 'agent-offline':
+        this.setBanner(`${this.agent} went offline; waiting ${evt.grace} s for it to come back…`, 'warn');
+        break;
+      case 'agent-online':
+        this.setBanner(`${this.agent} is back online.`, 'done');
+        break;
+      case 'lost':
+        this.setBanner(`Disconnected: ${evt.message}.`, 'bad');
+        break;
+      case 'exit':
+        break; // shown with 'closed', after the output before it is written
+      case 'closed': {
+        if (evt.local) break;
+        const exit = evt.exit ?? this.session?.exit;
+        const code = exit?.signal != null ? 128 + exit.signal : exit?.code ?? null;
+        const text = exit?.signal != null ? `killed by signal ${exit.signal}` : code !== null ? 'exited with code ' : 'ended without an exit status';
+        this.term.write('', () => {
+          this.setBanner([`Session on ${this.agent} ${text}`, code !== null && exit?.signal == null
+            ? h('strong', { dataset: { testid: 'exit-code' } }, String(code)) : h('span', { dataset: { testid: 'exit-code' }, hidden: true }, String(code ?? 255)),
+          '. ', h('button', { onclick: () => this.retry(this.reason) }, 'Reconnect')], code === 0 ? 'done' : 'bad');
+          this.term.options.cursorBlink = false;
+        });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  showDenial(message, reasonRequired) {
+    this.banner.hidden = true;
+    const box = h('div', { class: 'denial', dataset: { testid: 'denial' }, role: 'alert' },
+      h('h3', {}, `Access to ${this.agent} denied`), h('p', { dataset: { testid: 'denial-reason' } }, message));
+    if (reasonRequired) {
+      const input = h('input', { dataset: { testid: 'reason-input' }, 'aria-label': 'Reason for access', placeholder: 'e.g. ticket OPS-123: restart nginx', required: true });
+      const form = h('form', {}, input, h('button', { class: 'primary', type: 'submit', dataset: { testid: 'reason-submit' } }, 'Connect with this reason'));
+      form.addEventListener('submit', (ev) => { ev.preventDefault(); if (input.value.trim()) this.retry(input.value.trim()); });
+      box.append(h('p', {}, 'The policy requires a reason for this access. It is recorded with the session.'), form);
+      queueMicrotask(() => input.focus());
+    }
+    this.termEl.replaceChildren(box);
+    this.bar.hidden = true;
+  }
+
+  close() {
+    this.session?.close();
+    this.off?.();
+    this.offReconnect?.();
+    this.resizeObserver.disconnect();
+    if (this.session) this.ctx.bus.unsubscribe([this.session.a2cTopic()]);
+    this.term.dispose();
+  }
+}
