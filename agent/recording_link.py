@@ -46,6 +46,7 @@ class RecordingLink:
         self.closed = False
         self._drain_deadline: float | None = None
         self._created = time.monotonic()
+        self._flush_soon = False
         self._was_healthy = True
 
     # ----- what the session calls -----
@@ -68,6 +69,14 @@ class RecordingLink:
 
     def record(self, kind: EventKind, data: bytes) -> None:
         self.sender.record(kind, data, time.monotonic())
+        if not self._flush_soon:
+            # After the current callback: the client's frame goes out first, and a burst
+            # of small events leaves in one message.
+            self._flush_soon = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_soon = False
         self.flush()
 
     def finish(self) -> None:

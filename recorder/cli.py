@@ -44,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
 async def start_recorder(identity_path: Path, store: Path) -> tuple[object, object]:
     """Start the service and its index worker; return both for `stop_recorder`."""
     from tether.keys import Identity
-    from tether.recorder.indexer import IndexWorker
+    from tether.recorder.index_process import IndexProcess
     from tether.recorder.service import RecorderService
 
     identity = Identity.load(identity_path)
-    indexer = IndexWorker(store)
+    indexer = IndexProcess(store)
     indexer.start()
     service = RecorderService(identity, store, indexer=indexer)
     try:

@@ -49,7 +49,7 @@ def test_sessions_over_tls(tmp_path: Path) -> None:
     try:
         assert stack.tether("init", "--broker", f"127.0.0.1:{tls}").returncode == 0
         for ident in [stack.home.user_identity, stack.home.authority_identity,
-                      stack.home.agent_identity("local")]:
+                      stack.home.agent_identity("local"), stack.home.recorder_identity()]:
             doc = loads(ident.read_bytes())
             doc["broker"]["tls"] = {"ca": str(pki["ca.crt"])}
             write_private_file(ident, dumps(doc))
