@@ -61,8 +61,13 @@ function connect(config, slot, password) {
         ? 'The broker refused the login: check the user name and passphrase (and that `tether authority user add NAME --console` registered this user).'
         : `Could not reach the broker at ${config.wsUrl}: ${msg}`));
     };
-    client.once('connect', () => { client.off('error', fail); resolve(client); });
-    client.once('error', fail);
+    let done = false;
+    const once = (fn) => (arg) => { if (!done) { done = true; client.off('error', onError); client.off('close', onClose); fn(arg); } };
+    const onError = once(fail);
+    const onClose = once(() => fail(new Error('the connection closed before the broker accepted it')));
+    client.once('connect', once(() => resolve(client)));
+    client.on('error', onError);
+    client.on('close', onClose);
   });
 }
 
