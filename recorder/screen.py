@@ -180,6 +180,14 @@ class TerminalScreen(pyte.Screen):
             return
         cursor = self.cursor
         self.dirty.add(cursor.y)
+        if how == 0 and cursor.attrs == self.default_char:
+            # Erasing to blank default cells: absent cells read as exactly that, so there
+            # is nothing to do past the last written one (grep writes CSI K after colours).
+            line = self.buffer[cursor.y]
+            if line and max(line) >= cursor.x:
+                for x in [x for x in line if x >= cursor.x]:
+                    del line[x]
+            return
         cells = (range(cursor.x, self.columns) if how == 0
                  else range(cursor.x + 1) if how == 1 else range(self.columns))
         self.buffer[cursor.y].update(dict.fromkeys(cells, cursor.attrs))
