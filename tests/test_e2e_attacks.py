@@ -36,6 +36,7 @@ class Injector(threading.Thread):
         self.rng = random.Random(7)
         self.history: dict[str, list[bytes]] = {}
         self.injected = 0
+        self.sent: set[bytes] = set()
         spy.client.on_message = self._on_message
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
@@ -47,6 +48,8 @@ class Injector(threading.Thread):
             topic, payload = item
             if payload[:1] == b"\x81":
                 continue  # handshake messages are covered by their own tests
+            if payload in self.sent:
+                continue  # our own injection coming back: re-injecting it would snowball
             sid_leg = topic.rsplit("/", 2)
             mine = self.history.setdefault(topic, [])
             mine.append(payload)
@@ -60,6 +63,7 @@ class Injector(threading.Thread):
                 self.spy.client.publish(other, payload, 0)
                 self.injected += 1
             for blob in out:
+                self.sent.add(blob)
                 self.spy.client.publish(topic, blob, 0)
                 self.injected += 1
 
@@ -91,6 +95,21 @@ def test_injected_frames_are_dropped_and_sessions_carry_on(stack: Stack) -> None
     assert b.returncode == 0, results["b"][1]
     assert results["b"][0] == data_b
     assert results["b"][1] == b"done-b\n"
+    # The recorder streams were attacked the same way; both recordings are whole.
+    import sqlite3
+
+    db = sqlite3.connect(stack.home.recordings / "index.db", timeout=30)
+    try:
+        def newest_two_closed() -> list[str] | None:
+            rows = db.execute("SELECT sid, status FROM sessions ORDER BY started DESC LIMIT 2")
+            got = [(str(sid), status) for sid, status in rows]
+            return [sid for sid, _ in got] if all(st == "closed" for _, st in got) else None
+        sids = wait_for(newest_two_closed, what="both recordings closed")
+    finally:
+        db.close()
+    for sid in sids:
+        v = stack.tether("verify", sid)
+        assert v.returncode == 0, v.stdout
 
 
 # ----- grants and handshakes, with a hand-driven client -----
