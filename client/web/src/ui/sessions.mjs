@@ -112,7 +112,8 @@ export class SessionsPage {
     this.replayEl.replaceChildren(box);
     box.scrollIntoView({ block: 'nearest' });
     await this.run('Fetching the recording…', async (audit) => {
-      const cast = await audit.fetchCast(sid, (n) => { this.status.textContent = `Fetching the recording… (${n})`; });
+      const fetched = await audit.fetch(sid, (n, total) => { this.status.textContent = `Fetching the recording… ${Math.floor((100 * n) / total)} %`; });
+      const cast = fetched.asciicast;
       this.status.textContent = '';
       const start = (rate) => {
         const was = this.player?.getCurrentTime?.();
@@ -120,15 +121,14 @@ export class SessionsPage {
         mount.replaceChildren();
         this.player = AsciinemaPlayer.create({ data: cast }, mount, {
           startAt: Math.max(0, (was ?? at) - (was === undefined ? 1 : 0)), speed: rate, autoPlay: true, fit: 'width',
-          controls: true, idleTimeLimit: 2, terminalFontFamily: 'ui-monospace, "DejaVu Sans Mono", monospace',
-        });
+          controls: true, terminalFontFamily: 'ui-monospace, "DejaVu Sans Mono", monospace',
+        }); // no idle time limit: the player's clock is the session's, as the hits' `t`
+        box.player = this.player; // for tests and the browser's devtools
       };
       start(1);
       speed.addEventListener('change', () => start(Number(speed.value)));
-      if (!info) {
-        audit.verify(sid).then((v) => { verify.replaceChildren(v ? verifyText(v) : 'not verified'); })
-          .catch((e) => { verify.textContent = `verification unavailable: ${e.message}`; });
-      }
+      audit.verify(sid).then((v) => { verify.replaceChildren(verifyText(v)); })
+        .catch((e) => { verify.textContent = `verification unavailable: ${e.message}`; });
     });
   }
 }
@@ -139,11 +139,14 @@ function formatT(t) {
 }
 
 function verification(s) {
-  if (s.verify) return verifyText(s.verify);
   if (s.chain === 'ok') return h('span', { class: 'verify-ok', title: 'hash chain and agent signatures checked on ingest' }, 'chain ok');
   return h('span', { class: 'verify-bad' }, `broken: ${s.chain}`);
 }
 
+// The recorder's full offline check (§17.5 verify): {ok, events, checkpoints, ended, problems, notes}.
 function verifyText(v) {
-  return h('span', { class: v.ok ? 'verify-ok' : 'verify-bad', title: v.detail ?? '' }, v.ok ? 'verified' : `failed: ${v.detail ?? ''}`);
+  const notes = [...(v.problems ?? []), ...(v.notes ?? [])].join('; ');
+  const title = `${v.events} events, ${v.checkpoints} signed checkpoints${v.ended ? ', ended' : ', not ended'}${notes ? `: ${notes}` : ''}`;
+  if (v.ok) return h('span', { class: 'verify-ok', title }, `verified (${v.events} events${v.ended ? '' : ', still open'})`);
+  return h('span', { class: 'verify-bad', title }, `verification failed: ${(v.problems ?? []).join('; ') || 'see details'}`);
 }
