@@ -30,6 +30,7 @@ from tether.topics import A2C, RACK, REC, Topics
 
 log = logging.getLogger("tether.agent")
 PENDING_TIMEOUT = 30.0
+CLIENT_HANDSHAKE_WAIT = 10.0  # tether.client.session.HANDSHAKE_TIMEOUT
 MAX_EARLY_FRAMES = 64
 CAPABILITIES = ["shell", "exec"]
 
@@ -207,8 +208,16 @@ class AgentService:
                 # A session whose process has exited is only flushing its last frames.
                 mine = sum(1 for s in self.sessions.values()
                            if s.grant.user == grant.user and not s.ending)
-                mine += sum(1 for p in self._pending.values() if p.grant.user == grant.user)
+                # A handshake the client gave up on (it waits 10 s) holds no place.
+                fresh = now - PENDING_TIMEOUT + CLIENT_HANDSHAKE_WAIT
+                mine += sum(1 for p in self._pending.values()
+                            if p.grant.user == grant.user and p.expires > fresh)
                 if mine >= grant.max_sessions:
+                    log.warning("max_sessions for %s: live %s, pending %s", grant.user,
+                                [k[1][:8] for k, s in self.sessions.items()
+                                 if s.grant.user == grant.user and not s.ending],
+                                [k[1][:8] for k, p in self._pending.items()
+                                 if p.grant.user == grant.user])
                     raise grants.GrantError(
                         f"user {grant.user!r} already has {mine} of {grant.max_sessions} "
                         "allowed sessions on this agent")

@@ -58,6 +58,7 @@ class Stack:
     up: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[bytes] = field(default_factory=list)  # output of `tether up` / `tether recorder`
 
     @property
     def home(self) -> Home:
@@ -118,7 +119,28 @@ class Stack:
             seen += os.read(self.up.stdout.fileno(), 4096)  # the rest of the banner
         m = re.search(rb"Web console: (http://\S+)", seen)
         self.console_url = m.group(1).decode() if m else ""
+        self._drain_log(self.up, seen)
         wait_for(lambda: self.agent_status("local") == "online", what="agent local online")
+
+    def _drain_log(self, proc: subprocess.Popen[bytes], seen: bytes) -> None:
+        """Keep reading a service's output: a full pipe would block its event loop (it logs
+        warnings there), and the tail is there to read when a test fails."""
+        import threading
+
+        self.logs.append(seen)
+        out = proc.stdout
+        assert out is not None
+
+        def pump() -> None:
+            while chunk := os.read(out.fileno(), 65536):
+                self.logs.append(chunk)
+                if len(self.logs) > 4096:
+                    del self.logs[:2048]
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def log_tail(self, n: int = 4000) -> str:
+        return b"".join(self.logs)[-n:].decode(errors="replace")
 
     def stop_up(self) -> None:
         if self.up is not None and self.up.poll() is None:
@@ -176,6 +198,7 @@ class Stack:
             ready, _, _ = select.select([proc.stdout], [], [], 0.5)
             if ready:
                 seen += os.read(proc.stdout.fileno(), 4096)
+        self._drain_log(proc, seen)
         return proc
 
     def recorded(self, sid: str | None = None) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def test_max_sessions(stack: Stack) -> None:
         try:
             deadline = time.monotonic() + 15
             while True:
-                assert first.poll() is None, first.communicate()[1]
+                assert first.poll() is None, (first.communicate()[1], stack.log_tail())
                 second = stack.tether("run", "local", "--", "true")
                 if b"allowed sessions" in second.stderr:
                     break
