@@ -72,12 +72,26 @@ class RecorderService:
         self.queries = AuditQueries(self.identity, self.store_root, self.topics)
 
     async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._repair)
         settings = BrokerSettings.from_identity(self.name, self.identity.broker)
         self.conn = MqttConnection(settings, self._on_message, clean_session=False)
         self.conn.subscribe(self.topics.recorder_streams(), 1)
         self.conn.subscribe(self.topics.all_presence(), 1)
         self.queries.attach(self.conn)  # audit queries (recorder/queries.py)
         await self.conn.connect()
+
+    def _repair(self) -> None:
+        for sid in self.store.orphans():
+            blob = self.store.stored_open(sid)
+            try:
+                opened = open_recording(blob or b"", recorder_name=self.name,
+                                        x25519_secret=self.identity.x25519_secret or b"",
+                                        authority_key=self._authority)
+            except RecordingError as exc:
+                log.error("stored OPEN of %s is unusable: %s", sid, exc)
+                continue
+            self.store.repair(opened, blob or b"")
+            log.warning("recording %s: its row was lost (crash?); rebuilt from its log", sid)
 
     async def stop(self) -> None:
         if self.conn is not None:

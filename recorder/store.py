@@ -79,8 +79,8 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.db = connect(root)
-        # FULL: a committed row survives power loss, like the fsync'd log it describes.
-        self.db.execute("PRAGMA synchronous=FULL")
+        # The rows need no fsync of their own: the fsync'd OPEN and log are the record, and
+        # `repair` rebuilds any row a crash lost from them.
         self.files: dict[str, SessionFile] = {}
         # One recording per grant: an agent key alone cannot replay a grant into more.
         self.grant_ids = {str(r[0]) for r in self.db.execute("SELECT grant_id FROM sessions")}
@@ -187,6 +187,32 @@ class Store:
             if s.fd >= 0:
                 os.close(s.fd)
                 s.fd = -1
+
+    def orphans(self) -> list[str]:
+        """Sessions whose OPEN is stored but whose row is not (a crash before the commit)."""
+        have = {str(r[0]) for r in self.db.execute("SELECT sid FROM sessions")}
+        return sorted(p.stem for p in (self.root / "logs").glob("*.open") if p.stem not in have)
+
+    def repair(self, opened: OpenedRecording, open_blob: bytes) -> None:
+        """Recreate a lost row from the OPEN and the log (on the store's thread, at start)."""
+        sid = opened.sid.hex()
+        self._create(opened, open_blob, opened.grant.mqtt_name)
+        s = SessionFile(sid, -1, 0, 0, genesis(opened.sid))
+        path = log_path(self.root, sid)
+        good = 0
+        try:
+            for stored in iter_log(path.read_bytes() if path.exists() else b""):
+                s.add(stored.event, stored.chain)
+                good = stored.offset + len(stored.event.encode()) + len(stored.chain)
+        except TruncatedRecord:
+            pass
+        self.db.execute(
+            "UPDATE sessions SET events=?, log_bytes=?, bytes_out=?, bytes_in=?, duration=?,"
+            " exit_code=?, exit_signal=?, status=CASE WHEN ? THEN 'closed' ELSE 'live' END,"
+            " ended=CASE WHEN ? THEN started + ? ELSE ended END WHERE sid=?",
+            (s.events, good, s.bytes_out, s.bytes_in, s.duration, s.exit_code, s.exit_signal,
+             s.ended, s.ended, s.duration, sid))
+        self.grant_ids.add(opened.grant.jti)
 
     def _create(self, opened: OpenedRecording, open_blob: bytes, client: str) -> None:
         sid = opened.sid.hex()

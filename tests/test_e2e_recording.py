@@ -313,3 +313,25 @@ def test_recorder_refuses_a_second_recording_of_one_grant(stack: Stack) -> None:
     assert again is not None and "already used" in again
     old = asyncio.run(attempt(sender(stale, now)))
     assert old is not None and "while its grant was valid" in old
+
+
+def test_a_lost_row_is_rebuilt_from_the_log(fresh_stack: Stack) -> None:
+    """The fsync'd OPEN and log are the record; a row a crash lost comes back on restart."""
+    import sqlite3
+
+    stack = fresh_stack
+    start = time.time()
+    r = stack.tether("run", "local", "--", "echo", "kept-in-the-log")
+    assert r.returncode == 0
+    row = stack.wait_recorded("closed", after=start - 1)
+    stack.stop_up()
+    db = sqlite3.connect(stack.home.recordings / "index.db")
+    db.execute("DELETE FROM sessions WHERE sid=?", (row["sid"],))
+    db.commit()
+    db.close()
+    stack.start_up()
+    again = wait_for(lambda: stack.recorded(row["sid"]), what="the row rebuilt")
+    for key in ("events", "log_bytes", "bytes_out", "status", "user", "agent", "exit_code"):
+        assert again[key] == row[key], key
+    v = stack.tether("verify", row["sid"])
+    assert v.returncode == 0, v.stdout
