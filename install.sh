@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs tether and everything its tests need, on Debian 12 with Python 3.11:
-#   - Debian packages: mosquitto (the production broker, used by the tests), python3-venv;
+#   - Debian packages: mosquitto (the production broker, used by the tests), python3-venv,
+#     and for the web console's build and browser tests nodejs, npm and chromium;
+#   - the web console's npm packages, exactly as client/web/package-lock.json pins them;
 #   - a virtualenv in ./.venv with tether (editable) and the test tools;
 #   - a `tether` command on PATH (/usr/local/bin as root, else ~/.local/bin).
 set -euo pipefail
@@ -13,6 +15,10 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v vim >/dev/null 2>&1 || need_apt+=(vim)  # the recorder's tests drive a real vim
+# The web console (client/web): Node builds and tests it, the browser tests drive Chromium.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -32,6 +38,13 @@ fi
 # strict: the installed tree mirrors the package layout (tether.agent is agent/), which
 # mypy needs; re-run ./install.sh after adding a module.
 .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+
+# The lockfile's packages (esbuild for the bundle check, playwright-core for the browser
+# tests; playwright drives Debian's /usr/bin/chromium and downloads no browser).
+if [ ! -f client/web/node_modules/.package-lock.json ] \
+    || ! cmp -s client/web/package-lock.json client/web/.installed-lock 2>/dev/null; then
+  (cd client/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json .installed-lock)
+fi
 
 if [ "$(id -u)" = 0 ]; then bindir=/usr/local/bin; else bindir="$HOME/.local/bin"; fi
 mkdir -p "$bindir"

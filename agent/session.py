@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from tether.agent.process import RunAs, Spawned, SpawnError, set_winsize, spawn_exec, spawn_shell
 from tether.agent.recording_link import END_AFTER, FREEZE_AFTER, RecordingLink
-from tether.channel import Channel
+from tether.channel import DEFAULT_WINDOW_BYTES, Channel
 from tether.encoding import dumps
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.grants import Grant
@@ -34,6 +34,8 @@ from tether.recevents import EventKind
 log = logging.getLogger("tether.agent.session")
 
 READ_SIZE = 65536
+MIN_FRAME = 1024  # the smallest output frame a client may ask for (HELLO `max_frame`)
+MIN_WINDOW = 64 * 1024  # the smallest credit window a client may ask for (HELLO `window`)
 COALESCE_SECONDS = 0.002
 BULK_READ = 2048  # a read this large means more is coming: wait briefly to fill the frame
 EXIT_DRAIN_GRACE = 2.0
@@ -41,6 +43,26 @@ CLOSE_ACK_TIMEOUT = 10.0
 KILL_GRACE = 5.0
 MAX_DURATION_WARNING = 60.0
 DEFAULT_CLIENT_TIMEOUT = 300.0  # ten missed keepalives (tether.channel.KEEPALIVE)
+
+
+def max_frame(request: dict[str, object]) -> int:
+    """The largest output frame payload: the HELLO's `max_frame` (the web console asks for
+    3 KiB, which keeps every packet under the 4 KiB that Mosquitto's websocket listener
+    sends quickly), clamped to MIN_FRAME…MAX_PAYLOAD; MAX_PAYLOAD when absent."""
+    value = request.get("max_frame")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return MAX_PAYLOAD
+    return max(MIN_FRAME, min(MAX_PAYLOAD, value))
+
+
+def window_bytes(request: dict[str, object]) -> int:
+    """The channel's credit window in bytes, both ways: the HELLO's `window` (the web
+    console asks for 64 KiB, so Ctrl-C in a flood waits behind less output), clamped to
+    MIN_WINDOW…DEFAULT_WINDOW_BYTES; the default when absent."""
+    value = request.get("window")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return DEFAULT_WINDOW_BYTES
+    return max(MIN_WINDOW, min(DEFAULT_WINDOW_BYTES, value))
 
 
 def _span(seconds: float) -> str:
@@ -105,9 +127,11 @@ class AgentSession:
         self.channel = Channel(
             FrameCipher(self.keys.a2c, Direction.A2C),
             FrameCipher(self.keys.c2a, Direction.C2A),
+            window_bytes=window_bytes(self.request),
             auto_consume=False,
         )
         self.started = time.time()
+        self.max_frame = max_frame(self.request)
         self.proc: Spawned | None = None
         self._outputs: list[_Output] = []
         self._input: deque[tuple[int, bytearray]] = deque()
@@ -378,7 +402,7 @@ class AgentSession:
         now = time.monotonic()
         for out in self._outputs:
             while out.buf:
-                room = min(self.channel.send_capacity(), MAX_PAYLOAD, self._recording_room())
+                room = min(self.channel.send_capacity(), self.max_frame, self._recording_room())
                 if room <= 0 or self.conn.backlogged:
                     break
                 end = min(room, len(out.buf))

@@ -161,7 +161,7 @@ export class SessionCore {
     this._deadline = null;
     this.accepted = this.hs.accepted;
     this.channel = new Channel(new FrameCipher(result.keys.c2a, Direction.C2A), new FrameCipher(result.keys.a2c, Direction.A2C),
-      { autoConsume: false });
+      { autoConsume: false, ...(this.request.window ? { windowBytes: this.request.window } : {}) });
     this.state = 'open';
     this.publish(this.c2aTopic(), result.confirm, 1);
     this._emit({ type: 'accepted', extra: this.accepted, recorded: this.accepted.recorded === true });

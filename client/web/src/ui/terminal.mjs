@@ -21,7 +21,7 @@ export class TerminalTab {
     this.sid = hex(randomBytes(16));
     this.banner = h('div', { class: 'banner', dataset: { testid: 'session-banner' }, role: 'status', 'aria-live': 'polite' }, `Requesting access to ${agent}…`);
     this.recorded = h('span', { class: 'recorded', hidden: true, dataset: { testid: 'recorded' } }, 'This session is recorded');
-    this.searchBox = h('input', { type: 'search', placeholder: 'Find in terminal (Ctrl+Shift+F)', 'aria-label': 'Find in terminal' });
+    this.searchBox = h('input', { type: 'search', placeholder: 'Find (Ctrl+Shift+F)', 'aria-label': 'Find in terminal' });
     this.termEl = h('div', { class: 'termwrap', dataset: { testid: 'terminal', agent } });
     this.bar = h('div', { class: 'termbar' }, h('strong', {}, agent), h('span', { class: 'muted' }, runAs ? `as ${runAs}` : ''),
       this.recorded, h('span', { class: 'grow' }), this.searchBox,
@@ -30,6 +30,7 @@ export class TerminalTab {
       h('button', { onclick: () => this.copy(), title: 'Copy the selection (Ctrl+Shift+C)' }, 'Copy'),
       h('button', { onclick: () => this.paste(), title: 'Paste (Ctrl+Shift+V)' }, 'Paste'));
     this.el = h('section', { class: 'termpage', dataset: { testid: 'terminal-tab', agent } }, this.banner, this.termEl, this.bar);
+    this.el.tetherTerm = this; // for tests and the browser's devtools
     this.searchBox.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter') this.search(ev.shiftKey);
       if (ev.key === 'Escape') this.term.focus();
@@ -105,7 +106,12 @@ export class TerminalTab {
     const s = new SessionCore({
       user: ctx.me.name, key: ctx.me.key, slot: ctx.me.slot, authority: ctx.config.authority, topics: ctx.topics,
       agent: this.agent, mode: 'shell', sid: Uint8Array.from(this.sid.match(/../g), (x) => parseInt(x, 16)),
+      // max_frame: output frames of at most 3 KiB, so every packet stays under the 4 KiB
+      // that Mosquitto's websocket listener sends quickly (a 64 KiB one takes ~1.5 s);
+      // window: 64 KiB of credit, so Ctrl-C during a flood waits behind little output (and the
+      // embedded broker, which pays per message, has few 3 KiB frames to carry first).
       request: { run_as: this.runAs, reason: this.reason, term: 'xterm-256color', cols: this.term.cols, rows: this.term.rows,
+        max_frame: 3072, window: 64 * 1024,
         env: { LANG: 'C.UTF-8', COLORTERM: 'truecolor' } },
       publish: (t, p, q) => ctx.bus.publish(t, p, q), clock: ctx.clock, timers: ctx.timers,
       onOutput: (bytes, done) => this.term.write(bytes, done),
@@ -138,8 +144,7 @@ export class TerminalTab {
         break;
       case 'accepted':
         this.banner.hidden = true;
-        this.recorded.hidden = !evt.recorded;
-        if (evt.recorded) this.setBanner('This session is recorded.', 'warn');
+        this.recorded.hidden = !evt.recorded; // the badge in the bar says so for the whole session
         this.focus();
         break;
       case 'denied':

@@ -1,0 +1,310 @@
+"""The web console in a real browser (issue 5's acceptance): Debian's Chromium driven by
+playwright-core (client/web/test/browser/driver.mjs, on a pipe) against `tether up` on
+loopback, with real brokers (the embedded one, and Mosquitto's websocket listener from the
+repo's mosquitto.conf), a real agent on real PTYs and the recorder.
+
+1. Log in, `local` online, Connect, `echo hello-TOKEN` shows, `exit 5` shows exit code 5.
+2. Resizing the viewport changes what `stty size` reports in the session.
+3. `yes` then Ctrl-C: the prompt is back within 2 s; a UI click works during the flood.
+4. The canary typed in the browser never appears in plaintext in any payload on `#`.
+5. A user without the `shell` action sees the denial reason and gets no terminal.
+6. Sessions page: searching the canary from (1) finds it; the hit starts replay there.
+7. Screenshots of the instances page, a terminal and a replay: in the run's tmp dir, and
+   copied to docs/img/ when TETHER_SCREENSHOTS_TO_DOCS=1.
+
+Node, playwright-core (`npm ci` in client/web) and /usr/bin/chromium are required: this
+fails, never skips, without them (./install.sh installs them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stack import OS_USER, Spy, Stack, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+WEB = REPO / "client" / "web"
+CHROMIUM = os.environ.get("TETHER_CHROMIUM", "/usr/bin/chromium")
+PASSPHRASE = "cara's console passphrase, long enough"
+PROMPT = r"\[tp\]\$ $"
+CANARIES: dict[str, str] = {}  # broker kind -> the canary typed in test 1
+
+
+class Browser:
+    """The Node driver: one JSON request per line, one answer per line, in order."""
+
+    def __init__(self) -> None:
+        node = shutil.which("node")
+        if node is None or not (WEB / "node_modules" / "playwright-core").is_dir() \
+                or not os.access(CHROMIUM, os.X_OK):
+            pytest.fail("the browser tests need node, client/web/node_modules (npm ci) and "
+                        f"{CHROMIUM}: run ./install.sh")
+        self.proc = subprocess.Popen([node, "test/browser/driver.mjs"], cwd=WEB, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self.buf = b""
+        self.next_id = 0
+        ready = self._read(60)
+        assert ready.get("id") == "ready", ready
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sel.select(left):
+                raise AssertionError(f"the browser driver did not answer within {timeout} s")
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise AssertionError(f"the browser driver exited: {self.proc.stderr.read()[-3000:]!r}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def __call__(self, op: str, page: int = 0, **args: Any) -> Any:
+        assert self.proc.stdin is not None
+        self.next_id += 1
+        self.proc.stdin.write(json.dumps({"id": self.next_id, "op": op, "page": page, **args}).encode() + b"\n")
+        self.proc.stdin.flush()
+        reply = self._read(60 + args.get("timeout", 0) / 1000)
+        assert reply["id"] == self.next_id, reply
+        if not reply["ok"]:
+            raise AssertionError(f"browser {op} {args}: {reply['error']}")
+        return reply.get("value")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+AUDIT = """
+[[statement]]
+id = "cara-audits"
+effect = "allow"
+users = ["cara"]
+agents = ["*"]
+actions = ["audit"]
+
+[[statement]]
+id = "dan-exec-only"
+effect = "allow"
+users = ["dan"]
+agents = ["local"]
+actions = ["exec"]
+run_as = ["OSUSER"]
+"""
+
+
+@pytest.fixture(scope="module")
+def console(stack: Stack) -> Stack:
+    """Console users on the stack: cara (shell on local, audit), dan (exec only)."""
+    for name, allow in (("cara", ["--allow", "local", "--run-as", OS_USER]), ("dan", [])):
+        r = stack.tether("authority", "user", "add", name, "--console", "--passphrase-stdin", *allow,
+                         input=PASSPHRASE.encode() + b"\n")
+        assert r.returncode == 0, r.stderr
+    with stack.home.policy.open("a") as f:
+        f.write(AUDIT.replace("OSUSER", OS_USER))
+    stack.broker.reload()
+    assert stack.console_url, "tether up printed no console URL"
+    return stack
+
+
+def shots(tmp_path_factory: pytest.TempPathFactory, stack: Stack, name: str) -> Path:
+    """Where a screenshot goes: the run's tmp dir; docs/img/ too when asked for."""
+    return tmp_path_factory.getbasetemp() / f"console-{stack.kind}-{name}.png"
+
+
+def publish_screenshot(path: Path, name: str) -> None:
+    if os.environ.get("TETHER_SCREENSHOTS_TO_DOCS") == "1":
+        shutil.copyfile(path, REPO / "docs" / "img" / f"console-{name}.png")
+
+
+def login(b: Browser, stack: Stack, user: str) -> int:
+    page = int(b("open"))
+    b("goto", page, url=stack.console_url)
+    b("fill", page, selector="#login-user", value=user)
+    b("fill", page, selector="#login-pass", value=PASSPHRASE)
+    b("click", page, selector="#login-submit")
+    b("wait", page, selector="#nav-instances", timeout=60000)  # Argon2id runs in the page
+    return page
+
+
+def type_line(b: Browser, page: int, text: str) -> None:
+    b("type", page, text=text)
+    b("press", page, key="Enter")
+
+
+def open_terminal(b: Browser, page: int) -> None:
+    before = int(b("count", page, selector="[data-testid=terminal-tab]"))
+    b("click", page, selector="#nav-instances")
+    b("click", page, selector="[data-testid=instance-row][data-agent=local][data-online=true] [data-testid=connect]")
+    b("waitFunction", page, expression="document.querySelectorAll('[data-testid=terminal-tab]').length > arg", arg=before)
+    b("waitTerminal", page, pattern=r"\S", timeout=30000)  # the shell's first prompt
+    b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
+    type_line(b, page, "export PS1='[t''p]$ '")
+    b("waitTerminal", page, pattern=PROMPT, tail=1, timeout=30000)
+
+
+def active_term(b: Browser, page: int) -> dict[str, Any]:
+    value: dict[str, Any] = b("evaluate", page, expression=(
+        "(() => { const t = [...document.querySelectorAll('[data-testid=terminal-tab]')].at(-1).tetherTerm.term;"
+        " return {cols: t.cols, rows: t.rows}; })()"))
+    return value
+
+
+@pytest.mark.parametrize("stack", ["amqtt", "mosquitto"], indirect=True)
+def test_browser_shell(browser: Browser, console: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    stack, b = console, browser
+    spy = Spy(stack)
+    try:
+        token = os.urandom(6).hex()
+        canary = f"hello-{token}"
+        page = login(b, stack, "cara")
+        b("wait", page, selector="[data-testid=instance-row][data-agent=local][data-online=true]", timeout=30000)
+        shot = shots(tmp_path_factory, stack, "instances")
+        b("screenshot", page, path=str(shot))
+        if stack.kind == "amqtt":
+            publish_screenshot(shot, "instances")
+
+        # 1. Connect, echo, and (below) exit 5.
+        open_terminal(b, page)
+        assert int(b("count", page, selector="[data-testid=recorded]:not([hidden])")) == 1
+        type_line(b, page, f"echo {canary}")
+        b("waitTerminal", page, pattern=f"^{canary}$")
+        CANARIES[stack.kind] = canary
+
+        # 2. The viewport's size reaches the session's PTY.
+        size = active_term(b, page)
+        type_line(b, page, "echo sz-$(stty size)-zs")
+        b("waitTerminal", page, pattern=f"^sz-{size['rows']} {size['cols']}-zs$")
+        shot = shots(tmp_path_factory, stack, "terminal")
+        b("screenshot", page, path=str(shot))
+        if stack.kind == "amqtt":
+            publish_screenshot(shot, "terminal")
+        b("viewport", page, width=960, height=600)
+        b("waitFunction", page, expression=(
+            "(() => { const t = [...document.querySelectorAll('[data-testid=terminal-tab]')].at(-1).tetherTerm.term;"
+            " return t.cols !== arg.cols && t.rows !== arg.rows; })()"), arg=size)
+        smaller = active_term(b, page)
+        assert smaller["cols"] < size["cols"] and smaller["rows"] < size["rows"]
+        type_line(b, page, "echo sz-$(stty size)-zs")
+        b("waitTerminal", page, pattern=f"^sz-{smaller['rows']} {smaller['cols']}-zs$")
+        b("viewport", page, width=1280, height=800)
+
+        type_line(b, page, "exit 5")
+        b("waitFunction", page, expression=(
+            "document.querySelector('[data-testid=exit-code]')?.textContent === '5'"), timeout=30000)
+        assert "exited with code" in str(b("text", page, selector="[data-testid=session-banner]"))
+
+        # 3. A second terminal: `yes` floods it, the UI stays responsive, Ctrl-C is quick.
+        open_terminal(b, page)
+        type_line(b, page, "yes tether-flood")
+        b("waitTerminal", page, pattern=r"(^tether-flood\n){20}", tail=25, timeout=30000)
+        flooding = time.monotonic()
+        b("click", page, selector="#nav-instances")
+        b("wait", page, selector="#nav-instances-panel", timeout=2000)
+        assert b("attr", page, selector="#nav-instances", name="aria-selected") == "true"
+        b("click", page, selector="[role=tab][id^=term-]:last-of-type")
+        b("wait", page, selector="[data-testid=terminal-tab]:not([hidden])", timeout=2000)
+        click_took = time.monotonic() - flooding
+        b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
+        still = b("terminal", page, tail=3)
+        assert "tether-flood" in still["text"], still  # the flood was still running
+        pressed = time.monotonic()
+        b("press", page, key="Control+c")
+        b("waitTerminal", page, pattern=PROMPT, tail=1, timeout=60000)
+        prompt_took = time.monotonic() - pressed
+        print(f"flood: UI round trip {click_took:.2f} s, prompt back {prompt_took:.2f} s after Ctrl-C")
+        assert prompt_took < 2.0, prompt_took
+        type_line(b, page, "exit 0")
+        b("waitFunction", page, expression=(
+            "[...document.querySelectorAll('[data-testid=exit-code]')].at(-1)?.textContent === '0'"), timeout=30000)
+
+        # 4. Nothing on the broker carries the canary (or the passphrase) in plaintext.
+        seen = spy.snapshot()
+        sessions = [t for t, _ in seen if "/s/cara.c/" in t]
+        assert sessions, "the spy saw no session traffic"
+        leaks = [t for t, p in seen if canary.encode() in p or PASSPHRASE.encode() in p]
+        assert not leaks, leaks
+        # The console asks for 3 KiB output frames: every packet under 4 KiB (Mosquitto's
+        # websocket listener is slow above that).
+        largest = max(len(p) for t, p in seen if "/s/cara.c/" in t and t.endswith("/a2c"))
+        assert largest < 4096, largest
+    finally:
+        spy.close()
+
+
+@pytest.mark.parametrize("stack", ["amqtt"], indirect=True)
+def test_denial_shows_the_reason_and_no_terminal(browser: Browser, console: Stack) -> None:
+    b = browser
+    page = login(b, console, "dan")
+    b("click", page, selector="[data-testid=instance-row][data-agent=local][data-online=true] [data-testid=connect]",
+      timeout=30000)
+    b("wait", page, selector="[data-testid=denial] [data-testid=denial-reason]", timeout=30000)
+    reason = str(b("text", page, selector="[data-testid=denial-reason]"))
+    assert reason.startswith("denied") and "shell" in reason, reason
+    assert int(b("count", page, selector="[data-testid=terminal] .xterm")) == 0
+
+
+@pytest.mark.parametrize("stack", ["amqtt", "mosquitto"], indirect=True)
+def test_search_and_replay(browser: Browser, console: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    stack, b = console, browser
+    canary = CANARIES.get(stack.kind)
+    if canary is None:
+        pytest.fail("test_browser_shell did not record its canary")
+    page = login(b, stack, "cara")
+    b("click", page, selector="#nav-sessions")
+    b("wait", page, selector="[data-testid=session-row]", timeout=30000)
+    b("fill", page, selector="#search-box", value=canary)
+
+    def hit() -> bool:  # the recorder indexes screens within seconds
+        b("click", page, selector="#search-submit")
+        b("waitFunction", page, expression=(
+            "document.querySelector('#nav-sessions-panel [role=status]')?.textContent.includes(' for ')"
+            " || !!document.querySelector('[data-testid=audit-error]')"), timeout=15000)
+        return int(b("count", page, selector="[data-testid=search-hit]")) > 0
+    wait_for(hit, timeout=60, what="the canary in the search results")
+    snippet = str(b("text", page, selector="[data-testid=search-hit] mark"))
+    assert snippet == canary
+    t = float(b("attr", page, selector="[data-testid=search-hit]", name="data-t"))
+    b("click", page, selector="[data-testid=search-hit]")
+    started = b("waitFunction", page, timeout=60000, expression=(
+        "(() => { const p = document.querySelector('[data-testid=replay]')?.player;"
+        " const t = p?.getCurrentTime(); return typeof t === 'number' && t > 0 ? t : null; })()"))
+    assert t - 1.5 <= started <= t + 3, (t, started)
+    b("waitFunction", page, timeout=15000, arg=canary, expression=(
+        "document.querySelector('[data-testid=replay]').textContent.includes(arg)"))
+    b("waitFunction", page, timeout=30000, expression=(
+        "document.querySelector('[data-testid=verification]')?.textContent.startsWith('verified')"))
+    shot = shots(tmp_path_factory, stack, "replay")
+    b("screenshot", page, path=str(shot))
+    if stack.kind == "amqtt":
+        publish_screenshot(shot, "replay")
