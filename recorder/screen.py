@@ -40,7 +40,10 @@ ALTERNATE_MODES = frozenset({1049, 1047, 47})
 _RUNS = re.compile(r"[\x20-\x7e]+|[^\x20-\x7e]+")
 _MAX_CACHED_ATTRS = 512
 _data = operator.attrgetter("data")
-_LINES: dict[int, re.Pattern[str]] = {}
+# Whole lines of printable characters, tabs, SGR and CSI K, each ended by CR LF; and one
+# such line's runs of printable characters, SGR, CSI K and tabs.
+_BATCH = re.compile(r"(?:(?:[^\x00-\x08\x0a-\x1f\x7f-\x9f]++|\x1b\[[0-9;]*+m|\x1b\[0?K)*+\r\n)+")
+_LINE_TOKENS = re.compile(r"([^\x00-\x1f\x7f-\x9f]+)|(\x1b\[[0-9;]*m)|(\x1b\[0?K)|\t")
 _WIDTHS: dict[str, int] = {}
 
 
@@ -56,6 +59,15 @@ class _Cells(dict[str, Any]):
         return cell
 
 
+def _fill(row: Any, attrs: Any, start: int, count: int, x: int, end: int) -> None:
+    """Apply an erase begun at `start` (when the row had `count` cells) to [start, end),
+    except the cells written since, all of which are in [start, x)."""
+    if len(row) - count == x - start:  # every cell in [start, x) was written
+        row.update(dict.fromkeys(range(x, end), attrs))
+    else:
+        row.update(dict.fromkeys(set(range(start, end)).difference(row), attrs))
+
+
 class TerminalScreen(pyte.Screen):
     def __init__(self, columns: int, lines: int, *, fast: bool = True,
                  on_scroll: Callable[[str], None] | None = None) -> None:
@@ -67,6 +79,7 @@ class TerminalScreen(pyte.Screen):
         # were shown, so an indexer wants them, but they are not the shell's scrollback.
         self.on_alternate_scroll: Callable[[str], None] | None = None
         self._cells: dict[Any, _Cells] = {}
+        self._sgr: dict[tuple[Any, str], Any] = {}  # (attributes, parameters) -> attributes
 
     def row_text(self, y: int) -> str:
         """The text of row y, without the blank cells after its last written one."""
@@ -180,14 +193,6 @@ class TerminalScreen(pyte.Screen):
             return
         cursor = self.cursor
         self.dirty.add(cursor.y)
-        if how == 0 and cursor.attrs == self.default_char:
-            # Erasing to blank default cells: absent cells read as exactly that, so there
-            # is nothing to do past the last written one (grep writes CSI K after colours).
-            line = self.buffer[cursor.y]
-            if line and max(line) >= cursor.x:
-                for x in [x for x in line if x >= cursor.x]:
-                    del line[x]
-            return
         cells = (range(cursor.x, self.columns) if how == 0
                  else range(cursor.x + 1) if how == 1 else range(self.columns))
         self.buffer[cursor.y].update(dict.fromkeys(cells, cursor.attrs))
@@ -206,11 +211,37 @@ class TerminalScreen(pyte.Screen):
         if how == 0 or how == 1:
             self.erase_in_line(how)
 
-    def bulk_lines(self, data: str, pos: int) -> int:
-        """Lines of printable ASCII each ended by CR LF, arriving at the bottom row of a
-        full-screen scroll region with the cursor in column 0 of an empty bottom row (as
-        `cat` and `seq` output does): lay them out directly, building cells only for the
-        rows that stay on screen. Returns where they end, or -1 if this does not apply."""
+    def _cells_for(self, attrs: Any) -> _Cells:
+        cells = self._cells.get(attrs)
+        if cells is None:
+            if len(self._cells) >= _MAX_CACHED_ATTRS:
+                self._cells.clear()
+            cells = self._cells[attrs] = _Cells(attrs)
+        return cells
+
+    def sgr(self, attrs: Any, params: str) -> Any:
+        """The attributes `CSI params m` makes of `attrs` (cached)."""
+        key = (attrs, params)
+        result = self._sgr.get(key)
+        if result is None:
+            cursor = self.cursor
+            saved, cursor.attrs = cursor.attrs, attrs
+            try:
+                self.select_graphic_rendition(*[min(int(p or 0), 9999) for p in params.split(";")])
+                result = cursor.attrs
+            finally:
+                cursor.attrs = saved
+            if len(self._sgr) > 4096:
+                self._sgr.clear()
+            self._sgr[key] = result
+        return result
+
+    def batch_lines(self, data: str, pos: int) -> int:
+        """Whole lines ended by CR LF, arriving at the bottom row of a full-screen scroll
+        region with the cursor in column 0 of an empty bottom row (as `cat`, `seq` and
+        `grep --color` output does): lay them out directly, building cells only for the
+        rows that stay on screen. A line may hold printable characters of width 1 or 2,
+        tabs, SGR and CSI K. Returns where the lines taken end, or -1 if none is."""
         bottom = self.lines - 1
         cursor = self.cursor
         if (cursor.x != 0 or cursor.y != bottom or self.buffer.get(bottom) or mo.IRM in self.mode
@@ -218,39 +249,49 @@ class TerminalScreen(pyte.Screen):
                 or (self.margins is not None and self.margins != (0, bottom))
                 or (self.g1_charset if self.charset else self.g0_charset) is not cs.LAT1_MAP):
             return -1
-        pattern = _LINES.get(self.columns)
-        if pattern is None:
-            pattern = _LINES[self.columns] = re.compile(rf"(?:[\x20-\x7e]{{0,{self.columns}}}\r\n)+")
-        m = pattern.match(data, pos)
+        m = _BATCH.match(data, pos)
         if m is None:
             return -1
+        columns = self.columns
+        attrs = cursor.attrs
+        cells = self._cells_for(attrs)
+        rows: list[Any] = []  # (text, cells) for a plain row, else the row itself
+        end = pos
+        layout = self._layout
         texts = m.group().split("\r\n")
         texts.pop()
-        k = len(texts)
+        for text in texts:
+            if len(text) <= columns and text.isascii() and text.isprintable():
+                rows.append((text, cells))
+            else:
+                laid = layout(text, attrs)
+                if laid is None:
+                    break
+                rows.extend(laid[0])
+                if laid[1] is not attrs:
+                    attrs = laid[1]
+                    cells = self._cells_for(attrs)
+            end += len(text) + 2
+        if not rows:
+            return -1
+        k = len(rows)
         buffer = self.buffer
         # The rows in order, the first k of which scroll off: the screen above the bottom
-        # row, then the new lines, then the empty bottom row.
+        # row, then the new rows, then the empty bottom row.
         seq: list[Any] = [buffer.get(y) for y in range(bottom)]
-        seq.extend(texts)
+        seq.extend(rows)
         report = self.on_scroll if self._main is None else self.on_alternate_scroll
         if report is not None:
             for item in seq[:k]:
-                if isinstance(item, str):
-                    report(item.rstrip())
+                if isinstance(item, tuple):
+                    report(item[0].rstrip())
                 else:
                     report(self._line_text(item).rstrip())
-        attrs = cursor.attrs
-        cells = self._cells.get(attrs)
-        if cells is None:
-            if len(self._cells) >= _MAX_CACHED_ATTRS:
-                self._cells.clear()
-            cells = self._cells[attrs] = _Cells(attrs)
-        get = cells.__getitem__
         default = self.default_char
         for y, item in enumerate(seq[k:k + bottom]):
-            if isinstance(item, str):
+            if isinstance(item, tuple):
                 line: Any = StaticDefaultDict(default)
-                line.update(zip(range(len(item)), map(get, item), strict=True))
+                line.update(zip(range(len(item[0])), map(item[1].__getitem__, item[0]), strict=True))
                 buffer[y] = line
             elif item is None:
                 buffer.pop(y, None)
@@ -258,8 +299,79 @@ class TerminalScreen(pyte.Screen):
                 buffer[y] = item
         buffer.pop(bottom, None)
         cursor.x = 0
+        cursor.attrs = attrs
         self.dirty.update(range(self.lines))
-        return m.end()
+        return end
+
+    def _layout(self, text: str, attrs: Any) -> tuple[list[Any], Any] | None:
+        """The rows one line of text (see batch_lines) makes from an empty row, and the
+        attributes after it; None if it holds a character of another width."""
+        columns = self.columns
+        default = self.default_char
+        cells = self._cells_for(attrs)
+        rows: list[Any] = []
+        row: Any = StaticDefaultDict(default)
+        x = 0
+        # An erase (CSI K) fills the row from tail_x on with `tail`; it is applied when the
+        # row ends or the next erase comes, to the cells not written since. Cursor moves
+        # here never go back (but a tab from the edge), so written cells are all left of x.
+        tail: Any = None
+        tail_x = tail_n = 0  # where the erase began; how many cells the row had then
+        widths = _WIDTHS
+        for run, sgr, erase in _LINE_TOKENS.findall(text):
+            if run:
+                if run.isascii():
+                    i, n = 0, len(run)
+                    while i < n:
+                        if x == columns:
+                            if tail is not None:
+                                _fill(row, tail, tail_x, tail_n, x, columns)
+                                tail = None
+                            rows.append(row)
+                            row = StaticDefaultDict(default)
+                            x = 0
+                        k = min(n - i, columns - x)
+                        row.update(zip(range(x, x + k), map(cells.__getitem__, run[i:i + k]), strict=True))
+                        x += k
+                        i += k
+                    continue
+                for char in run:
+                    w = widths.get(char)
+                    if w is None:
+                        w = widths[char] = wcwidth(char)
+                    if w != 1 and w != 2:
+                        return None
+                    if x > columns - w:
+                        if tail is not None:
+                            _fill(row, tail, tail_x, tail_n, x, columns)
+                            tail = None
+                        rows.append(row)
+                        row = StaticDefaultDict(default)
+                        x = 0
+                    row[x] = cells[char]
+                    if w == 2:
+                        row[x + 1] = cells[""]
+                    x += w
+            elif sgr:
+                attrs = self.sgr(attrs, sgr[2:-1])
+                cells = self._cells_for(attrs)
+            elif erase:
+                if tail is not None:
+                    _fill(row, tail, tail_x, tail_n, x, x)
+                row.pop(x, None)  # a cell right of x is possible only after a tab from the edge
+                tail, tail_x, tail_n = attrs, x, len(row)
+            else:  # a tab
+                x = self._tab_stop(x)
+        if tail is not None:
+            _fill(row, tail, tail_x, tail_n, x, columns)
+        rows.append(row)
+        return rows, attrs
+
+    def _tab_stop(self, x: int) -> int:
+        for stop in sorted(self.tabstops):
+            if x < stop:
+                return int(stop)
+        return self.columns - 1
 
     def _line_text(self, line: Any) -> str:
         if not line:
@@ -383,6 +495,9 @@ class SequenceFilter:
 
 
 _CSI = re.compile(r"\x1b\[(\??)([0-9;]*)([@-~])")
+# After CSI K: printable ASCII and SGR up to the next CSI K on the same line.
+_UNTIL_EL = re.compile(r"(?:[\x20-\x7e]|\x1b\[[0-9;]*m)*\x1b\[0?K")
+_SGR_ANY = re.compile(r"\x1b\[[0-9;]*m")
 _FAST_BASIC = frozenset("\r\n\x08\x07\t\x0b\x0c")
 
 
@@ -408,20 +523,12 @@ class FastStream(SafeStream):
         self._csi_handlers: defaultdict[str, Callable[..., None]] = defaultdict(
             lambda: debug, {k: getattr(screen, v) for k, v in self.csi.items()})
         self._basic_handlers = {k: getattr(screen, self.basic[k]) for k in _FAST_BASIC}
-        self._sgr: dict[tuple[Any, str], Any] = {}  # (attributes, parameters) -> attributes
 
     def _dispatch_csi(self, private: str, params: str, final: str) -> None:
         screen = self.listener
         assert isinstance(screen, TerminalScreen)
         if final == "m" and not private:
-            key = (screen.cursor.attrs, params)
-            attrs = self._sgr.get(key)
-            if attrs is None:
-                screen.select_graphic_rendition(*[min(int(p or 0), 9999) for p in params.split(";")])
-                if len(self._sgr) > 4096:
-                    self._sgr.clear()
-                attrs = self._sgr[key] = screen.cursor.attrs
-            screen.cursor.attrs = attrs
+            screen.cursor.attrs = screen.sgr(screen.cursor.attrs, params)
             return
         args = [min(int(p or 0), 9999) for p in params.split(";")]
         try:
@@ -431,6 +538,25 @@ class FastStream(SafeStream):
                 self._csi_handlers[final](*args)
         except Exception:  # as SafeStream: e.g. CSI ? ... m, which pyte's handlers do not take
             pass
+
+    def _erase_overwritten(self, data: str, pos: int) -> bool:
+        """An erase to the end of the line (CSI K at `pos`) whose every cell is written
+        again before anything else happens: the ASCII text and SGR that follow it fit on
+        the line up to another CSI K, which erases the rest (grep colours every match
+        as CSI m CSI K text CSI m CSI K). Then it can be skipped."""
+        screen = self.listener
+        assert isinstance(screen, TerminalScreen)
+        columns = screen.columns
+        m = _UNTIL_EL.match(data, pos, pos + 8 * columns)
+        if m is None or mo.IRM in screen.mode:
+            return False
+        text = m.group()
+        written = len(_SGR_ANY.sub("", text)) - (len(text) - text.rindex("\x1b"))
+        cursor = screen.cursor
+        if cursor.x + written > columns:
+            return False
+        screen.dirty.add(cursor.y)
+        return True
 
     def feed(self, data: str) -> None:
         assert self.listener is not None
@@ -442,7 +568,8 @@ class FastStream(SafeStream):
         basic = self._basic_handlers
         screen = self.listener
         assert isinstance(screen, TerminalScreen)
-        bulk = screen.bulk_lines if screen.fast else None
+        fast = screen.fast
+        bulk = screen.batch_lines if fast else None
         ground = self._taking_plain_text
         pos, n = 0, len(data)
         while pos < n:
@@ -466,7 +593,11 @@ class FastStream(SafeStream):
                     m = match_csi(data, pos)
                     if m is not None:
                         pos = m.end()
-                        dispatch_csi(*m.groups())
+                        private, params, final = m.groups()
+                        if (final == "K" and not private and (params == "" or params == "0")
+                                and fast and self._erase_overwritten(data, pos)):
+                            continue
+                        dispatch_csi(private, params, final)
                         continue
             ground = bool(send(data[pos]))
             pos += 1

@@ -121,10 +121,14 @@ def corpus() -> dict[str, bytes]:
     out = {name: b"".join(c for _, c in run_pty(made[name](), 80, 24))
            for name in ("ls", "vim", "top-batch", "cjk")}
     out["seq"] = b"".join(c for _, c in run_pty(Capture(["seq", "1", "20000"]), 80, 24))
+    # grep --color (SGR and CSI K around every match) and cat of text with tabs, cut short:
+    # the per-character path is slow.
+    for name in ("grep", "cat"):
+        out[name] = b"".join(c for _, c in run_pty(made[name](), 80, 24))[:150_000]
     return out
 
 
-@pytest.mark.parametrize("name", ["ls", "vim", "top-batch", "cjk", "seq"])
+@pytest.mark.parametrize("name", ["ls", "vim", "top-batch", "cjk", "seq", "grep", "cat"])
 def test_fast_path_matches_per_character_path_on_real_captures(corpus: dict[str, bytes], name: str) -> None:
     data = corpus[name]
     assert len(data) > 5000
@@ -157,6 +161,17 @@ def test_fast_path_matches_stock_pyte_where_stock_is_right(corpus: dict[str, byt
     b"\x1b[?7l" + b"n" * 100 + "\u4e2d".encode() * 50 + b"\x1b[?7h\r\n",  # no autowrap
     b"\x1b[3;5Hmid" + b"\r\n".join(b"%d" % i for i in range(100)) + b"\r\n",
     b"\x1b[?1;2m\x1b[1;32mafter\r\n",  # CSI ? m: stock pyte raises
+    # whole lines at the bottom row: colours and erases (grep), tabs, wide characters,
+    # wrapping, erases with colour left to the edge, zero-width characters mid-batch
+    b"\r\n" * 8 + b"\x1b[35m\x1b[Kpath\x1b[m\x1b[K\x1b[36m\x1b[K:\x1b[m\x1b[Kthe \x1b[01;31m\x1b[Kmatch"
+    b"\x1b[m\x1b[K end\r\n" * 12,
+    b"\r\n" * 8 + b"a\tb\t\tc\r\n\t\t\t\tx\r\n" * 6 + b"x" * 19 + b"\tyz\r\n" + b"\tq" * 12 + b"\r\n",
+    b"\r\n" * 8 + "\u4e2d\u6587 ab \uff21\r\n".encode() * 5 + "x\u4e2d".encode() * 15 + b"\r\n"
+    + "a\u2764\ufe0fb\r\n\u4e2d\r\n".encode() * 3,
+    b"\r\n" * 8 + b"\x1b[41m\x1b[Kred to the edge\r\n" + b"\x1b[42mgreen\x1b[K" + b"w" * 30
+    + b"\x1b[K\x1b[0K\x1b[m\r\n" + b"\x1b[44m\x1b[Kab\x1b[45m\x1b[Kcd\x1b[m\x1b[K" * 8 + b"\r\n"
+    + b"\x1b[1m" + b"y" * 45 + b"\x1b[0m\r\n",
+    b"\r\n" * 8 + b"\x1b[38;5;300mbad\x1b[38;2;1;2;3;4mrgb\x1b[;1;;4mx\x1b[Ky\r\n" * 4,
 ])
 def test_fast_path_matches_on_edge_cases(data: bytes) -> None:
     assert_same(data, 20, 6)
@@ -201,6 +216,38 @@ def random_stream(rng: random.Random) -> bytes:
         else:
             parts.append("x" * rng.randint(1, 60))
     return "".join(parts).encode()
+
+
+def random_lines(rng: random.Random) -> bytes:
+    """Screens of whole lines (the batch path) with colours, erases, tabs and wide text."""
+    parts: list[str] = ["\r\n" * rng.randint(0, 10)]
+    for _ in range(rng.randint(5, 80)):
+        for _ in range(rng.randint(0, 6)):
+            k = rng.random()
+            if k < 0.35:
+                parts.append("".join(rng.choice("abc xyz-:") for _ in range(rng.randint(1, 40))))
+            elif k < 0.55:
+                parts.append(f"\x1b[{rng.choice(['', '0', '1', '01;31', '35', '42', '7', '38;5;9'])}m")
+            elif k < 0.7:
+                parts.append(rng.choice(["\x1b[K", "\x1b[0K"]))
+            elif k < 0.8:
+                parts.append("\t" * rng.randint(1, 3))
+            elif k < 0.9:
+                parts.append(rng.choice(["\u4e2d\u6587", "\uff21", "\u00e9", "\u2502", "e\u0301", "\u2764\ufe0f"]))
+            elif k < 0.95:
+                parts.append(rng.choice(["\x1b[H", "\x1b[2J", "\x1b[5;1H", "\x1b[?7l", "\x1b[?7h", "\x1b[4h",
+                                         "\x1b[4l", "\x1b(0", "\x1b(B", "\x1b[2;5r", "\x1b[r", "\x1b[3g",
+                                         "\x1bH"]))
+            else:
+                parts.append("w" * rng.randint(20, 90))
+        parts.append(rng.choice(["\r\n"] * 8 + ["\n", "\r"]))
+    return "".join(parts).encode()
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_fast_path_matches_on_random_lines(seed: int) -> None:
+    rng = random.Random(seed)
+    assert_same(random_lines(rng), rng.choice([10, 20, 33, 80]), rng.choice([3, 5, 8, 24]))
 
 
 @pytest.mark.parametrize("seed", range(150))
