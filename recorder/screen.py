@@ -45,6 +45,7 @@ _data = operator.attrgetter("data")
 _BATCH = re.compile(r"(?:(?:[^\x00-\x08\x0a-\x1f\x7f-\x9f]++|\x1b\[[0-9;]*+m|\x1b\[0?K)*+\r\n)+")
 _LINE_TOKENS = re.compile(r"([^\x00-\x1f\x7f-\x9f]+)|(\x1b\[[0-9;]*m)|(\x1b\[0?K)|\t")
 _WIDTHS: dict[str, int] = {}
+_KEYS: dict[int, list[int]] = {}
 
 
 class _Cells(dict[str, Any]):
@@ -318,6 +319,8 @@ class TerminalScreen(pyte.Screen):
         tail: Any = None
         tail_x = tail_n = 0  # where the erase began; how many cells the row had then
         widths = _WIDTHS
+        sgrs = self._sgr
+        cache = self._cells
         for run, sgr, erase in _LINE_TOKENS.findall(text):
             if run:
                 if run.isascii():
@@ -353,10 +356,10 @@ class TerminalScreen(pyte.Screen):
                         row[x + 1] = cells[""]
                     x += w
             elif sgr:
-                attrs = self.sgr(attrs, sgr[2:-1])
-                cells = self._cells_for(attrs)
+                attrs = sgrs.get((attrs, sgr[2:-1])) or self.sgr(attrs, sgr[2:-1])
+                cells = cache.get(attrs) or self._cells_for(attrs)
             elif erase:
-                if tail is not None:
+                if tail is not None and len(row) - tail_n != x - tail_x:  # else all written
                     _fill(row, tail, tail_x, tail_n, x, x)
                 row.pop(x, None)  # a cell right of x is possible only after a tab from the edge
                 tail, tail_x, tail_n = attrs, x, len(row)
@@ -376,6 +379,13 @@ class TerminalScreen(pyte.Screen):
     def _line_text(self, line: Any) -> str:
         if not line:
             return ""
+        n = len(line)
+        if n <= self.columns:
+            keys = _KEYS.get(n)
+            if keys is None:
+                keys = _KEYS[n] = list(range(n))
+            if list(line) == keys:  # cells 0 to n-1, in order (as batch_lines makes them)
+                return "".join(map(_data, line.values()))
         end = min(max(line) + 1, self.columns)
         return "".join(map(_data, map(line.__getitem__, range(end))))
 
