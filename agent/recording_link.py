@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from tether.deadline import DeadlineTimer
 from tether.grants import Grant
 from tether.mqtt import MqttConnection
 from tether.recevents import EventKind
@@ -39,8 +40,7 @@ class RecordingLink:
         self.on_progress: Callable[[], None] | None = None  # room in the window again
         self.on_opened: Callable[[str | None], None] | None = None  # None = ok, else refusal
         self.on_silence: Callable[[float], None] | None = None  # seconds the recorder owes us
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer = DeadlineTimer(self.loop, self.flush)
         self._watch: asyncio.TimerHandle | None = self.loop.call_later(WATCH_PERIOD, self._check)
         self._opened_reported = False
         self.closed = False
@@ -97,20 +97,7 @@ class RecordingLink:
         for blob in self.sender.take_outgoing(now):
             kind, _ = message_type(blob)
             self.conn.publish(self.topic, blob, qos=1 if kind == RecType.OPEN else 0)
-        deadline = self.sender.next_deadline()
-        if deadline is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        elif self._timer is None or deadline < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self.loop.call_later(max(0.0, deadline - now), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.flush()
+        self._timer.arm(self.sender.next_deadline())
 
     def on_reconnect(self) -> None:
         self.flush()
@@ -151,7 +138,7 @@ class RecordingLink:
 
     def close(self) -> None:
         self.closed = True
-        for handle in (self._timer, self._watch):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._watch = None
+        self._timer.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from tether.agent.process import RunAs, Spawned, SpawnError, set_winsize, spawn_exec, spawn_shell
 from tether.agent.recording_link import END_AFTER, FREEZE_AFTER, RecordingLink
 from tether.channel import DEFAULT_WINDOW_BYTES, Channel
+from tether.deadline import DeadlineTimer
 from tether.encoding import dumps
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.grants import Grant
@@ -138,8 +139,7 @@ class AgentSession:
         self._input_fd: int | None = None
         self._writing = False
         self._stdin_eof = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer = DeadlineTimer(self.loop, self._on_timer)
         self._coalesce: asyncio.TimerHandle | None = None
         self._paused = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -323,7 +323,8 @@ class AgentSession:
         if self._done:
             return
         self._done = True
-        for handle in (self._timer, self._coalesce, self._limit_timer, self._watchdog,
+        self._timer.cancel()
+        for handle in (self._coalesce, self._limit_timer, self._watchdog,
                        self._warn_timer, self._idle_timer):
             if handle is not None:
                 handle.cancel()
@@ -515,20 +516,9 @@ class AgentSession:
     def _flush_channel(self) -> None:
         for blob, qos in self.channel.take_outgoing():
             self.conn.publish(self.topic_out, blob, qos)
-        deadline = self.channel.next_deadline()
-        if deadline is None or self._done:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        elif self._timer is None or deadline < self._timer_at:
-            # One armed timer; moved only when something is due earlier than it fires.
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
+        self._timer.arm(None if self._done else self.channel.next_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
         self.channel.tick(time.monotonic())
         self._flush_channel()
 

@@ -14,6 +14,7 @@ from typing import Any
 from tether.channel import KEEPALIVE, Channel
 from tether.cli import UserError
 from tether.client.connect import GrantRequester, Slot, acquire_slot, connect
+from tether.deadline import DeadlineTimer
 from tether.encoding import b64d, loads
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.handshake import ClientHandshake, HandshakeError, HandshakeRefused
@@ -63,8 +64,7 @@ class ClientSession:
         self._status_raw: bytes | None = None
         self._status_seen = asyncio.Event()
         self._agent_key: bytes | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer = DeadlineTimer(self.loop, self._tick)
         self._offline_timer: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._early: list[bytes] = []
@@ -219,25 +219,11 @@ class ClientSession:
             return
         for blob, qos in ch.take_outgoing():
             self.conn.publish(self._topic(C2A), blob, qos)
-        self._schedule(ch.next_deadline())
+        self._timer.arm(ch.next_deadline())
         if ch.send_capacity() > 0:
             self.capacity.set()
         else:
             self.capacity.clear()
-
-    def _schedule(self, deadline: float | None) -> None:
-        """Keep one timer armed for the channel's next deadline; re-arm only if earlier."""
-        if deadline is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            return
-        if self._timer is not None and self._timer_at <= deadline:
-            return  # it fires first; _tick re-arms for whatever is due then
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._tick)
 
     def _send_keepalive(self) -> None:
         if self.channel is not None and not self.channel.closed:
@@ -246,7 +232,6 @@ class ClientSession:
         self._keepalive = self.loop.call_later(KEEPALIVE, self._send_keepalive)
 
     def _tick(self) -> None:
-        self._timer = None
         if self.channel is not None:
             self.channel.tick(time.monotonic())
             self.flush()
@@ -294,8 +279,7 @@ class ClientSession:
             self.channel.close(time.monotonic())
             self.channel.tick(time.monotonic())
             self.flush()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._offline_timer is not None:
             self._offline_timer.cancel()
         if self._keepalive is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.encoding import dumps, loads
+from tether.keys import fsync_dir, write_private_file
 from tether.recevents import Event, EventKind, TruncatedRecord, genesis, iter_log, log_record
 from tether.recorder.db import connect, log_path, open_message_path
 from tether.recording import OpenedRecording
@@ -161,7 +162,7 @@ class Store:
         for s, data in batch.writes:
             if s.fd < 0:
                 s.fd = os.open(log_path(self.root, s.sid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                _fsync_dir(log_path(self.root, s.sid).parent)  # the new log's name is durable too
+                fsync_dir(log_path(self.root, s.sid).parent)  # the new log's name is durable too
             view = memoryview(data)
             while view:
                 view = view[os.write(s.fd, view):]
@@ -216,7 +217,7 @@ class Store:
 
     def _create(self, opened: OpenedRecording, open_blob: bytes, client: str) -> None:
         sid = opened.sid.hex()
-        _write_durably(open_message_path(self.root, sid), open_blob)
+        write_private_file(open_message_path(self.root, sid), open_blob)
         g, body = opened.grant, opened.body
         self.db.execute(
             "INSERT OR IGNORE INTO sessions (sid, agent, user, run_as, mode, command, reason, grant_id,"
@@ -241,23 +242,3 @@ class Store:
                 s.fd = -1
         self.files.clear()
         self.db.close()
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
