@@ -230,10 +230,10 @@ def test_browser_shell(browser: Browser, console: Stack, tmp_path_factory: pytes
         b("waitTerminal", page, pattern=r"(^tether-flood\n){20}", tail=25, timeout=30000)
         flooding = time.monotonic()
         b("click", page, selector="#nav-instances")
-        b("wait", page, selector="#nav-instances-panel", timeout=2000)
+        b("wait", page, selector="#nav-instances-panel", timeout=10000)
         assert b("attr", page, selector="#nav-instances", name="aria-selected") == "true"
         b("click", page, selector="[role=tab][id^=term-]:last-of-type")
-        b("wait", page, selector="[data-testid=terminal-tab]:not([hidden])", timeout=2000)
+        b("wait", page, selector="[data-testid=terminal-tab]:not([hidden])", timeout=10000)
         click_took = time.monotonic() - flooding
         b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
         still = b("terminal", page, tail=3)
