@@ -456,6 +456,16 @@ class TerminalScreen(pyte.Screen):
         self.buffer = self._fresh_buffer()
         self.dirty.update(range(self.lines))
 
+    def resize(self, lines: int | None = None, columns: int | None = None) -> None:
+        super().resize(lines, columns)
+        # pyte keeps tab stops past a shrunk right edge, and a tab then puts the cursor
+        # outside the screen; a terminal never tabs past its last column.
+        self.tabstops = {t for t in self.tabstops if t < self.columns}
+        if self._main is not None and self._main[1] is not None:
+            # The shell screen's saved cursor shrinks with the terminal, as a terminal's does.
+            x, y, attrs = self._main[1]
+            self._main = (self._main[0], (min(x, self.columns - 1), min(y, self.lines - 1), attrs))
+
     def _leave_alternate(self) -> None:
         if self._main is None:
             return

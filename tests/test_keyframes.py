@@ -108,7 +108,8 @@ def feed_or_reject(t: Terminal, text: str) -> None:
         reject()
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)  # the same examples in every run: CI must not find new pyte quirks at random
 @given(SIZE, SEQUENCE, SEQUENCE)
 def test_render_repaints_the_same_state(size: tuple[int, int], before: str, after: str) -> None:
     cols, rows = size
@@ -139,7 +140,7 @@ def test_render_repaints_the_same_state(size: tuple[int, int], before: str, afte
     assert state(r) == state(t)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(SIZE, SEQUENCE, SIZE, SEQUENCE)
 def test_render_after_a_resize(size: tuple[int, int], before: str, new: tuple[int, int],
                                after: str) -> None:
