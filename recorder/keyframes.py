@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS keyframes (
     sid TEXT NOT NULL,
     t REAL NOT NULL,                -- session time of the screen, seconds
     event_index INTEGER NOT NULL,   -- the last event reflected in the repaint
-    log_offset INTEGER NOT NULL,    -- byte offset of that event's record in the log
+    log_offset INTEGER NOT NULL,    -- byte offset of the first record NOT yet reflected (replay resumes there)
     repaint BLOB NOT NULL,          -- zlib-compressed `render` output
     PRIMARY KEY (sid, log_offset)
 ) WITHOUT ROWID;
