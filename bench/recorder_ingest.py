@@ -6,8 +6,8 @@ Two measurements, one run:
    order, recompute the hash chain and check signed checkpoints, append to the log,
    fsync, commit the row), group-committing every 1 MiB as the service does under load.
 2. Through Mosquitto: a stand-in agent (its own principal, a real grant) streams a
-   session's recording to a real `tether recorder` process with the agent's 1 MiB
-   window, waiting for the recorder's signed acks, until the end manifest is acked.
+   session's recording to a real `tether recorder` process with the agent's 4 MiB
+   window (4 MiB), waiting for the recorder's signed acks, until the end manifest is acked.
 
     python3 bench/recorder_ingest.py [--mb 200]
 """
@@ -70,7 +70,7 @@ def in_process(mb: int) -> float:
     return total / elapsed / 1e6
 
 
-async def _stream(rig: Rig, mb: int) -> float:
+async def _stream(rig: Rig, mb: int, window: int = 0) -> float:
     from tether.mqtt import BrokerSettings, MqttConnection
     from tether.recevents import EventKind
     from tether.recording import REC_WINDOW
@@ -107,7 +107,7 @@ async def _stream(rig: Rig, mb: int) -> float:
     start = time.perf_counter()
     sent = 0
     while sent < total:
-        while sender.unacked_bytes + CHUNK > REC_WINDOW:
+        while sender.unacked_bytes + CHUNK > (window or REC_WINDOW):
             progress.clear()
             try:
                 await asyncio.wait_for(progress.wait(), 0.5)
@@ -131,18 +131,24 @@ async def _stream(rig: Rig, mb: int) -> float:
     return total / elapsed / 1e6
 
 
-def through_mosquitto(mb: int) -> float:
+def through_mosquitto(mb: int, window: int = 0) -> float:
     with recorder_rig() as rig:
-        return asyncio.run(_stream(rig, mb))
+        return asyncio.run(_stream(rig, mb, window))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=200, help="MB of output to ingest (default 200)")
+    parser.add_argument("--window-mb", type=float, default=0,
+                        help="the stand-in agent's unacked window (default: the agent's, 4 MiB)")
     args = parser.parse_args()
     print(f"in-process ingest (decrypt, chain, append, fsync, commit): {in_process(args.mb):7.1f} MB/s")
-    print(f"through Mosquitto to `tether recorder` (1 MiB window):     "
-          f"{through_mosquitto(args.mb):7.1f} MB/s")
+    from tether.recording import REC_WINDOW
+
+    window = int(args.window_mb * (1 << 20)) or REC_WINDOW
+    label = f"{window / (1 << 20):g} MiB"
+    print(f"through Mosquitto to `tether recorder` ({label} window):     "
+          f"{through_mosquitto(args.mb, window):7.1f} MB/s")
     return 0
 
 

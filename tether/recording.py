@@ -59,7 +59,7 @@ NONCE_LEN = 24
 SIG_LEN = 64
 OPEN_NONCE = bytes(NONCE_LEN)  # the open key encrypts exactly one message
 
-REC_WINDOW = 1 << 20  # unacked recorded bytes before a required recording holds output
+REC_WINDOW = 4 << 20  # unacked recorded bytes before the recording holds output (an fsync per round trip)
 OPTIONAL_BUFFER = 8 << 20  # what an optional recording buffers before it drops (a gap)
 MAX_MESSAGE_DATA = 60 * 1024
 CHECKPOINT_EVERY = 1024  # events
