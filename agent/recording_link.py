@@ -137,6 +137,8 @@ class RecordingLink:
         self._watch = self.loop.call_later(WATCH_PERIOD, self._check)
 
     def close(self) -> None:
+        if not self.closed and self.sender.resends:
+            log.warning("%s: the recorder stream was resent %d times", self.topic, self.sender.resends)
         self.closed = True
         self._timer.cancel()
         if self._watch is not None:

@@ -37,7 +37,7 @@ SESSION_ACTIONS = ("shell", "exec", "forward", "watch")
 # Actions that start a process as an OS user, so they need a run-as user.
 RUN_AS_ACTIONS = ("shell", "exec")
 EFFECTS = ("allow", "deny")
-RECORDING = ("required", "optional")
+RECORDING = ("required", "optional", "off")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_MAX_DURATION = 12 * 3600
 ROOT = "root"
@@ -637,7 +637,8 @@ def _statement(raw: dict[str, Any], index: int, where: _Locator) -> tuple[Statem
             st.require_reason = raw["require_reason"]
     if "recording" in raw:
         if raw["recording"] not in RECORDING:
-            bad("recording", f"recording must be \"required\" or \"optional\", not {raw['recording']!r}")
+            bad("recording", "recording must be \"required\", \"optional\" or \"off\", "
+                f"not {raw['recording']!r}")
         else:
             st.recording = raw["recording"]
     if "max_sessions" in raw:

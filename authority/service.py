@@ -276,7 +276,8 @@ class AuthorityService:
             now=datetime.fromtimestamp(now, UTC),
             active_sessions=0,  # the agent enforces max_sessions, which the grant carries
         ))
-        recorder = self._recorder()
+        # "off": the statement wants these sessions unrecorded (e.g. bulk transfers).
+        recorder = self._recorder() if decision.recording != "off" else None
         if decision.allowed and decision.recording == "required" and recorder is None:
             decision.allowed = False
             decision.reason = (f"policy {decision.statement_label} requires recording, and no "

@@ -36,6 +36,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import getpass
 import json
 import math
 import os
@@ -1086,6 +1087,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only these tests")
     ap.add_argument("--no-floor", action="store_true",
                     help="leave out the bare-MQTT floor session from the keystroke test")
+    ap.add_argument("--recording", choices=["off", "optional", "required"], default="off",
+                    help="the policy's recording for the tether sessions (default off: ssh records "
+                    "nothing, so like with like; `optional` measures tether as `tether up` "
+                    "ships, with every session streamed to the recorder)")
     ap.add_argument("--floor-role", choices=["client", "agent"], help=argparse.SUPPRESS)
     ap.add_argument("--floor-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--floor-tag", default="", help=argparse.SUPPRESS)
@@ -1135,6 +1140,14 @@ def main(argv: list[str] | None = None) -> int:
         log("starting Mosquitto and tether up")
         with running_stack("mosquitto", tmp / "tether") as stack:
             log(f"mosquitto pid {stack.broker.pid}, tether up pid {stack.up.pid}, port {stack.port}")
+            from stack import statement  # type: ignore[import-not-found]
+
+            body = statement(recording=f'"{args.recording}"').replace("OSUSER", getpass.getuser())
+            user = re.search(rb'users = \["([^"]+)"\]', stack.home.policy.read_bytes())
+            assert user is not None
+            stack.home.policy.write_text(body.replace("USER", user.group(1).decode()))
+            meta["recording"] = args.recording
+            log(f"policy: recording = {args.recording}")
             client_env = dict(os.environ, TERM="xterm-256color")
             ssh_c = ssh_contender(sshd, client_env)
             teth_c = tether_contender(stack, TETHER)

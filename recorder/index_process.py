@@ -21,6 +21,7 @@ from pathlib import Path
 
 log = logging.getLogger("tether.recorder.index")
 STOP_TIMEOUT = 10.0
+NICENESS = 10
 
 
 class IndexProcess:
@@ -64,6 +65,14 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # The recorder stops us by closing stdin; a Ctrl-C meant for `tether up` is not ours.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Indexing can wait; live sessions cannot. SCHED_IDLE runs us only on a CPU that
+    # would otherwise idle: a plain nice still took a core from a bulk PTY session's
+    # pipeline (cat, PTY, agent, broker, client) on a 2-core machine.
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS)
     worker = IndexWorker(Path(argv[0]))
     worker.start()
     done = threading.Event()

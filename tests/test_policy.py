@@ -742,7 +742,7 @@ def test_validation_reports_every_problem_with_its_line() -> None:
         (13, "bad day 'mon-fry'"),
         (16, "duplicate id 'one'"),
         (22, "idle_timeout must not be negative"),
-        (23, "recording must be \"required\" or \"optional\", not 'sometimes'"),
+        (23, "recording must be \"required\", \"optional\" or \"off\", not 'sometimes'"),
         (24, "max_sessions must be a whole number of at least 1"),
         (25, "require_reason must be true or false"),
         (27, "bad hours '25"),

@@ -148,6 +148,7 @@ class RecordingSender:
     refused: str | None = field(default=None, init=False)
     acked: int = field(default=0, init=False)  # events durable at the recorder
     lost_bytes: int = field(default=0, init=False)
+    resends: int = field(default=0, init=False)  # times the timer sent unacked events again
 
     def __post_init__(self) -> None:
         self._t0 = self.now
@@ -258,6 +259,7 @@ class RecordingSender:
             self._sent_upto = self.acked  # nothing heard in time: go back to the first unacked
             self._rto = min(self._rto * 2, RTO_MAX)
             self._deadline = None
+            self.resends += 1
         batch: list[bytes] = []
         size = 0
         first = self._sent_upto
