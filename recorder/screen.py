@@ -48,25 +48,24 @@ _WIDTHS: dict[str, int] = {}
 _KEYS: dict[int, list[int]] = {}
 
 
+def _cells_text(cells: list[Any]) -> str:
+    """The text of a row given as a list of cells from column 0 (None: never written)."""
+    if None in cells:
+        return "".join(" " if cell is None else cell.data for cell in cells)
+    return "".join(map(_data, cells))
+
+
 class _Cells(dict[str, Any]):
     """One Char per character for one set of attributes, made on first use."""
 
     def __init__(self, attrs: Any) -> None:
         super().__init__()
         self.attrs = attrs
+        self.after: dict[str, _Cells] = {}  # SGR token -> the cells for the attributes after
 
     def __missing__(self, char: str) -> Any:
         cell = self[char] = self.attrs._replace(data=char)
         return cell
-
-
-def _fill(row: Any, attrs: Any, start: int, count: int, x: int, end: int) -> None:
-    """Apply an erase begun at `start` (when the row had `count` cells) to [start, end),
-    except the cells written since, all of which are in [start, x)."""
-    if len(row) - count == x - start:  # every cell in [start, x) was written
-        row.update(dict.fromkeys(range(x, end), attrs))
-    else:
-        row.update(dict.fromkeys(set(range(start, end)).difference(row), attrs))
 
 
 class TerminalScreen(pyte.Screen):
@@ -256,7 +255,7 @@ class TerminalScreen(pyte.Screen):
         columns = self.columns
         attrs = cursor.attrs
         cells = self._cells_for(attrs)
-        rows: list[Any] = []  # (text, cells) for a plain row, else the row itself
+        rows: list[Any] = []  # (text, cells) for a plain row, else a list of cells (see _layout)
         end = pos
         layout = self._layout
         texts = m.group().split("\r\n")
@@ -284,15 +283,24 @@ class TerminalScreen(pyte.Screen):
         report = self.on_scroll if self._main is None else self.on_alternate_scroll
         if report is not None:
             for item in seq[:k]:
-                if isinstance(item, tuple):
+                if type(item) is tuple:
                     report(item[0].rstrip())
+                elif type(item) is list:
+                    report(_cells_text(item).rstrip())
                 else:
                     report(self._line_text(item).rstrip())
         default = self.default_char
         for y, item in enumerate(seq[k:k + bottom]):
-            if isinstance(item, tuple):
+            if type(item) is tuple:
                 line: Any = StaticDefaultDict(default)
                 line.update(zip(range(len(item[0])), map(item[1].__getitem__, item[0]), strict=True))
+                buffer[y] = line
+            elif type(item) is list:
+                line = StaticDefaultDict(default)
+                if None in item:
+                    line.update((x, cell) for x, cell in enumerate(item) if cell is not None)
+                else:
+                    line.update(enumerate(item))
                 buffer[y] = line
             elif item is None:
                 buffer.pop(y, None)
@@ -305,38 +313,37 @@ class TerminalScreen(pyte.Screen):
         return end
 
     def _layout(self, text: str, attrs: Any) -> tuple[list[Any], Any] | None:
-        """The rows one line of text (see batch_lines) makes from an empty row, and the
-        attributes after it; None if it holds a character of another width."""
+        """The rows one line of text (see batch_lines) makes from an empty row, each as a
+        list of its cells from column 0 (None for a cell never written, which the row
+        must not hold), and the attributes after it; None if it holds a character of
+        another width or a tab from the right edge."""
         columns = self.columns
-        default = self.default_char
         cells = self._cells_for(attrs)
         rows: list[Any] = []
-        row: Any = StaticDefaultDict(default)
-        x = 0
-        # An erase (CSI K) fills the row from tail_x on with `tail`; it is applied when the
-        # row ends or the next erase comes, to the cells not written since. Cursor moves
-        # here never go back (but a tab from the edge), so written cells are all left of x.
+        line: list[Any] = []  # the cursor is at len(line)
+        # An erase (CSI K) fills the row from the cursor on with `tail`, but for the cells
+        # written since; they are all left of the cursor, so it is applied when the row
+        # ends, and to the cells a tab skips.
         tail: Any = None
-        tail_x = tail_n = 0  # where the erase began; how many cells the row had then
         widths = _WIDTHS
-        sgrs = self._sgr
-        cache = self._cells
         for run, sgr, erase in _LINE_TOKENS.findall(text):
             if run:
                 if run.isascii():
-                    i, n = 0, len(run)
-                    while i < n:
-                        if x == columns:
+                    room = columns - len(line)
+                    if len(run) <= room:
+                        line += map(cells.__getitem__, run)
+                        continue
+                    while run:
+                        if room == 0:
                             if tail is not None:
-                                _fill(row, tail, tail_x, tail_n, x, columns)
+                                line += [tail] * (columns - len(line))
                                 tail = None
-                            rows.append(row)
-                            row = StaticDefaultDict(default)
-                            x = 0
-                        k = min(n - i, columns - x)
-                        row.update(zip(range(x, x + k), map(cells.__getitem__, run[i:i + k]), strict=True))
-                        x += k
-                        i += k
+                            rows.append(line)
+                            line = []
+                            room = columns
+                        line += map(cells.__getitem__, run[:room])
+                        run = run[room:]
+                        room = columns - len(line)
                     continue
                 for char in run:
                     w = widths.get(char)
@@ -344,31 +351,34 @@ class TerminalScreen(pyte.Screen):
                         w = widths[char] = wcwidth(char)
                     if w != 1 and w != 2:
                         return None
-                    if x > columns - w:
+                    if len(line) > columns - w:
                         if tail is not None:
-                            _fill(row, tail, tail_x, tail_n, x, columns)
+                            line += [tail] * (columns - len(line))
                             tail = None
-                        rows.append(row)
-                        row = StaticDefaultDict(default)
-                        x = 0
-                    row[x] = cells[char]
+                        rows.append(line)
+                        line = []
+                    line.append(cells[char])
                     if w == 2:
-                        row[x + 1] = cells[""]
-                    x += w
+                        line.append(cells[""])
             elif sgr:
-                attrs = sgrs.get((attrs, sgr[2:-1])) or self.sgr(attrs, sgr[2:-1])
-                cells = cache.get(attrs) or self._cells_for(attrs)
+                after = cells.after.get(sgr)
+                if after is None:
+                    if len(cells.after) >= 64:
+                        cells.after.clear()
+                    after = cells.after[sgr] = self._cells_for(self.sgr(cells.attrs, sgr[2:-1]))
+                cells = after
             elif erase:
-                if tail is not None and len(row) - tail_n != x - tail_x:  # else all written
-                    _fill(row, tail, tail_x, tail_n, x, x)
-                row.pop(x, None)  # a cell right of x is possible only after a tab from the edge
-                tail, tail_x, tail_n = attrs, x, len(row)
+                tail = cells.attrs
             else:  # a tab
-                x = self._tab_stop(x)
+                x = len(line)
+                stop = self._tab_stop(x)
+                if stop < x:
+                    return None
+                line += [tail] * (stop - x)
         if tail is not None:
-            _fill(row, tail, tail_x, tail_n, x, columns)
-        rows.append(row)
-        return rows, attrs
+            line += [tail] * (columns - len(line))
+        rows.append(line)
+        return rows, cells.attrs
 
     def _tab_stop(self, x: int) -> int:
         for stop in sorted(self.tabstops):
