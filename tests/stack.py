@@ -222,6 +222,22 @@ class Stack:
             return row if row and row["started"] >= after and row["status"] == status else None
         return dict(wait_for(done, timeout=timeout, what=f"a recorded session {status}"))
 
+    def recorded_shell(self, *lines: bytes) -> dict[str, Any]:
+        """Run `lines` in a recorded shell, each after the previous prompt; the session's row."""
+        start = time.time()
+        client = PtyClient(self, "shell", "local")
+        try:
+            client.send(b"export PS1='[t''p]$ '\r")
+            client.expect(rb"\[tp\]\$ ")
+            for line in lines:
+                client.send(line + b"\r")
+                client.expect(rb"\[tp\]\$ ", timeout=30)
+            client.send(b"exit\r")
+            assert client.drain_until_exit(timeout=30) == 0
+        finally:
+            client.close()
+        return self.wait_recorded("closed", after=start - 1)
+
     def log_bytes(self, sid: str) -> bytes:
         return (self.home.recordings / "logs" / f"{sid}.log").read_bytes()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
-from stack import TETHER, PtyClient, Stack, policy, statement, wait_for
+from stack import TETHER, Stack, policy, statement, wait_for
 from support.brokers import BROKER_KINDS, ProbeClient, connected, free_port, start_broker
 
 from tether import auditq, authz
@@ -173,20 +173,6 @@ class Console:
         self.mqtt.close()
 
 
-def _recorded_shell(stack: Stack, *lines: bytes) -> dict[str, Any]:
-    start = time.time()
-    client = PtyClient(stack, "shell", "local")
-    try:
-        client.send(b"export PS1='[t''p]$ '\r")
-        client.expect(PROMPT)
-        for line in lines:
-            client.send(line + b"\r")
-            client.expect(PROMPT, timeout=30)
-        client.send(b"exit\r")
-        assert client.drain_until_exit(timeout=30) == 0
-    finally:
-        client.close()
-    return stack.wait_recorded("closed", after=start - 1)
 
 
 AUDITORS = """
@@ -219,7 +205,7 @@ def test_console_user_logs_in_and_audits_recordings(stack: Stack) -> None:
     token = os.urandom(4).hex()
     canary = f"console-canary-{token}"
     with policy(stack, statement() + AUDITORS):
-        row = _recorded_shell(stack, f"echo {canary}".encode())
+        row = stack.recorded_shell(f"echo {canary}".encode())
         console = Console.login(stack, "carol", "carol.c", PASSPHRASE)
         try:
             grant = console.audit_grant()

@@ -18,21 +18,6 @@ from tether.recevents import EventKind, iter_log
 PROMPT = rb"\[tp\]\$ "
 
 
-def _session(stack: Stack, *lines: bytes, cols: int = 80, rows: int = 24) -> dict[str, Any]:
-    """Run `lines` in a recorded shell, each after the previous prompt; the session's row."""
-    start = time.time()
-    client = PtyClient(stack, "shell", "local", cols=cols, rows=rows)
-    try:
-        client.send(b"export PS1='[t''p]$ '\r")
-        client.expect(PROMPT)
-        for line in lines:
-            client.send(line + b"\r")
-            client.expect(PROMPT, timeout=30)
-        client.send(b"exit\r")
-        assert client.drain_until_exit(timeout=30) == 0
-    finally:
-        client.close()
-    return stack.wait_recorded("closed", after=start - 1)
 
 
 def _search(stack: Stack, text: str, *extra: str) -> list[dict[str, Any]]:
@@ -59,7 +44,7 @@ def test_search_finds_a_scrolled_off_line_and_replay_lands_on_it(stack: Stack) -
     token = os.urandom(4).hex()
     canary = f"canary-42-{token}"
     # No pause between the canary and seq: it is never on a quiet screen, only scrolled off.
-    row = _session(stack, b"sleep 1.5; echo canary-$((6*7))-" + token.encode()
+    row = stack.recorded_shell(b"sleep 1.5; echo canary-$((6*7))-" + token.encode()
                    + b"; seq 1 100000; sleep 1")
     sid = row["sid"]
     hit = _wait_hit(stack, canary, sid)
@@ -86,7 +71,7 @@ def test_search_finds_a_scrolled_off_line_and_replay_lands_on_it(stack: Stack) -
 
 
 def test_commands_have_exit_codes_and_durations(stack: Stack) -> None:
-    row = _session(stack, b"false", b"sleep 1", b"echo done-$((1+1))")
+    row = stack.recorded_shell(b"false", b"sleep 1", b"echo done-$((1+1))")
     sid = row["sid"]
 
     def listed() -> list[dict[str, Any]] | None:
@@ -139,7 +124,7 @@ def test_cjk_emoji_and_zwj_text_is_kept(stack: Stack) -> None:
     lines = [f"漢字テスト-{token}", f"heart ❤️ vs16-tail-{token}", f"coder 👩‍💻 zwj-tail-{token}",
              f"space\u200bzwsp-tail-{token}"]
     script = "; ".join(f"printf '%s\\n' '{line}'" for line in lines)
-    row = _session(stack, script.encode())
+    row = stack.recorded_shell(script.encode())
     sid = row["sid"]
     for needle in (f"漢字テスト-{token}", f"vs16-tail-{token}", f"zwj-tail-{token}",
                    f"zwsp-tail-{token}"):
@@ -150,7 +135,7 @@ def test_cjk_emoji_and_zwj_text_is_kept(stack: Stack) -> None:
 
 
 def test_asciicast_export_plays_in_asciinema(stack: Stack) -> None:
-    row = _session(stack, b"printf 'cast-%s\\n' $((40+2))", b"tput cols")
+    row = stack.recorded_shell(b"printf 'cast-%s\\n' $((40+2))", b"tput cols")
     cast = stack.root / "session.cast"
     r = stack.tether("export", row["sid"], "--format", "asciicast", "-o", str(cast))
     assert r.returncode == 0, r.stderr
