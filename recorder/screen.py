@@ -12,7 +12,10 @@
 Speed (stock pyte reconstructs about 1 MB/s): runs of printable ASCII are drawn in bulk
 from a cache of one Char per (attributes, character), and complete CSI sequences and the
 common C0 controls are dispatched straight from a regex instead of one generator step per
-character. Screens are identical to the per-character path (tests compare every cell).
+character. Whole lines arriving at the bottom row (cat, seq, grep output) are kept as
+text until the screen is read or changed otherwise, so the many that scroll away within a
+chunk or two never become cells. Screens are identical to the per-character path (tests
+compare every cell, also between chunks).
 
 Lines that scroll off the top of the main screen are reported to `on_scroll` from
 `index()` (HistoryScreen keeps them too, but costs 3x).
@@ -45,6 +48,40 @@ _data = operator.attrgetter("data")
 _BATCH = re.compile(r"(?:(?:[^\x00-\x08\x0a-\x1f\x7f-\x9f]++|\x1b\[[0-9;]*+m|\x1b\[0?K)*+\r\n)+")
 _LINE_TOKENS = re.compile(r"([^\x00-\x1f\x7f-\x9f]+)|(\x1b\[[0-9;]*m)|(\x1b\[0?K)|\t")
 _WIDTHS: dict[str, int] = {}
+# An unfinished last line: printable characters, SGR and CSI K up to the end of the data.
+_PARTIAL = re.compile(r"(?:[^\x00-\x1f\x7f-\x9f]++|\x1b\[[0-9;]*+m|\x1b\[0?K)++\Z")
+_LINE_ESCAPES = re.compile(r"\x1b\[[0-9;]*m|\x1b\[0?K")
+_DEFAULT_TABS: dict[int, frozenset[int]] = {}
+
+
+def _text_width(text: str) -> int:
+    """The columns `text` takes, or -1 if a character in it is not 1 or 2 wide."""
+    widths = _WIDTHS
+    try:
+        ws = list(map(widths.__getitem__, text))
+    except KeyError:
+        for char in set(text):
+            if char not in widths:
+                widths[char] = wcwidth(char)
+        ws = list(map(widths.__getitem__, text))
+    return -1 if 0 in ws or -1 in ws else sum(ws)
+
+
+def _default_tabs(columns: int) -> frozenset[int]:
+    tabs = _DEFAULT_TABS.get(columns)
+    if tabs is None:
+        tabs = _DEFAULT_TABS[columns] = frozenset(range(8, columns, 8))
+    return tabs
+
+
+class _Raw(tuple[str, str, Any]):
+    """A row batch_lines has not laid out: (its text, the line as received, the
+    attributes at its start)."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str, raw: str, attrs: Any) -> _Raw:
+        return tuple.__new__(cls, (text, raw, attrs))
 _KEYS: dict[int, list[int]] = {}
 
 
@@ -72,6 +109,10 @@ class TerminalScreen(pyte.Screen):
     def __init__(self, columns: int, lines: int, *, fast: bool = True,
                  on_scroll: Callable[[str], None] | None = None) -> None:
         self._main: tuple[Any, Any] | None = None  # (buffer, saved cursor) while alternate
+        self._lazy = False  # rows or a partial line wait in _rows / _partial (see buffer)
+        self._rows: list[Any] | None = None
+        self._partial: str | None = None
+        self._partial_attrs: Any = None
         super().__init__(columns, lines)
         self.fast = fast
         self.on_scroll = on_scroll
@@ -236,87 +277,198 @@ class TerminalScreen(pyte.Screen):
             self._sgr[key] = result
         return result
 
+    # ----- whole lines, laid out lazily -----
+    #
+    # batch_lines takes the lines of `cat`, `seq` and `grep --color` output, which mostly
+    # scroll away within the next chunk or two. It keeps the rows it makes as cheap items
+    # (`_rows`, and the unfinished last line as `_partial`) and only builds pyte's cell
+    # dicts when anything else reads or changes the screen (`buffer` settles them first).
+    # The cursor is always kept exact.
+
+    @property
+    def buffer(self) -> Any:
+        if self._lazy:
+            self._settle()
+        return self._buffer
+
+    @buffer.setter
+    def buffer(self, value: Any) -> None:
+        self._lazy = False
+        self._rows = None
+        self._partial = None
+        self._buffer = value
+
     def batch_lines(self, data: str, pos: int) -> int:
         """Whole lines ended by CR LF, arriving at the bottom row of a full-screen scroll
         region with the cursor in column 0 of an empty bottom row (as `cat`, `seq` and
-        `grep --color` output does): lay them out directly, building cells only for the
-        rows that stay on screen. A line may hold printable characters of width 1 or 2,
-        tabs, SGR and CSI K. Returns where the lines taken end, or -1 if none is."""
+        `grep --color` output does), then an unfinished last line that fits on the row:
+        take them in, reporting the rows that scroll off. A line may hold printable
+        characters, tabs (not the unfinished one), SGR and CSI K. Returns where the data
+        taken ends, or -1 if none is."""
         bottom = self.lines - 1
         cursor = self.cursor
-        if (cursor.x != 0 or cursor.y != bottom or self.buffer.get(bottom) or mo.IRM in self.mode
-                or mo.DECAWM not in self.mode
+        partial = self._partial
+        if partial is None and (
+                cursor.x != 0 or cursor.y != bottom or self._buffer.get(bottom)
+                or mo.IRM in self.mode or mo.DECAWM not in self.mode
                 or (self.margins is not None and self.margins != (0, bottom))
                 or (self.g1_charset if self.charset else self.g0_charset) is not cs.LAT1_MAP):
             return -1
         m = _BATCH.match(data, pos)
         if m is None:
-            return -1
+            end = self._take_partial(data, pos)
+            return -1 if end == pos else end
         columns = self.columns
-        attrs = cursor.attrs
-        cells = self._cells_for(attrs)
-        rows: list[Any] = []  # (text, cells) for a plain row, else a list of cells (see _layout)
+        cells = self._cells_for(cursor.attrs if partial is None else self._partial_attrs)
+        rows: list[Any] = []
         end = pos
-        layout = self._layout
         texts = m.group().split("\r\n")
         texts.pop()
+        if partial is not None:
+            texts[0] = partial + texts[0]
+            end -= len(partial)
+        default_tabs = self.tabstops == _default_tabs(columns)
         for text in texts:
-            if len(text) <= columns and text.isascii() and text.isprintable():
-                rows.append((text, cells))
+            if text.isascii() and text.isprintable():
+                if len(text) <= columns:
+                    rows.append((text, cells))
+                else:
+                    rows.extend((text[i:i + columns], cells) for i in range(0, len(text), columns))
+                end += len(text) + 2
+                continue
+            shown = text
+            after = cells
+            if "\x1b" in text:
+                shown = _LINE_ESCAPES.sub("", text)
+                after = self._cells_after_sgr(cells, text)
+            row: Any = None
+            if shown.isascii():
+                if "\t" in shown and default_tabs:
+                    shown = shown.expandtabs(8)
+                    if len(shown) <= columns - columns % 8 - (columns % 8 == 0) * 8:
+                        row = _Raw(shown, text, cells.attrs)
+                elif len(shown) <= columns and "\t" not in shown:
+                    row = _Raw(shown, text, cells.attrs)
+            elif "\t" not in shown and 0 <= _text_width(shown) <= columns:
+                row = _Raw(shown, text, cells.attrs)
+            if row is not None:
+                rows.append(row)
             else:
-                laid = layout(text, attrs)
+                laid = self._layout(text, cells.attrs)
                 if laid is None:
                     break
-                rows.extend(laid[0])
-                if laid[1] is not attrs:
-                    attrs = laid[1]
-                    cells = self._cells_for(attrs)
+                rows.extend(laid)
+            cells = after
             end += len(text) + 2
         if not rows:
             return -1
         k = len(rows)
-        buffer = self.buffer
         # The rows in order, the first k of which scroll off: the screen above the bottom
         # row, then the new rows, then the empty bottom row.
-        seq: list[Any] = [buffer.get(y) for y in range(bottom)]
+        seq = self._rows
+        if seq is None:
+            buffer = self._buffer
+            seq = [buffer.get(y) for y in range(bottom)]
+            buffer.pop(bottom, None)
         seq.extend(rows)
         report = self.on_scroll if self._main is None else self.on_alternate_scroll
         if report is not None:
             for item in seq[:k]:
-                if type(item) is tuple:
+                kind = type(item)
+                if kind is tuple or kind is _Raw:
                     report(item[0].rstrip())
-                elif type(item) is list:
+                elif kind is list:
                     report(_cells_text(item).rstrip())
                 else:
                     report(self._line_text(item).rstrip())
-        default = self.default_char
-        for y, item in enumerate(seq[k:k + bottom]):
-            if type(item) is tuple:
-                line: Any = StaticDefaultDict(default)
-                line.update(zip(range(len(item[0])), map(item[1].__getitem__, item[0]), strict=True))
-                buffer[y] = line
-            elif type(item) is list:
-                line = StaticDefaultDict(default)
-                if None in item:
-                    line.update((x, cell) for x, cell in enumerate(item) if cell is not None)
-                else:
-                    line.update(enumerate(item))
-                buffer[y] = line
-            elif item is None:
-                buffer.pop(y, None)
-            else:
-                buffer[y] = item
-        buffer.pop(bottom, None)
+        self._rows = seq[k:]
+        self._partial = None
+        self._lazy = True
         cursor.x = 0
-        cursor.attrs = attrs
+        cursor.attrs = cells.attrs
         self.dirty.update(range(self.lines))
-        return end
+        return self._take_partial(data, end) if end < len(data) else end
 
-    def _layout(self, text: str, attrs: Any) -> tuple[list[Any], Any] | None:
+    def _take_partial(self, data: str, pos: int) -> int:
+        """Take the rest of `data` from `pos` as (more of) the unfinished bottom line, if
+        it is characters 1 or 2 wide, SGR and CSI K that stay left of the last column;
+        returns where the data taken ends."""
+        m = _PARTIAL.match(data, pos)
+        if m is None:
+            return pos
+        raw = m.group()
+        partial = self._partial
+        cursor = self.cursor
+        if partial is None:
+            self._partial_attrs = cursor.attrs
+            partial = ""
+        shown = raw
+        cells = self._cells_for(cursor.attrs)
+        if "\x1b" in raw:
+            shown = _LINE_ESCAPES.sub("", raw)
+            cells = self._cells_after_sgr(cells, raw)
+        x = cursor.x + (len(shown) if shown.isascii() else _text_width(shown))
+        if x >= self.columns or x < cursor.x:
+            return pos
+        self._partial = partial + raw
+        self._lazy = True
+        cursor.x = x
+        cursor.attrs = cells.attrs
+        self.dirty.add(cursor.y)
+        return len(data)
+
+    def _settle(self) -> None:
+        """Build the cell dicts of the rows batch_lines kept as items."""
+        rows, partial = self._rows, self._partial
+        self._lazy = False
+        self._rows = None
+        self._partial = None
+        buffer = self._buffer
+        default = self.default_char
+        if rows is not None:
+            for y, item in enumerate(rows):
+                kind = type(item)
+                if kind is _Raw:
+                    laid = self._layout(item[1], item[2])
+                    assert laid is not None and len(laid) == 1
+                    item, kind = laid[0], list
+                if kind is tuple:
+                    line: Any = StaticDefaultDict(default)
+                    line.update(zip(range(len(item[0])), map(item[1].__getitem__, item[0]), strict=True))
+                    buffer[y] = line
+                elif kind is list:
+                    line = StaticDefaultDict(default)
+                    if None in item:
+                        line.update((x, cell) for x, cell in enumerate(item) if cell is not None)
+                    else:
+                        line.update(enumerate(item))
+                    buffer[y] = line
+                elif item is None:
+                    buffer.pop(y, None)
+                else:
+                    buffer[y] = item
+        if partial is not None:
+            laid = self._layout(partial, self._partial_attrs)
+            assert laid is not None and len(laid) == 1
+            line = StaticDefaultDict(default)
+            line.update(enumerate(laid[0]))
+            buffer[self.lines - 1] = line
+
+    def _cells_after_sgr(self, cells: _Cells, text: str) -> _Cells:
+        for sgr in _SGR_ANY.findall(text):
+            after = cells.after.get(sgr)
+            if after is None:
+                if len(cells.after) >= 64:
+                    cells.after.clear()
+                after = cells.after[sgr] = self._cells_for(self.sgr(cells.attrs, sgr[2:-1]))
+            cells = after
+        return cells
+
+    def _layout(self, text: str, attrs: Any) -> list[Any] | None:
         """The rows one line of text (see batch_lines) makes from an empty row, each as a
         list of its cells from column 0 (None for a cell never written, which the row
-        must not hold), and the attributes after it; None if it holds a character of
-        another width or a tab from the right edge."""
+        must not hold); None if it holds an unprintable character, a zero-width one
+        with no cell of its own line before it, or a tab from the right edge."""
         columns = self.columns
         cells = self._cells_for(attrs)
         rows: list[Any] = []
@@ -349,17 +501,37 @@ class TerminalScreen(pyte.Screen):
                     w = widths.get(char)
                     if w is None:
                         w = widths[char] = wcwidth(char)
-                    if w != 1 and w != 2:
+                    if w == 1 or w == 2:
+                        if len(line) > columns - w:
+                            if tail is not None:
+                                line += [tail] * (columns - len(line))
+                                tail = None
+                            rows.append(line)
+                            line = []
+                        line.append(cells[char])
+                        if w == 2:
+                            line.append(cells[""])
+                    elif w == 0 and line and line[-1] is not None:
+                        x = len(line) - 1
+                        if unicodedata.combining(char):  # as pyte's draw, which wraps first
+                            if len(line) == columns:
+                                tail = None  # nothing of the row is left to erase
+                                rows.append(line)
+                                line = []
+                                line_before = rows[-1]
+                                line_before[x] = line_before[x]._replace(
+                                    data=unicodedata.normalize("NFC", line_before[x].data + char))
+                                continue
+                            last = line[x]
+                            line[x] = last._replace(data=unicodedata.normalize("NFC", last.data + char))
+                        else:  # as _attach
+                            if line[x].data == "" and x > 0:
+                                x -= 1
+                                if line[x] is None:
+                                    return None
+                            line[x] = line[x]._replace(data=line[x].data + char)
+                    else:
                         return None
-                    if len(line) > columns - w:
-                        if tail is not None:
-                            line += [tail] * (columns - len(line))
-                            tail = None
-                        rows.append(line)
-                        line = []
-                    line.append(cells[char])
-                    if w == 2:
-                        line.append(cells[""])
             elif sgr:
                 after = cells.after.get(sgr)
                 if after is None:
@@ -378,7 +550,7 @@ class TerminalScreen(pyte.Screen):
         if tail is not None:
             line += [tail] * (columns - len(line))
         rows.append(line)
-        return rows, cells.attrs
+        return rows
 
     def _tab_stop(self, x: int) -> int:
         for stop in sorted(self.tabstops):
@@ -518,10 +690,20 @@ class SequenceFilter:
     def feed(self, text: str) -> str:
         text = self._held + text
         self._held = ""
-        tail = _INCOMPLETE.search(text)
+        # An unfinished sequence holds no ESC but its first and maybe its last character,
+        # so it starts at the last ESC before the final character, if there is one.
+        n = len(text)
+        start = text.rfind("\x1b", 0, n - 1)
+        if start < 0:
+            start = text.find("\x90")
+            if start < 0:
+                start = n - 1 if text.endswith("\x1b") else n
+        tail = _INCOMPLETE.search(text, start) if start < n else None
         if tail is not None:
             self._held, text = text[tail.start():], text[: tail.start()]
-        return _SGR.sub(_sgr_semicolons, _DCS.sub("", text))
+        if "\x1bP" in text or "\x90" in text:
+            text = _DCS.sub("", text)
+        return _SGR.sub(_sgr_semicolons, text)
 
 
 _CSI = re.compile(r"\x1b\[(\??)([0-9;]*)([@-~])")
@@ -604,11 +786,13 @@ class FastStream(SafeStream):
         pos, n = 0, len(data)
         while pos < n:
             if ground:
-                if bulk is not None and screen.cursor.x == 0:  # DECRC replaces the cursor
-                    end = bulk(data, pos)
+                if bulk is not None and (screen.cursor.x == 0 or screen._partial is not None):
+                    end = bulk(data, pos)  # (DECRC replaces the cursor: no local for it)
                     if end > 0:
                         pos = end
                         continue
+                if screen._lazy:
+                    screen._settle()
                 m = match_text(data, pos)
                 if m is not None:
                     pos = m.end()
@@ -629,6 +813,8 @@ class FastStream(SafeStream):
                             continue
                         dispatch_csi(private, params, final)
                         continue
+            if screen._lazy:
+                screen._settle()
             ground = bool(send(data[pos]))
             pos += 1
         self._taking_plain_text = ground

@@ -81,6 +81,19 @@ def test_filter_passes_ordinary_text_and_holds_only_unfinished_sequences() -> No
     assert f.feed("1mred") == "\x1b[31mred"
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_filter_output_does_not_depend_on_where_chunks_split(seed: int) -> None:
+    rng = random.Random(seed)
+    text = "".join(rng.choice(["\x1b", "\x1bP", "\x90", "\x9c", "\x1b\\", "[", "3", ":", ";", "m",
+                               "2", "x", "yz ", "\x1b[38:2::1:2:3m"]) for _ in range(300))
+    whole = SequenceFilter()
+    expected = whole.feed(text)
+    cuts = sorted(rng.sample(range(1, len(text)), 40))
+    split = SequenceFilter()
+    got = "".join(split.feed(text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
+    assert got == expected and split._held == whole._held
+
+
 # ----- the fast path draws exactly what the per-character path draws -----
 
 CELL_FIELDS = ("data", "fg", "bg", "bold", "italics", "underscore", "strikethrough",
@@ -101,15 +114,30 @@ def replay(data: bytes, columns: int, lines: int, fast: bool, chunk: int) -> tup
     return t, scrolled
 
 
+def assert_same_state(fast: Terminal, slow: Terminal) -> None:
+    assert cells(fast) == cells(slow)
+    assert (fast.screen.cursor.x, fast.screen.cursor.y) == (slow.screen.cursor.x, slow.screen.cursor.y)
+    assert fast.screen.cursor.attrs == slow.screen.cursor.attrs
+    assert fast.screen.alternate == slow.screen.alternate
+
+
 def assert_same(data: bytes, columns: int = 80, lines: int = 24) -> tuple[Terminal, list[str]]:
     for chunk in (4096, 997, 61):
         fast, fast_scrolled = replay(data, columns, lines, True, chunk)
         slow, slow_scrolled = replay(data, columns, lines, False, chunk)
-        assert cells(fast) == cells(slow)
-        assert (fast.screen.cursor.x, fast.screen.cursor.y) == (slow.screen.cursor.x, slow.screen.cursor.y)
-        assert fast.screen.cursor.attrs == slow.screen.cursor.attrs
+        assert_same_state(fast, slow)
         assert fast_scrolled == slow_scrolled
-        assert fast.screen.alternate == slow.screen.alternate
+    # The fast path keeps rows unbuilt across chunks until the screen is read: read it
+    # between chunks too, at irregular points.
+    fast_scrolled, slow_scrolled = [], []
+    fast_mid = Terminal(columns, lines, on_scroll=fast_scrolled.append)
+    slow_mid = Terminal(columns, lines, on_scroll=slow_scrolled.append, fast=False)
+    for n, i in enumerate(range(0, len(data), 509)):
+        fast_mid.feed(data[i:i + 509])
+        slow_mid.feed(data[i:i + 509])
+        if n % 7 == 3 or i + 509 >= len(data):
+            assert_same_state(fast_mid, slow_mid)
+            assert fast_scrolled == slow_scrolled
     return fast, fast_scrolled
 
 
@@ -172,6 +200,13 @@ def test_fast_path_matches_stock_pyte_where_stock_is_right(corpus: dict[str, byt
     + b"\x1b[K\x1b[0K\x1b[m\r\n" + b"\x1b[44m\x1b[Kab\x1b[45m\x1b[Kcd\x1b[m\x1b[K" * 8 + b"\r\n"
     + b"\x1b[1m" + b"y" * 45 + b"\x1b[0m\r\n",
     b"\r\n" * 8 + b"\x1b[38;5;300mbad\x1b[38;2;1;2;3;4mrgb\x1b[;1;;4mx\x1b[Ky\r\n" * 4,
+    # zero-width characters in batched lines: at the edge (combining ones wrap first), at
+    # the start of a line, after a wide character, after a tab, in the unfinished line
+    b"\r\n" * 8 + ("x" * 20 + "\u0301y\r\n" + "x" * 20 + "\u200bz\r\n" + "\u200bs\r\n"
+                    + "\u4e2d\u200bw\u4e2d\ufe0f\r\n" + "\tq\u0301\r\na\t\u0301\r\n" + "e\u0301" * 12
+                    + "\r\n").encode() * 3 + "tail\u0301 and more".encode(),
+    # the unfinished last line: growing over chunks to the edge, with colour, then cut
+    b"\r\n" * 8 + b"ab\x1b[31mcd\x1b[m\r\n" * 9 + b"\x1b[1mpart" + b"ial" * 7 + b"\x1b[m\x1b[2D!\r\n",
 ])
 def test_fast_path_matches_on_edge_cases(data: bytes) -> None:
     assert_same(data, 20, 6)
