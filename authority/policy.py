@@ -772,6 +772,55 @@ def evaluate(policy: Policy, request: Request) -> Decision:
                     f"on {request.agent!r}")
 
 
+@dataclass(frozen=True)
+class RunAsChoice:
+    name: str
+    reason_required: bool
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a console offers a user for one agent and action: the run-as users the policy
+    allows now (literal names; `other` when a glob also allows unlisted ones), the
+    default first, and whether each needs a reason. Advisory: the grant request is
+    decided on its own."""
+
+    allowed: bool
+    why_not: str
+    default: str
+    run_as: tuple[RunAsChoice, ...]
+    other: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {"allowed": self.allowed, "why": self.why_not or None, "default": self.default,
+                "run_as": [{"name": c.name, "reason": c.reason_required} for c in self.run_as],
+                "other": self.other}
+
+
+def access(policy: Policy, request: Request) -> Access:
+    """The run-as choices for `request` (its run_as and reason are ignored)."""
+    base = dataclasses.replace(request, run_as=None, reason=None)
+    given = dataclasses.replace(base, reason="(given)")
+    groups = set(request.groups) | {g for g, members in policy.groups.items() if request.user in members}
+    names: list[str] = []
+    other = False
+    for st in policy.statements:
+        if st.effect == "allow" and _applies(st, base, groups):
+            for pattern in st.run_as:
+                if not _is_literal(pattern):
+                    other = True
+                elif pattern not in names:
+                    names.append(pattern)
+    default = evaluate(policy, given)
+    if default.allowed and default.run_as:
+        names = [default.run_as] + [n for n in names if n != default.run_as]
+    choices = tuple(RunAsChoice(n, not evaluate(policy, dataclasses.replace(base, run_as=n)).allowed)
+                    for n in names if evaluate(policy, dataclasses.replace(given, run_as=n)).allowed)
+    allowed = default.allowed or bool(choices) or other
+    return Access(allowed, "" if allowed else evaluate(policy, base).reason,
+                  default.run_as if default.allowed else "", choices, other)
+
+
 def _applies(st: Statement, request: Request, groups: set[str]) -> bool:
     """Whether the statement is about this user, agent and action (conditions aside)."""
     if request.action not in st.actions and "*" not in st.actions:
@@ -853,7 +902,22 @@ def _deny_bites(st: Statement, request: Request, run_as: str | None) -> bool:
 
 
 __all__ = [
-    "ACTIONS", "DEFAULT_MAX_DURATION", "Decision", "Policy", "PolicyError", "Problem", "Request",
-    "Statement", "TimeWindow", "append_statement", "evaluate", "find_problems", "format_duration",
-    "parse_duration", "validate",
+    "ACTIONS",
+    "DEFAULT_MAX_DURATION",
+    "Access",
+    "Decision",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "Request",
+    "RunAsChoice",
+    "Statement",
+    "TimeWindow",
+    "access",
+    "append_statement",
+    "evaluate",
+    "find_problems",
+    "format_duration",
+    "parse_duration",
+    "validate",
 ]

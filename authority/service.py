@@ -17,7 +17,7 @@ from tether import auditq, authz, grants
 from tether.authority.activations import Activations, PendingStore, enrol
 from tether.authority.audit import AuditLog
 from tether.authority.bulletin import BulletinKeeper
-from tether.authority.policy import Policy, PolicyError, Request, evaluate
+from tether.authority.policy import Policy, PolicyError, Request, access, evaluate
 from tether.authority.provision import commit
 from tether.authority.registry import Principal, Registry
 from tether.authz import rotation_message
@@ -30,6 +30,7 @@ from tether.topics import Topics
 log = logging.getLogger("tether.authority")
 GRANT_LIFETIME = 300.0
 APPROVAL_POLL = 1.0
+MAX_ACCESS_AGENTS = 20  # per access request: the signed reply stays under 4 KiB
 
 
 @dataclass
@@ -142,7 +143,8 @@ class AuthorityService:
                 self.identity.signing_key, request, answer), qos=1)
             return
         reply = self._decide(principal.name, mqtt_name, request, now)
-        self._audit_decision(principal.name, request, reply)
+        if request.get("type") != "access":  # a question that changes nothing is not audited
+            self._audit_decision(principal.name, request, reply)
         self.decisions += 1
         assert self.conn is not None
         self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
@@ -245,6 +247,8 @@ class AuthorityService:
             return self._rotate(user, req)
         if self.registry.principals[user].kind == "agent":
             return {"ok": False, "error": "agents may only rotate their keys"}
+        if kind == "access":
+            return self._access(user, req, now)
         if kind != "grant":
             return {"ok": False, "error": f"unknown request type {kind!r}"}
         agent_name = str(req.get("agent", ""))
@@ -309,6 +313,32 @@ class AuthorityService:
         log.info("granted %s %s on %s as %s", user, mode, agent_name, decision.run_as)
         return {"ok": True, "grant": token, "agent": {"name": agent_name, "ed25519": agent.ed25519,
                                                      "x25519": agent.x25519}}
+
+    def _access(self, user: str, req: dict[str, Any], now: float) -> dict[str, Any]:
+        """The run-as choices the policy gives `user` on each agent asked about (the
+        console's run-as menu; protocol.md §6.2). Changes nothing and issues nothing."""
+        names = req.get("agents")
+        mode = str(req.get("mode") or "shell")
+        if not isinstance(names, list) or len(names) > MAX_ACCESS_AGENTS or mode not in grants.MODES:
+            return {"ok": False, "error": f"an access request names a list of at most {MAX_ACCESS_AGENTS} "
+                                          "agents and a session mode"}
+        if self.policy_error:
+            return {"ok": False, "error": f"denied: {self.policy_error}"}
+        principal = self.registry.principals[user]
+        out: dict[str, Any] = {}
+        for name in map(str, names):
+            agent = self.registry.principals.get(name)
+            if agent is None or agent.kind != "agent":
+                continue
+            refusal = (self.bulletin.revocations.agent_refusal(name, agent.ed25519)
+                       or self.bulletin.grant_denial(user, principal.ed25519, name, agent.ed25519))
+            if refusal:
+                out[name] = {"allowed": False, "why": refusal, "default": "", "run_as": [], "other": False}
+                continue
+            out[name] = access(self.policy, Request(
+                user=user, groups=principal.groups, agent=name, agent_labels=agent.labels,
+                action=mode, now=datetime.fromtimestamp(now, UTC))).to_json()
+        return {"ok": True, "access": out}
 
     def _decide_audit(self, user: str, mqtt_name: str, req: dict[str, Any],
                       now: float) -> dict[str, Any]:

@@ -114,6 +114,15 @@ agents = ["*"]
 actions = ["audit"]
 
 [[statement]]
+id = "erin-with-reason"
+effect = "allow"
+users = ["erin"]
+agents = ["local"]
+actions = ["shell"]
+run_as = ["OSUSER", "tether-*"]
+require_reason = true
+
+[[statement]]
 id = "dan-exec-only"
 effect = "allow"
 users = ["dan"]
@@ -125,8 +134,9 @@ run_as = ["OSUSER"]
 
 @pytest.fixture(scope="module")
 def console(stack: Stack) -> Stack:
-    """Console users on the stack: cara (shell on local, audit), dan (exec only)."""
-    for name, allow in (("cara", ["--allow", "local", "--run-as", OS_USER]), ("dan", [])):
+    """Console users on the stack: cara (shell on local, audit), dan (exec only), erin
+    (shell on local with a reason)."""
+    for name, allow in (("cara", ["--allow", "local", "--run-as", OS_USER]), ("dan", []), ("erin", [])):
         r = stack.tether("authority", "user", "add", name, "--console", "--passphrase-stdin", *allow,
                          input=PASSPHRASE.encode() + b"\n")
         assert r.returncode == 0, r.stderr
@@ -189,6 +199,11 @@ def test_browser_shell(browser: Browser, console: Stack, tmp_path_factory: pytes
         canary = f"hello-{token}"
         page = login(b, stack, "cara")
         b("wait", page, selector="[data-testid=instance-row][data-agent=local][data-online=true]", timeout=30000)
+        # The run-as menu offers what the policy allows cara there (the authority answers).
+        b("waitFunction", page, timeout=30000, expression=(
+            "[...(document.querySelector('[data-agent=local] [data-testid=run-as]')?.options ?? [])]"
+            ".some((o) => o.textContent.endsWith(' (default)'))"))
+        assert run_as_options(b, page) == [f"{OS_USER} (default)"]
         shot = shots(tmp_path_factory, stack, "instances")
         b("screenshot", page, path=str(shot))
         if stack.kind == "amqtt":
@@ -272,6 +287,96 @@ def test_denial_shows_the_reason_and_no_terminal(browser: Browser, console: Stac
     reason = str(b("text", page, selector="[data-testid=denial-reason]"))
     assert reason.startswith("denied") and "shell" in reason, reason
     assert int(b("count", page, selector="[data-testid=terminal] .xterm")) == 0
+    # The instances page says so before any click: the authority's access answer.
+    b("click", page, selector="#nav-instances")
+    b("wait", page, selector="[data-agent=local] [data-testid=run-as-denied]", timeout=30000)
+    why = str(b("attr", page, selector="[data-agent=local] [data-testid=run-as-denied]", name="title"))
+    assert "shell" in why, why
+
+
+def run_as_options(b: Browser, page: int) -> list[str]:
+    value: list[str] = b("evaluate", page, expression=(
+        "[...(document.querySelector('[data-agent=local] [data-testid=run-as]')?.options ?? [])]"
+        ".map((o) => o.textContent)"))
+    return value
+
+
+@pytest.mark.parametrize("stack", ["amqtt"], indirect=True)
+def test_run_as_reason_keyboard_clipboard_and_reconnect(browser: Browser, console: Stack) -> None:
+    stack, b = console, browser
+    page = login(b, stack, "erin")
+    # The run-as menu offers what the policy allows erin on `local`: OS_USER, by default,
+    # with a reason; "Other…" because a glob (tether-*) allows more.
+    b("waitFunction", page, arg=OS_USER, timeout=30000, expression=(
+        "[...(document.querySelector('[data-agent=local] [data-testid=run-as]')?.options ?? [])]"
+        ".some((o) => o.textContent.startsWith(arg + ' (default)'))"))
+    assert run_as_options(b, page) == [f"{OS_USER} (default) · reason", "Other…"]
+    b("select", page, selector="[data-agent=local] [data-testid=run-as]", value="\u0001other")
+    b("wait", page, selector="[data-agent=local] [data-testid=run-as-other]")
+    b("select", page, selector="[data-agent=local] [data-testid=run-as]", value=OS_USER)
+    b("wait", page, selector="[data-agent=local] [data-testid=run-as-other]", state="hidden")
+
+    # Keyboard only: from the run-as menu, Tab to Connect, Enter; the reason dialog has the
+    # focus; type the reason, Enter: the terminal opens.
+    b("focus", page, selector="[data-agent=local] [data-testid=run-as]")
+    b("press", page, key="Tab")
+    assert b("evaluate", page, expression="document.activeElement.dataset.testid") == "connect"
+    b("press", page, key="Enter")
+    b("wait", page, selector="[data-testid=reason-dialog]")
+    assert b("evaluate", page, expression="document.activeElement.id") == "reason-input"
+    reason = f"ticket OPS-{os.urandom(3).hex()}"
+    b("type", page, text=reason)
+    b("press", page, key="Enter")
+    b("wait", page, selector="[data-testid=reason-dialog]", state="detached")
+    b("waitTerminal", page, pattern=r"\S", timeout=30000)
+    b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
+    type_line(b, page, "export PS1='[t''p]$ '")
+    b("waitTerminal", page, pattern=PROMPT, tail=1, timeout=30000)
+    audit = stack.tether("audit", "--user", "erin", "--since", "10m")
+    assert audit.returncode == 0, audit.stderr
+    assert "grant-issued" in audit.stdout.decode() and reason in audit.stdout.decode()
+
+    # Copy: select a line of output and press Copy; the clipboard holds it.
+    token = os.urandom(5).hex()
+    type_line(b, page, f"echo copy-{token}")
+    b("waitTerminal", page, pattern=f"^copy-{token}$")
+    b("evaluate", page, arg=f"copy-{token}", expression=(
+        "(() => { const t = [...document.querySelectorAll('[data-testid=terminal-tab]')].at(-1).tetherTerm.term;"
+        " const buf = t.buffer.active; for (let i = buf.length - 1; i >= 0; i -= 1) {"
+        " if (buf.getLine(i).translateToString(true) === arg) { t.select(0, i, arg.length); return i; } } return -1; })()"))
+    b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) button:text('Copy')")
+    b("waitFunction", page, arg=f"copy-{token}", expression="navigator.clipboard.readText().then((t) => t === arg)")
+    # Paste: what the clipboard holds is typed into the session.
+    b("evaluate", page, arg=f"echo pas''ted-{token}", expression="navigator.clipboard.writeText(arg).then(() => true)")
+    b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) button:text('Paste')")
+    b("waitTerminal", page, pattern=f"echo pas''ted-{token}$", tail=1)  # on the command line
+    b("press", page, key="Enter")
+    b("waitTerminal", page, pattern=f"^pasted-{token}$")
+
+    # The broker connection drops: a banner says so, the console reconnects by itself, the
+    # terminal says the session continues, and it does.
+    b("evaluate", page, expression="(window.tether.ctx.bus.client.stream.destroy(), true)")
+    b("waitFunction", page, timeout=10000, expression=(
+        "(() => { const el = document.querySelector('.conn-banner');"
+        " return !el.hidden && /reconnecting/i.test(el.textContent); })()"))
+    b("wait", page, selector=".conn-banner", state="hidden", timeout=30000)
+    b("waitFunction", page, timeout=10000, expression=(
+        "document.querySelector('[data-testid=terminal-tab]:not([hidden]) [data-testid=session-banner]')"
+        "?.textContent.includes('the session continues')"))
+    b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
+    type_line(b, page, f"echo after-{token}")
+    b("waitTerminal", page, pattern=f"^after-{token}$", timeout=30000)
+
+    # The page tabs follow the arrow keys.
+    b("focus", page, selector="[role=tab][id^=term-]")
+    b("press", page, key="ArrowLeft")
+    assert b("attr", page, selector="#nav-sessions", name="aria-selected") == "true"
+    b("press", page, key="ArrowRight")
+    assert b("attr", page, selector="[role=tab][id^=term-]", name="aria-selected") == "true"
+    b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
+    type_line(b, page, "exit 0")
+    b("waitFunction", page, timeout=30000, expression=(
+        "document.querySelector('[data-testid=exit-code]')?.textContent === '0'"))
 
 
 @pytest.mark.parametrize("stack", ["amqtt", "mosquitto"], indirect=True)

@@ -1278,3 +1278,56 @@ def test_the_examples_in_docs_policy_md_are_valid() -> None:
     assert not evaluate(full, req(run_as="root", agent_labels=prod_db)).allowed
     d = evaluate(full, req(user="carol", agent_labels=prod_db))
     assert d.allowed and d.run_as == "postgres" and d.statement_id == "dba"
+
+
+# --------------------------------------------------------- run-as choices (consoles)
+
+
+def test_access_lists_the_literal_run_as_users_allowed_now_default_first() -> None:
+    from tether.authority.policy import access
+    p = policy("""
+        [[statement]]
+        effect = "allow"
+        users = ["alice"]
+        agents = ["db*"]
+        actions = ["shell"]
+        run_as = ["ubuntu", "postgres", "root", "svc-*"]
+
+        [[statement]]
+        effect = "allow"
+        users = ["alice"]
+        agents = ["db*"]
+        actions = ["shell"]
+        run_as = ["deploy"]
+        require_reason = true
+
+        [[statement]]
+        effect = "deny"
+        users = ["alice"]
+        agents = ["db1"]
+        actions = ["shell"]
+        run_as = ["postgres"]
+    """)
+    a = access(p, req(run_as="ignored", reason="ignored"))
+    assert a.allowed and a.default == "ubuntu" and a.other
+    assert [(c.name, c.reason_required) for c in a.run_as] == [
+        ("ubuntu", False), ("root", False), ("deploy", True)]  # postgres is denied on db1
+    assert [c.name for c in access(p, req(agent="db2")).run_as] == ["ubuntu", "postgres", "root", "deploy"]
+    none = access(p, req(agent="web1"))
+    assert not none.allowed and not none.run_as and "no policy statement allows" in none.why_not
+    assert none.to_json() == {"allowed": False, "why": none.why_not, "default": "", "run_as": [], "other": False}
+
+
+def test_access_outside_a_time_window_offers_nothing() -> None:
+    from tether.authority.policy import access
+    p = policy("""
+        [[statement]]
+        effect = "allow"
+        users = ["alice"]
+        agents = ["*"]
+        actions = ["shell"]
+        run_as = ["ubuntu"]
+        time_window = { days = ["sat-sun"] }
+    """)
+    a = access(p, req())
+    assert not a.allowed and "time window" in a.why_not

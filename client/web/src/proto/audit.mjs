@@ -15,7 +15,7 @@
 // One grant serves any number of queries; a new one is asked for 30 s before it expires.
 // Chunks are 2816 bytes: every reply packet stays under 4 KiB, which Mosquitto's websocket
 // listener needs (FIELD-NOTES); the embedded broker takes them as well.
-import { buildRequest, openReply } from './authz.mjs';
+import { AuthorityAsker } from './authz.mjs';
 import { randomBytes, sodium, x25519Pair } from './crypto.mjs';
 import { b64d, b64e, concat, float, hex, loads } from './encoding.mjs';
 import { claims } from './grants.mjs';
@@ -33,6 +33,7 @@ export class AuditClient {
     Object.assign(this, { user, key, slot, authority, topics, publish, clock, timers, recorder, chunk });
     this.grant = null; // {token, exp, recorder: {name, ed25519, x25519}}
     this.pendingGrant = null;
+    this.asker = new AuthorityAsker({ user, key, slot, authority, topics, publish, clock, timers, timeout: TIMEOUT });
     this.queries = new Map(); // nonce -> {replyKey, recorderKey, parts, total, resolve, reject, timer}
   }
 
@@ -42,55 +43,29 @@ export class AuditClient {
   }
 
   onMessage(topic, payload) {
-    if (topic === this.topics.authzReply(this.slot)) return this._onGrantReply(payload);
+    if (topic === this.topics.authzReply(this.slot)) return this.asker.onMessage(topic, payload);
     if (this.queries.size && topic.startsWith(`${this.topics.prefix}/rec/`) && topic.endsWith(`/r/${this.slot}`)) this._onAnswer(payload);
   }
 
   _grant() {
     if (this.grant && this.grant.exp - 30 > this.clock.wall()) return Promise.resolve(this.grant);
-    if (this.pendingGrant) return this.pendingGrant.promise;
+    if (this.pendingGrant) return this.pendingGrant;
     const body = { type: 'grant', agent: this.recorder, mode: 'audit', run_as: null, reason: null, command: null };
-    const req = buildRequest(this.key, this.user, this.authority.x25519, body, this.clock.wall());
-    const p = {};
-    p.promise = new Promise((resolve, reject) => Object.assign(p, { resolve, reject }));
-    p.req = req;
-    p.timer = this.timers.set(() => {
-      this.pendingGrant = null;
-      p.reject(new AuditError(`the authority did not answer the audit grant request within ${TIMEOUT} s`));
-    }, TIMEOUT);
-    this.pendingGrant = p;
-    this.publish(this.topics.authzRequest(this.slot), req.payload, 1);
-    return p.promise;
-  }
-
-  _onGrantReply(payload) {
-    const p = this.pendingGrant;
-    if (!p) return false;
-    let doc;
-    try {
-      doc = openReply(p.req, this.authority.ed25519, payload);
-    } catch {
-      return true;
-    }
-    if (doc === null) return false;
-    this.timers.clear(p.timer);
-    this.pendingGrant = null;
-    if (!doc.ok) {
-      p.reject(new AuditError(String(doc.error ?? 'the authority refused')));
-      return true;
-    }
-    try {
-      const c = claims(doc.grant);
-      const rec = doc.agent ?? doc.recorder;
-      this.grant = {
-        token: doc.grant, exp: Date.parse(c.exp) / 1000,
-        recorder: { name: String(rec.name ?? c.aud), ed25519: b64d(rec.ed25519), x25519: b64d(rec.x25519) },
-      };
-      p.resolve(this.grant);
-    } catch {
-      p.reject(new AuditError('the audit grant reply does not name the recorder and its keys'));
-    }
-    return true;
+    this.pendingGrant = this.asker.ask(body, 'audit grant request').then((doc) => {
+      if (!doc.ok) throw new AuditError(String(doc.error ?? 'the authority refused'));
+      try {
+        const c = claims(doc.grant);
+        const rec = doc.agent ?? doc.recorder;
+        this.grant = {
+          token: doc.grant, exp: Date.parse(c.exp) / 1000,
+          recorder: { name: String(rec.name ?? c.aud), ed25519: b64d(rec.ed25519), x25519: b64d(rec.x25519) },
+        };
+      } catch {
+        throw new AuditError('the audit grant reply does not name the recorder and its keys');
+      }
+      return this.grant;
+    }, (e) => { throw new AuditError(e.message); }).finally(() => { this.pendingGrant = null; });
+    return this.pendingGrant;
   }
 
   // The response's `result` for one query; rejects with AuditError on an error reply.

@@ -39,3 +39,47 @@ export function openReply(pending, authorityKey, payload, domain = REPLY) {
   }
   return doc.nonce === pending.nonce ? doc : null;
 }
+
+// Questions to the authority that expect one reply each (access questions, audit grants).
+// `ask(body)` resolves with the reply document (ok or not) or rejects with AuthzError when
+// the authority does not answer within `timeout` seconds. Replies arrive on the slot's
+// reply topic, shared with sessions: each is tried against every pending question's key.
+export class AuthorityAsker {
+  constructor({ user, key, slot, authority, topics, publish, clock, timers, timeout = 10.0 }) {
+    Object.assign(this, { user, key, slot, authority, topics, publish, clock, timers, timeout });
+    this.pending = new Set();
+  }
+
+  subscriptions() { return [this.topics.authzReply(this.slot)]; }
+
+  ask(body, what = 'request') {
+    return new Promise((resolve, reject) => {
+      const p = { req: buildRequest(this.key, this.user, this.authority.x25519, body, this.clock.wall()), resolve, reject };
+      p.timer = this.timers.set(() => {
+        this.pending.delete(p);
+        reject(new AuthzError(`the authority did not answer the ${what} within ${this.timeout} s`));
+      }, this.timeout);
+      this.pending.add(p);
+      this.publish(this.topics.authzRequest(this.slot), p.req.payload, 1);
+    });
+  }
+
+  // True if the payload answered a pending question.
+  onMessage(topic, payload) {
+    if (topic !== this.topics.authzReply(this.slot) || !this.pending.size) return false;
+    for (const p of this.pending) {
+      let doc;
+      try {
+        doc = openReply(p.req, this.authority.ed25519, payload);
+      } catch {
+        continue; // opens with this key but is not the authority's: ignored
+      }
+      if (doc === null) continue;
+      this.pending.delete(p);
+      this.timers.clear(p.timer);
+      p.resolve(doc);
+      return true;
+    }
+    return false;
+  }
+}

@@ -3,6 +3,7 @@
 // encrypted end to end exactly as the CLI does. The server and the broker see ciphertext.
 import mqtt from 'mqtt';
 import { ready } from '../proto/crypto.mjs';
+import { AuthorityAsker } from '../proto/authz.mjs';
 import { b64d } from '../proto/encoding.mjs';
 import { consoleSlot, deriveLogin } from '../proto/login.mjs';
 import { Topics, validName } from '../proto/topics.mjs';
@@ -111,6 +112,9 @@ function shell(config, me, client) {
   app.replaceChildren();
   const bus = new Bus(client);
   const ctx = { config, me, bus, topics: config.topics, clock, timers };
+  ctx.asker = new AuthorityAsker({ user: me.name, key: me.key, slot: me.slot, authority: config.authority, topics: config.topics,
+    publish: (t, p, q) => bus.publish(t, p, q), clock, timers });
+  bus.listen((topic, payload) => ctx.asker.onMessage(topic, payload));
   const tabs = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Console pages' });
   const connBanner = h('div', { class: 'conn-banner', role: 'status', hidden: true });
   const mainEl = h('main');
@@ -176,7 +180,7 @@ function shell(config, me, client) {
   const pi = addPage({ id: 'nav-instances', label: 'Instances', el: instances.el, onShow: () => instances.focus() });
   addPage({ id: 'nav-sessions', label: 'Sessions', el: sessions.el, onShow: () => sessions.shown() });
   show(pi);
-  instances.start();
+  bus.subscribe(ctx.asker.subscriptions()).catch(() => {}).finally(() => instances.start());
 
   // Broker connection state. One console slot per user: another tab logging in as the
   // same user takes the connection over, and the broker drops this one.

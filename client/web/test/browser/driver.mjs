@@ -29,6 +29,7 @@ function terminalText(agent, tail = 0) {
 const ops = {
   async open({ width = 1280, height = 800 }) {
     const context = await browser.newContext({ viewport: { width, height } });
+    await context.grantPermissions(['clipboard-read', 'clipboard-write']); // the terminal's Copy and Paste
     const page = await context.newPage();
     page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`));
     pages.push(page);
@@ -38,6 +39,7 @@ const ops = {
   click: (p, { selector, timeout = 15000 }) => p.click(selector, { timeout }),
   fill: (p, { selector, value, timeout = 15000 }) => p.fill(selector, value, { timeout }),
   focus: (p, { selector }) => p.focus(selector),
+  select: (p, { selector, value }) => p.selectOption(selector, value),
   press: (p, { key }) => p.keyboard.press(key),
   type: (p, { text }) => p.keyboard.type(text),
   viewport: (p, { width, height }) => p.setViewportSize({ width, height }),
