@@ -2,6 +2,8 @@
 # Installs tether and everything its tests need, on Debian 12 with Python 3.11:
 #   - Debian packages: mosquitto (the production broker, used by the tests), python3-venv,
 #     and for the web console's build and browser tests nodejs, npm and chromium;
+#   - tether's Mosquitto plugin for web console logins, built from broker/mosquitto-plugin/
+#     into build/mosquitto/ (and, as root, installed in /usr/local/lib/tether/);
 #   - the web console's npm packages, exactly as client/web/package-lock.json pins them;
 #   - a virtualenv in ./.venv with tether (editable) and the test tools;
 #   - a `tether` command on PATH (/usr/local/bin as root, else ~/.local/bin).
@@ -19,6 +21,11 @@ command -v vim >/dev/null 2>&1 || need_apt+=(vim)  # the recorder's tests drive 
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# tether's Mosquitto plugin (console logins) is C: headers, libsodium and a compiler.
+[ -f /usr/include/mosquitto.h ] || need_apt+=(libmosquitto-dev)
+[ -f /usr/include/mosquitto_plugin.h ] || need_apt+=(mosquitto-dev)
+[ -f /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -29,6 +36,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
     echo "install: stopped Debian's default mosquitto service (see docs/operations.md to run it with tether's config)"
   fi
+fi
+
+mkdir -p build/mosquitto
+cc -shared -fPIC -O2 -Wall -Wextra -Werror -o build/mosquitto/tether_console_auth.so \
+  broker/mosquitto-plugin/tether_console_auth.c -lsodium
+if [ "$(id -u)" = 0 ]; then
+  install -D -m 0644 build/mosquitto/tether_console_auth.so /usr/local/lib/tether/tether_console_auth.so
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -87,9 +87,15 @@ class Registry:
             raise RegistryError(f"no principal named {name!r}")
 
     def broker_users(self) -> list[BrokerUser]:
-        return [
-            BrokerUser(m, p.kind, p.mqtt_hash) for p in self.principals.values() for m in p.mqtt_names
-        ]
+        users = []
+        for p in self.principals.values():
+            for m in p.mqtt_names:
+                if p.console and m == console_slot(p.name):
+                    # Logs in with one-time tokens only (protocol.md §17.1): no password opens it.
+                    users.append(BrokerUser(m, p.kind, hash_password(secrets.token_urlsafe(32)), p.ed25519))
+                else:
+                    users.append(BrokerUser(m, p.kind, p.mqtt_hash))
+        return users
 
     def write_broker_files(self, directory: Path) -> None:
         write_broker_files(directory, self.broker_users())

@@ -314,6 +314,7 @@ def _mosquitto_files(files_dir: Path, out: Path, group: str | None) -> int:
 
     from tether.broker.files import (
         ACL_FILE,
+        CONSOLE_KEYS_FILE,
         PASSWD_FILE,
         BrokerFilesError,
         read_broker_files,
@@ -344,12 +345,15 @@ def _mosquitto_files(files_dir: Path, out: Path, group: str | None) -> int:
         if gid is not None:
             shutil.chown(out, group=gid)
             out.chmod(dir_mode)
-        for name in (PASSWD_FILE, ACL_FILE):
-            atomic_write(out / name, (files_dir / name).read_bytes(), mode=file_mode, group=gid)
+        for name in (CONSOLE_KEYS_FILE, PASSWD_FILE, ACL_FILE):
+            source = files_dir / name
+            data = source.read_bytes() if source.exists() or name != CONSOLE_KEYS_FILE else b""
+            atomic_write(out / name, data, mode=file_mode, group=gid)
     except OSError as exc:
         raise UserError(f"cannot write to {out}: {exc.strerror or exc}") from None
     readable = f"group {group} can read them" if group else "only the owner can read them"
-    print(f"wrote {out / PASSWD_FILE} and {out / ACL_FILE} ({len(passwd)} principals; {readable})")
+    print(f"wrote {out / PASSWD_FILE}, {out / ACL_FILE} and {out / CONSOLE_KEYS_FILE} "
+          f"({len(passwd)} principals; {readable})")
     print()
     print("Put these lines in mosquitto.conf (tether's mosquitto.conf has them):")
     print()
@@ -357,9 +361,12 @@ def _mosquitto_files(files_dir: Path, out: Path, group: str | None) -> int:
     print("allow_anonymous false")
     print(f"password_file {out / PASSWD_FILE}")
     print(f"acl_file {out / ACL_FILE}")
+    print("# web console logins (./install.sh builds and installs the plugin):")
+    print("plugin /usr/local/lib/tether/tether_console_auth.so")
+    print(f"plugin_opt_console_keys {out / CONSOLE_KEYS_FILE}")
     print("# and after every `listener` line:")
     print("use_username_as_clientid true")
     print()
-    print("Mosquitto reads both files as its own user (mosquitto), at start and on reload.")
+    print("Mosquitto reads these files as its own user (mosquitto), at start and on reload.")
     print(_MOSQUITTO_RELOAD)
     return 0

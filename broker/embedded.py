@@ -4,8 +4,10 @@ It reads the same ``passwd`` and ``acl`` files as a production Mosquitto
 (:mod:`tether.broker.files`) and enforces them through two amqtt plugins:
 
 * :class:`TetherAuthPlugin` checks the username and password against ``passwd`` (the
-  Mosquitto ``$7$`` format), refuses anonymous clients, requires client id == username
-  and, on TLS listeners with a client CA, a verified client certificate.
+  Mosquitto ``$7$`` format), or a web console slot's one-time token against
+  ``console-keys`` (as Mosquitto's tether plugin does), refuses anonymous clients,
+  requires client id == username and, on TLS listeners with a client CA, a verified
+  client certificate.
 * :class:`TetherTopicPlugin` answers every PUBLISH, SUBSCRIBE and delivery (RECEIVE)
   through :func:`tether.acl.permits` on the parsed acl file, so both brokers enforce
   literally the same text.
@@ -62,6 +64,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +89,9 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OUTGOING, Session
 
 from tether.acl import AclFile, Action, valid_topic
-from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files
+from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files, read_console_keys
 from tether.broker.passwd import verify_password
+from tether.console_login import TokenChecker, is_console_slot
 from tether.topics import DEFAULT_PREFIX, valid_name
 
 __all__ = [
@@ -132,18 +136,26 @@ class _State:
         self.files_dir = files_dir
         self.passwd: dict[str, str] = {}
         self.acl = AclFile()
+        self.console = TokenChecker()
         self.require_cert: frozenset[str] = frozenset()  # listener names
 
     def load(self) -> None:
         passwd, acl = read_broker_files(self.files_dir)
         self.passwd, self.acl = passwd, acl
+        self.console.keys = read_console_keys(self.files_dir)
 
-    def credentials_ok(self, session: Session) -> bool:
+    def credentials_ok(self, session: Session, *, recheck: bool = False) -> bool:
+        """A connecting client's password (or console token), or after a reload whether a
+        live client's still holds: a console slot's token was taken once, at connect, so
+        then its key must still be registered."""
         username, password = session.username, session.password
         if username is None or password is None or not valid_name(username):
             return False
-        hashed = self.passwd.get(username, "")
-        ok = verify_password(password, hashed)  # also spends the time for unknown users
+        if is_console_slot(username):
+            ok = (username in self.console.keys if recheck else
+                  self.console.check(username, session.client_id, password, time.time()))
+        else:
+            ok = verify_password(password, self.passwd.get(username, ""))  # also spends the time for unknown users
         if not ok:
             return False
         if session.attributes.get(_LISTENER) in self.require_cert:
@@ -674,7 +686,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         for client_id, (session, handler) in list(self._sessions.items()):
             if not session.transitions.is_connected() or handler is None:
                 continue
-            if self._tether_state.credentials_ok(session):
+            if self._tether_state.credentials_ok(session, recheck=True):
                 continue
             log.info("disconnecting %s: no longer authorised after reload", client_id)
             with contextlib.suppress(Exception):

@@ -1,11 +1,13 @@
-"""The two files both brokers read: ``passwd`` (Mosquitto ``$7$`` hashes) and ``acl``.
+"""The files both brokers read: ``passwd`` (Mosquitto ``$7$`` hashes), ``acl``, and
+``console-keys`` (the Ed25519 keys that check web console logins, protocol.md §17.1; read
+by the embedded broker and by Mosquitto's tether plugin, broker/mosquitto-plugin/).
 
 The registry of principals lives in the authority; whenever it changes, the authority
 calls :func:`write_broker_files` and then reloads the broker (SIGHUP, or
 ``tether broker reload``). The embedded amqtt broker and Mosquitto read exactly the same
 two files, so both enforce literally the same text.
 
-Write order: ``passwd`` first, then ``acl``, each atomically. A broker that reloads
+Write order: ``console-keys``, ``passwd``, then ``acl``, each atomically. A broker that reloads
 between the two renames sees the new passwords with the old rules, which fails closed:
 a new principal can log in but has no role rules yet, a removed one can no longer log in.
 
@@ -27,19 +29,23 @@ from typing import Final
 from tether.acl import AclError, AclFile, parse_acl, render_mosquitto_acl
 from tether.broker.passwd import PasswdError, hash_password, read_passwd, valid_hash, write_passwd
 from tether.broker.passwd import atomic_write as _atomic_write
+from tether.encoding import b64d
 from tether.topics import DEFAULT_PREFIX, valid_name
 
 __all__ = [
     "ACL_FILE",
+    "CONSOLE_KEYS_FILE",
     "PASSWD_FILE",
     "BrokerFilesError",
     "BrokerUser",
     "read_broker_files",
+    "read_console_keys",
     "write_broker_files",
 ]
 
 PASSWD_FILE: Final = "passwd"
 ACL_FILE: Final = "acl"
+CONSOLE_KEYS_FILE: Final = "console-keys"
 
 
 class BrokerFilesError(ValueError):
@@ -48,15 +54,17 @@ class BrokerFilesError(ValueError):
 
 @dataclass(frozen=True)
 class BrokerUser:
-    """One principal as the broker sees it: MQTT username, role and password hash."""
+    """One principal as the broker sees it: MQTT username, role and password hash; a web
+    console slot also has the Ed25519 key (b64url) its login tokens are checked with."""
 
     name: str
     role: str
     password_hash: str
+    console_key: str | None = None
 
     @classmethod
-    def with_password(cls, name: str, role: str, password: str) -> BrokerUser:
-        return cls(name, role, hash_password(password))
+    def with_password(cls, name: str, role: str, password: str, console_key: str | None = None) -> BrokerUser:
+        return cls(name, role, hash_password(password), console_key)
 
 
 def _resolve_group(group: str | int | None) -> int | None:
@@ -83,6 +91,7 @@ def write_broker_files(
     directory = Path(directory)
     roles: dict[str, str] = {}
     hashes: dict[str, str] = {}
+    console: list[str] = []
     for u in users:
         if not valid_name(u.name):
             raise BrokerFilesError(f"invalid principal name {u.name!r}")
@@ -92,6 +101,14 @@ def write_broker_files(
             raise BrokerFilesError(f"password hash of {u.name!r} is not a Mosquitto $7$ hash")
         roles[u.name] = u.role
         hashes[u.name] = u.password_hash
+        if u.console_key is not None:
+            try:
+                key_ok = len(b64d(u.console_key)) == 32
+            except ValueError:
+                key_ok = False
+            if not key_ok:
+                raise BrokerFilesError(f"console key of {u.name!r} is not 32 bytes of base64url")
+            console.append(f"{u.name} {u.console_key}\n")
     try:
         acl_text = render_mosquitto_acl(roles, prefix)
     except AclError as exc:
@@ -102,6 +119,7 @@ def write_broker_files(
     if gid is not None:
         os.chown(directory, -1, gid)
         os.chmod(directory, dir_mode)
+    _atomic_write(directory / CONSOLE_KEYS_FILE, "".join(console).encode("ascii"), mode=file_mode, group=gid)
     try:
         write_passwd(directory / PASSWD_FILE, hashes, mode=file_mode, group=gid)
     except PasswdError as exc:
@@ -122,3 +140,24 @@ def read_broker_files(directory: Path) -> tuple[dict[str, str], AclFile]:
     except AclError as exc:
         raise BrokerFilesError(f"{directory / ACL_FILE}: {exc}") from None
     return passwd, acl
+
+
+def read_console_keys(directory: Path) -> dict[str, bytes]:
+    """``{console slot: Ed25519 public key}``; empty without the file. Lines that are not
+    ``NAME KEY`` with a valid name and a 32-byte key are skipped."""
+    try:
+        text = (Path(directory) / CONSOLE_KEYS_FILE).read_text(encoding="ascii")
+    except FileNotFoundError:
+        return {}
+    keys: dict[str, bytes] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or not valid_name(parts[0]):
+            continue
+        try:
+            key = b64d(parts[1])
+        except ValueError:
+            continue
+        if len(key) == 32:
+            keys[parts[0]] = key
+    return keys

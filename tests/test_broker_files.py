@@ -136,12 +136,14 @@ def test_write_broker_files(tmp_path: Path) -> None:
     write_broker_files(d, users())
     assert mode(d) == 0o700
     assert mode(d / "passwd") == 0o600 and mode(d / "acl") == 0o600
+    assert mode(d / "console-keys") == 0o600
     passwd, acl = read_broker_files(d)
     assert set(passwd) == {"web1", "alice", "root"}
     assert verify_password("pw-alice", passwd["alice"])
     assert acl.permits("web1", "tether/v1/a/web1/presence", "publish")
     assert not acl.permits("alice", "tether/v1/a/web1/presence", "publish")
-    assert sorted(p.name for p in d.iterdir()) == ["acl", "passwd"]
+    assert sorted(p.name for p in d.iterdir()) == ["acl", "console-keys", "passwd"]
+    assert (d / "console-keys").read_text() == ""  # no console users
 
 
 def test_write_broker_files_custom_prefix(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ def directives() -> list[tuple[str, str]]:
         ("allow_anonymous", "false"),
         ("password_file", "/etc/tether/broker/passwd"),
         ("acl_file", "/etc/tether/broker/acl"),
+        ("plugin", "/usr/local/lib/tether/tether_console_auth.so"),
+        ("plugin_opt_console_keys", "/etc/tether/broker/console-keys"),
         ("persistence", "true"),
         ("persistence_location", "/var/lib/mosquitto/"),
         ("set_tcp_nodelay", "true"),
@@ -71,8 +73,10 @@ def test_rewrite_touches_only_the_test_specific_lines(tmp_path: Path) -> None:
     original = [line for line in MOSQUITTO_CONF.read_text().splitlines()]
     rewritten = text.splitlines()
     changed = {a.split()[0] for a, b in zip(original, rewritten, strict=False) if a != b}
-    assert changed <= {"listener", "password_file", "acl_file", "persistence_location"}
+    assert changed <= {"listener", "password_file", "acl_file", "persistence_location", "plugin",
+                       "plugin_opt_console_keys"}
     assert f"password_file {tmp_path.resolve()}/files/passwd" in rewritten
+    assert f"plugin_opt_console_keys {tmp_path.resolve()}/files/console-keys" in rewritten
     assert "listener 18883 127.0.0.1" in rewritten
 
 

@@ -24,7 +24,7 @@ from support.brokers import BROKER_KINDS, ProbeClient, connected, free_port, sta
 from tether import auditq, authz
 from tether.authority.registry import Registry
 from tether.broker.files import BrokerUser, write_broker_files
-from tether.console_login import derive
+from tether.console_login import broker_token, derive
 from tether.encoding import b64d, b64e
 from tether.keys import Identity
 
@@ -36,7 +36,7 @@ P = "tether/v1"
 @pytest.fixture(params=BROKER_KINDS)
 def ws_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     write_broker_files(tmp_path / "files", [
-        BrokerUser.with_password("alice.c", "user", "alice-pw"),
+        BrokerUser.with_password("alice.c", "user", "alice-pw", b64e(bytes(ALICE_KEY.verify_key))),
         BrokerUser.with_password("bob", "user", "bob-pw"),
         BrokerUser.with_password("rec", "recorder", "rec-pw"),
         BrokerUser.with_password("web1", "agent", "web1-pw"),
@@ -44,6 +44,10 @@ def ws_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     broker = start_broker(request.param, tmp_path / "files", tmp_path / "work", websockets=True)
     yield broker
     broker.stop()
+
+
+ALICE_SEED = bytes(range(32))
+ALICE_KEY = SigningKey(ALICE_SEED)
 
 
 def _ws(broker: Any, user: str, password: str) -> ProbeClient:
@@ -58,7 +62,12 @@ def test_websocket_clients_obey_the_same_acl(ws_broker: Any) -> None:
         assert not bad.connect()
     finally:
         bad.close()
-    alice = _ws(ws_broker, "alice.c", "alice-pw")
+    password = ProbeClient(("127.0.0.1", ws_broker.ws_port), "alice.c", "alice-pw", transport="websockets")
+    try:
+        assert not password.connect()  # a console slot takes only one-time tokens
+    finally:
+        password.close()
+    alice = _ws(ws_broker, "alice.c", broker_token(ALICE_SEED, "alice.c", "alice.c", time.time()))
     try:
         with connected(ws_broker, "rec", "rec-pw") as rec, connected(ws_broker, "web1", "web1-pw") as agent:
             rec.subscribe(f"{P}/rec/rec/q/+")
@@ -114,10 +123,13 @@ class Console:
     @classmethod
     def login(cls, stack: Stack, user: str, slot: str, passphrase: str,
               transport: str = "websockets") -> Console:
-        """As the browser logs in: the key and the password from the passphrase."""
+        """As the browser logs in: the key from the passphrase, a one-time broker token
+        (the console slot; the user's CLI slots take the derived password)."""
         authority = Identity.load(stack.home.authority_identity).authority
         keys = derive(passphrase, b64d(authority["ed25519"]), user)
-        return cls(stack, user, slot, keys.signing_key, keys.mqtt_password, transport)
+        password = (broker_token(keys.seed, slot, slot, time.time()) if slot.endswith(".c")
+                    else keys.mqtt_password)
+        return cls(stack, user, slot, keys.signing_key, password, transport)
 
     def request_grant(self, body: dict[str, Any]) -> dict[str, Any]:
         pending = authz.build_request(self.key, self.user,
@@ -195,6 +207,7 @@ def test_console_user_logs_in_and_audits_recordings(stack: Stack) -> None:
                   "carol")
     assert carol.console and carol.ed25519 == b64e(keys.public_key)
     assert re.search(r"^carol\.c:\$7\$", (stack.home.broker_files / "passwd").read_text(), re.M)
+    assert f"carol.c {carol.ed25519}\n" in (stack.home.broker_files / "console-keys").read_text()
     assert "user carol.c" in (stack.home.broker_files / "acl").read_text()
     assert 'users = ["carol"]' in stack.home.policy.read_text()
     short = stack.tether("authority", "user", "add", "dave", "--console", "--passphrase-stdin",

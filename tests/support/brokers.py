@@ -2,7 +2,8 @@
 
 * :func:`start_mosquitto` runs ``/usr/sbin/mosquitto`` from the repository's own
   ``mosquitto.conf``, rewriting only the listener (port, 127.0.0.1), ``password_file``,
-  ``acl_file``, ``persistence_location`` and the pid file; its log (stderr) goes to
+  ``acl_file``, the tether plugin and its ``console-keys`` (as ./install.sh builds it),
+  ``persistence_location`` and the pid file; its log (stderr) goes to
   ``WORKDIR/mosquitto.log``. When the tests run as root it adds ``user root``: Mosquitto
   would otherwise switch to the ``mosquitto`` user before reading the (0600, root-owned)
   test files and the work directory.
@@ -77,6 +78,8 @@ __all__ = [
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BROKER_KINDS: Final = ("amqtt", "mosquitto")
 MOSQUITTO_CONF: Final = REPO_ROOT / "mosquitto.conf"
+# tether's Mosquitto plugin (console logins), as ./install.sh builds it.
+MOSQUITTO_PLUGIN: Final = REPO_ROOT / "build" / "mosquitto" / "tether_console_auth.so"
 MOSQUITTO_BIN: Final = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HOST: Final = "127.0.0.1"
 START_TIMEOUT: Final = 20.0
@@ -501,6 +504,10 @@ def render_test_mosquitto_conf(
             out.append(f"password_file {files_dir / 'passwd'}")
         elif key == "acl_file":
             out.append(f"acl_file {files_dir / 'acl'}")
+        elif key == "plugin":
+            out.append(f"plugin {MOSQUITTO_PLUGIN}")
+        elif key == "plugin_opt_console_keys":
+            out.append(f"plugin_opt_console_keys {files_dir / 'console-keys'}")
         elif key == "persistence_location":
             out.append(f"persistence_location {workdir}/")
         elif key in ("pid_file", "user"):

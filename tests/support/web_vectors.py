@@ -21,6 +21,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from tether import grants, handshake, presence
+from tether.console_login import broker_token
 from tether.encoding import b64e, dumps
 from tether.frames import Direction, FrameCipher, FrameType
 from tether.signed import sign_document
@@ -136,8 +137,10 @@ def _login() -> dict[str, str]:
     salt = hashlib.blake2b(authority + user.encode(), digest_size=16, person=b"tether-console").digest()
     out = nacl.pwhash.argon2id.kdf(64, passphrase.encode(), salt, opslimit=nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
                                    memlimit=nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE)
+    token = broker_token(out[:32], "alice.c", "alice.c", NOW, bytes(range(16)))
     return {"authority_ed25519": authority.hex(), "user": user, "passphrase": passphrase, "salt": salt.hex(),
-            "public_key": bytes(SigningKey(out[:32]).verify_key).hex(), "mqtt_password": b64e(out[32:])}
+            "public_key": bytes(SigningKey(out[:32]).verify_key).hex(), "mqtt_password": b64e(out[32:]),
+            "token_now": NOW, "token_nonce": bytes(range(16)).hex(), "token": token}
 
 
 def vectors() -> dict[str, Any]:

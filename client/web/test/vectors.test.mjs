@@ -8,7 +8,7 @@ import { ClientHandshake, HandshakeRefused } from '../src/proto/handshake.mjs';
 import { openDocument, signDocument, BadDocument } from '../src/proto/signed.mjs';
 import { readPresence, readStatus } from '../src/proto/presence.mjs';
 import { claims, verifyGrant } from '../src/proto/grants.mjs';
-import { deriveLogin, loginSalt } from '../src/proto/login.mjs';
+import { brokerToken, deriveLogin, loginSalt } from '../src/proto/login.mjs';
 import { vectors } from './helpers.mjs';
 
 let V;
@@ -118,6 +118,7 @@ test('console login derivation equals PyNaCl Argon2id', () => {
   const got = deriveLogin(fromHex(l.authority_ed25519), l.user, l.passphrase);
   assert.equal(hex(got.key.publicKey), l.public_key);
   assert.equal(got.mqttPassword, l.mqtt_password);
+  assert.equal(brokerToken(got.key, 'alice.c', 'alice.c', l.token_now, fromHex(l.token_nonce)), l.token);
 });
 
 test('utf8 helper round trip', () => {

@@ -5,7 +5,7 @@ import mqtt from 'mqtt';
 import { ready } from '../proto/crypto.mjs';
 import { AuthorityAsker } from '../proto/authz.mjs';
 import { b64d } from '../proto/encoding.mjs';
-import { consoleSlot, deriveLogin } from '../proto/login.mjs';
+import { brokerToken, consoleSlot, deriveLogin } from '../proto/login.mjs';
 import { Topics, validName } from '../proto/topics.mjs';
 import { Instances } from './instances.mjs';
 import { TerminalTab } from './terminal.mjs';
@@ -49,17 +49,21 @@ class Bus {
   unsubscribe(topics) { this.client.unsubscribe(topics); }
 }
 
-function connect(config, slot, password) {
+// The console slot logs in with a one-time token signed by the user's key, a fresh one for
+// every connection attempt (the broker takes each token once; protocol.md §17.1).
+function connect(config, slot, key) {
   return new Promise((resolve, reject) => {
+    const token = () => brokerToken(key, slot, slot, clock.wall());
     const client = mqtt.connect(config.wsUrl, {
-      username: slot, password, clientId: slot, clean: true, protocolVersion: 4, keepalive: 30,
+      username: slot, password: token(), clientId: slot, clean: true, protocolVersion: 4, keepalive: 30,
       reconnectPeriod: 2000, connectTimeout: 10000, resubscribe: true,
     });
+    client.on('reconnect', () => { client.options.password = token(); });
     const fail = (err) => {
       client.end(true);
       const msg = String(err?.message ?? err);
       reject(new Error(/not authori[sz]ed|bad user ?name or password|code 4|code 5/i.test(msg)
-        ? 'The broker refused the login: check the user name and passphrase (and that `tether authority user add NAME --console` registered this user).'
+        ? 'The broker refused the login: check the user name and passphrase, that `tether authority user add NAME --console` registered this user, and that this computer\'s clock is right (within 2 minutes).'
         : `Could not reach the broker at ${config.wsUrl}: ${msg}`));
     };
     let done = false;
@@ -95,7 +99,7 @@ function loginView(config, error = '') {
       const login = deriveLogin(config.authority.ed25519, name, pass.value);
       submit.textContent = 'Connecting…';
       const slot = consoleSlot(name);
-      const client = await connect(config, slot, login.mqttPassword);
+      const client = await connect(config, slot, login.key);
       pass.value = '';
       shell(config, { name, slot, key: login.key }, client);
     } catch (e) {
