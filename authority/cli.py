@@ -43,9 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
             add.add_argument("--role", choices=["user", "admin"], default="user",
                              help="broker role; admin may read every topic (for operators' tooling)")
             add.add_argument("--console", action="store_true",
-                             help="a web console user: the key and the broker password of the "
-                             "console slot NAME.c are derived from a passphrase (asked twice on "
-                             "the terminal), which the browser derives again at login")
+                             help="a web console user: the key is derived from a passphrase "
+                             "(asked twice on the terminal), which the browser derives again at "
+                             "login; the browser's broker login (slot NAME.c) is a one-time token "
+                             "signed with that key")
             add.add_argument("--passphrase-stdin", action="store_true",
                              help="with --console: read the passphrase from the first line of stdin")
         elif kind == "agent":

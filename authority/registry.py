@@ -43,7 +43,7 @@ class Principal:
     x25519: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
-    console: bool = False  # its key and password come from a passphrase (console login)
+    console: bool = False  # its key comes from a passphrase (console login; NAME.c takes tokens)
 
     @property
     def mqtt_names(self) -> list[str]:
