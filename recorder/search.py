@@ -134,7 +134,9 @@ def _session_filter(agent: str | None, user: str | None, sid: str | None) -> tup
 def _ranges(db: sqlite3.Connection, where: str, params: list[Any]) -> list[tuple[int, int]]:
     """The rowid ranges that can hold the filtered rows, newest first, merged; at most
     MAX_RANGES (neighbours are joined: the exact filter is applied to the rows anyway)."""
-    spans = sorted(db.execute(f"SELECT lo, hi FROM text_spans WHERE {where}", params))
+    # (tuples: a connection with row_factory = sqlite3.Row, as the audit queries use, gives
+    # rows that do not compare)
+    spans = sorted((lo, hi) for lo, hi in db.execute(f"SELECT lo, hi FROM text_spans WHERE {where}", params))
     merged: list[list[int]] = []
     for lo, hi in spans:
         if merged and lo <= merged[-1][1] + 1:

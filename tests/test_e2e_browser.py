@@ -388,6 +388,19 @@ def test_search_and_replay(browser: Browser, console: Stack, tmp_path_factory: p
     page = login(b, stack, "cara")
     b("click", page, selector="#nav-sessions")
     b("wait", page, selector="[data-testid=session-row]", timeout=30000)
+    # The list's filters: a user with no sessions, then cara's on local in the last hour.
+    b("fill", page, selector="#filter-user", value="nobody")
+    b("click", page, selector="#list-refresh")
+    b("waitFunction", page, expression=(
+        "document.querySelector('#nav-sessions-panel [role=status]')?.textContent === '0 sessions'"))
+    b("fill", page, selector="#filter-user", value="cara")
+    b("fill", page, selector="#filter-agent", value="local")
+    b("select", page, selector="#filter-since", value="3600")
+    b("click", page, selector="#list-refresh")
+    b("wait", page, selector="[data-testid=session-row]", timeout=30000)
+    rows = b("evaluate", page, expression=(
+        "[...document.querySelectorAll('[data-testid=session-row]')].map((r) => [r.cells[1].textContent, r.cells[2].textContent])"))
+    assert rows and all(r == ["cara", "local"] for r in rows), rows
     b("fill", page, selector="#search-box", value=canary)
 
     def hit() -> bool:  # the recorder indexes screens within seconds

@@ -109,3 +109,19 @@ def test_commands_listing(store: Path, capsys: pytest.CaptureFixture[str]) -> No
         cli(commands_cli, ["0"])
     with pytest.raises(UserError, match="no recorded session"):
         cli(commands_cli, ["ffff"])
+
+
+def test_filtered_search_through_the_audit_query_worker(store: Path) -> None:
+    """The console's audit queries read with row_factory = sqlite3.Row: filters must work there."""
+    from tether.recorder.queries import QueryWorker
+
+    worker = QueryWorker(store, b"\0" * 32)
+    try:
+        for args, users in [({"text": "needle-alpha"}, ["bob", "alice"]),
+                            ({"text": "needle-alpha", "user": "alice"}, ["alice"]),
+                            ({"text": "needle-alpha", "agent": "db-1", "since": STARTED}, ["bob"])]:
+            answer = worker.answer("search", args)
+            assert answer["ok"], answer
+            assert [h["user"] for h in answer["result"]["hits"]] == users
+    finally:
+        worker.close()

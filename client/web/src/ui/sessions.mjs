@@ -25,6 +25,7 @@ export class SessionsPage {
     this.replayEl = h('div');
     this.el = h('section', { class: 'page' }, h('h2', {}, 'Sessions'), form, this.status, this.replayEl, this.results);
     this.loaded = false;
+    this.el.tetherSessions = this; // for tests and the browser's devtools
   }
 
   client() {
