@@ -298,8 +298,12 @@ class AuditQueries:
         loop = asyncio.get_running_loop()
         try:
             replies = await loop.run_in_executor(self._executor, self._compute, query)
-        except Exception:
+        except Exception as exc:
             log.exception("audit query %s failed", query.op)
+            # An answer, so the console says what happened instead of waiting for a timeout.
+            self._publish(topic, auditq.build_replies(self.identity.signing_key, query, {
+                "ok": False, "op": query.op,
+                "error": f"the recorder failed on this query ({type(exc).__name__}); its log has the details"}))
             return
         self.stats[f"answered_{query.op}"] += 1
         conn = self.conn
