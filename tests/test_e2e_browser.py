@@ -302,7 +302,8 @@ def run_as_options(b: Browser, page: int) -> list[str]:
 
 
 @pytest.mark.parametrize("stack", ["amqtt"], indirect=True)
-def test_run_as_reason_keyboard_clipboard_and_reconnect(browser: Browser, console: Stack) -> None:
+def test_run_as_reason_keyboard_clipboard_and_reconnect(browser: Browser, console: Stack,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
     stack, b = console, browser
     page = login(b, stack, "erin")
     # The run-as menu offers what the policy allows erin on `local`: OS_USER, by default,
@@ -313,6 +314,7 @@ def test_run_as_reason_keyboard_clipboard_and_reconnect(browser: Browser, consol
     assert run_as_options(b, page) == [f"{OS_USER} (default) · reason", "Other…"]
     b("select", page, selector="[data-agent=local] [data-testid=run-as]", value="\u0001other")
     b("wait", page, selector="[data-agent=local] [data-testid=run-as-other]")
+    b("screenshot", page, path=str(shots(tmp_path_factory, stack, "run-as-other")))
     b("select", page, selector="[data-agent=local] [data-testid=run-as]", value=OS_USER)
     b("wait", page, selector="[data-agent=local] [data-testid=run-as-other]", state="hidden")
 
@@ -323,6 +325,7 @@ def test_run_as_reason_keyboard_clipboard_and_reconnect(browser: Browser, consol
     assert b("evaluate", page, expression="document.activeElement.dataset.testid") == "connect"
     b("press", page, key="Enter")
     b("wait", page, selector="[data-testid=reason-dialog]")
+    b("screenshot", page, path=str(shots(tmp_path_factory, stack, "reason")))
     assert b("evaluate", page, expression="document.activeElement.id") == "reason-input"
     reason = f"ticket OPS-{os.urandom(3).hex()}"
     b("type", page, text=reason)
