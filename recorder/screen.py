@@ -55,7 +55,10 @@ _DEFAULT_TABS: dict[int, frozenset[int]] = {}
 
 
 def _text_width(text: str) -> int:
-    """The columns `text` takes, or -1 if a character in it is not 1 or 2 wide."""
+    """The columns `text` takes drawn from column 0 of an empty row, if its row's text is
+    `text` itself: characters 1 or 2 wide, and zero-width ones that attach to the
+    character before them (VS16, ZWJ, ZWSP; not the first). Else -1 (unprintable or
+    combining characters: pyte normalises those into the cell before)."""
     widths = _WIDTHS
     try:
         ws = list(map(widths.__getitem__, text))
@@ -64,7 +67,10 @@ def _text_width(text: str) -> int:
             if char not in widths:
                 widths[char] = wcwidth(char)
         ws = list(map(widths.__getitem__, text))
-    return -1 if 0 in ws or -1 in ws else sum(ws)
+    if -1 in ws or (0 in ws and (ws[0] == 0 or any(
+            w == 0 and unicodedata.combining(c) for c, w in zip(text, ws, strict=True)))):
+        return -1
+    return sum(ws)
 
 
 def _default_tabs(columns: int) -> frozenset[int]:
