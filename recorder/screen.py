@@ -172,12 +172,7 @@ class TerminalScreen(pyte.Screen):
         """_draw_chars for width-1 and width-2 characters without the per-run overhead;
         zero-width ones still go through it (they combine or attach)."""
         cursor = self.cursor
-        attrs = cursor.attrs
-        cells = self._cells.get(attrs)
-        if cells is None:
-            if len(self._cells) >= _MAX_CACHED_ATTRS:
-                self._cells.clear()
-            cells = self._cells[attrs] = _Cells(attrs)
+        cells = self._cells_for(cursor.attrs)
         columns = self.columns
         widths = _WIDTHS
         for char in data:
@@ -206,12 +201,7 @@ class TerminalScreen(pyte.Screen):
     def _draw_ascii(self, data: str) -> None:
         """What pyte's draw does for width-1 characters, a line segment at a time."""
         cursor = self.cursor
-        attrs = cursor.attrs
-        cells = self._cells.get(attrs)
-        if cells is None:
-            if len(self._cells) >= _MAX_CACHED_ATTRS:
-                self._cells.clear()
-            cells = self._cells[attrs] = _Cells(attrs)
+        cells = self._cells_for(cursor.attrs)
         get = cells.__getitem__
         columns = self.columns
         wrap = mo.DECAWM in self.mode
