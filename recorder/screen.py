@@ -415,49 +415,48 @@ class TerminalScreen(pyte.Screen):
 
     def _settle(self) -> None:
         """Build the cell dicts of the rows batch_lines kept as items."""
-        rows, partial = self._rows, self._partial
+        placed: list[tuple[int, Any]] = list(enumerate(self._rows or ()))
+        if self._partial is not None:  # laid out like a whole line's row
+            placed.append((self.lines - 1, _Raw("", self._partial, self._partial_attrs)))
         self._lazy = False
         self._rows = None
         self._partial = None
         buffer = self._buffer
         default = self.default_char
-        if rows is not None:
-            for y, item in enumerate(rows):
-                kind = type(item)
-                if kind is _Raw:
-                    laid = self._layout(item[1], item[2])
-                    assert laid is not None and len(laid) == 1
-                    item, kind = laid[0], list
-                if kind is tuple:
-                    line: Any = StaticDefaultDict(default)
-                    line.update(zip(range(len(item[0])), map(item[1].__getitem__, item[0]), strict=True))
-                    buffer[y] = line
-                elif kind is list:
-                    line = StaticDefaultDict(default)
-                    if None in item:
-                        line.update((x, cell) for x, cell in enumerate(item) if cell is not None)
-                    else:
-                        line.update(enumerate(item))
-                    buffer[y] = line
-                elif item is None:
-                    buffer.pop(y, None)
+        for y, item in placed:
+            kind = type(item)
+            if kind is _Raw:
+                laid = self._layout(item[1], item[2])
+                assert laid is not None and len(laid) == 1
+                item, kind = laid[0], list
+            if kind is tuple:
+                line: Any = StaticDefaultDict(default)
+                line.update(zip(range(len(item[0])), map(item[1].__getitem__, item[0]), strict=True))
+                buffer[y] = line
+            elif kind is list:
+                line = StaticDefaultDict(default)
+                if None in item:
+                    line.update((x, cell) for x, cell in enumerate(item) if cell is not None)
                 else:
-                    buffer[y] = item
-        if partial is not None:
-            laid = self._layout(partial, self._partial_attrs)
-            assert laid is not None and len(laid) == 1
-            line = StaticDefaultDict(default)
-            line.update(enumerate(laid[0]))
-            buffer[self.lines - 1] = line
+                    line.update(enumerate(item))
+                buffer[y] = line
+            elif item is None:
+                buffer.pop(y, None)
+            else:
+                buffer[y] = item
+
+    def _cells_after(self, cells: _Cells, sgr: str) -> _Cells:
+        """The cells for the attributes after the SGR token `sgr` (cached per cell set)."""
+        after = cells.after.get(sgr)
+        if after is None:
+            if len(cells.after) >= 64:
+                cells.after.clear()
+            after = cells.after[sgr] = self._cells_for(self.sgr(cells.attrs, sgr[2:-1]))
+        return after
 
     def _cells_after_sgr(self, cells: _Cells, text: str) -> _Cells:
         for sgr in _SGR_ANY.findall(text):
-            after = cells.after.get(sgr)
-            if after is None:
-                if len(cells.after) >= 64:
-                    cells.after.clear()
-                after = cells.after[sgr] = self._cells_for(self.sgr(cells.attrs, sgr[2:-1]))
-            cells = after
+            cells = self._cells_after(cells, sgr)
         return cells
 
     def _layout(self, text: str, attrs: Any) -> list[Any] | None:
@@ -529,12 +528,7 @@ class TerminalScreen(pyte.Screen):
                     else:
                         return None
             elif sgr:
-                after = cells.after.get(sgr)
-                if after is None:
-                    if len(cells.after) >= 64:
-                        cells.after.clear()
-                    after = cells.after[sgr] = self._cells_for(self.sgr(cells.attrs, sgr[2:-1]))
-                cells = after
+                cells = self._cells_after(cells, sgr)
             elif erase:
                 tail = cells.attrs
             else:  # a tab
