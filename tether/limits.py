@@ -19,4 +19,10 @@ def valid_geometry(cols: object, rows: object) -> bool:
             and 1 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS)
 
 
-__all__ = ["MAX_COLS", "MAX_ROWS", "valid_geometry"]
+def clamp_geometry(cols: int, rows: int) -> tuple[int, int]:
+    """The nearest size every role accepts, for sizes a reader cannot refuse (a stored
+    recording): each side into 1..MAX."""
+    return min(max(cols, 1), MAX_COLS), min(max(rows, 1), MAX_ROWS)
+
+
+__all__ = ["MAX_COLS", "MAX_ROWS", "clamp_geometry", "valid_geometry"]
