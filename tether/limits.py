@@ -13,6 +13,21 @@ MAX_COLS = 1000
 MAX_ROWS = 1000
 
 
+# What one HELLO may carry (tether.session_request checks it; docs/threat-model.md lists
+# each). The agent refuses a HELLO past any of these and names the limit in the reason.
+MAX_HELLO_BYTES = 128 * 1024  # the sealed message, as brokers cap packets; dropped unread past it
+MAX_GRANT_BYTES = 32 * 1024  # the PASETO token: room for a command at its own limit
+MAX_COMMAND_ARGS = 1024
+MAX_COMMAND_BYTES = 16 * 1024  # an exec argv: UTF-8 bytes plus one NUL per argument
+MAX_ENV_VARS = 32
+MAX_ENV_NAME_BYTES = 64
+MAX_ENV_VALUE_BYTES = 256  # locale names and COLORTERM are all the agent passes on
+MAX_TERM_BYTES = 64
+MAX_REASON_BYTES = 1024
+MAX_RUN_AS_BYTES = 256
+MAX_MODE_BYTES = 16
+
+
 def valid_geometry(cols: object, rows: object) -> bool:
     """Whether (cols, rows) is a terminal size every role accepts: ints in 1..MAX."""
     return (type(cols) is int and type(rows) is int
@@ -25,4 +40,20 @@ def clamp_geometry(cols: int, rows: int) -> tuple[int, int]:
     return min(max(cols, 1), MAX_COLS), min(max(rows, 1), MAX_ROWS)
 
 
-__all__ = ["MAX_COLS", "MAX_ROWS", "clamp_geometry", "valid_geometry"]
+__all__ = [
+    "MAX_COLS",
+    "MAX_COMMAND_ARGS",
+    "MAX_COMMAND_BYTES",
+    "MAX_ENV_NAME_BYTES",
+    "MAX_ENV_VALUE_BYTES",
+    "MAX_ENV_VARS",
+    "MAX_GRANT_BYTES",
+    "MAX_HELLO_BYTES",
+    "MAX_MODE_BYTES",
+    "MAX_REASON_BYTES",
+    "MAX_ROWS",
+    "MAX_RUN_AS_BYTES",
+    "MAX_TERM_BYTES",
+    "clamp_geometry",
+    "valid_geometry",
+]
