@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -15,13 +16,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="WHEN", help="only newer entries: 30m, 2h, 7d, or an ISO date")
     parser.add_argument("--user", help="only entries about this user")
     parser.add_argument("--agent", help="only entries about this agent")
-    parser.add_argument("--json", action="store_true", help="print the raw JSON lines")
+    parser.add_argument("--json", action="store_true",
+                        help="print each entry as a JSON line (non-ASCII characters as \\u escapes)")
+
+
+def _line(r: dict[str, Any], number: int, problem: str | None) -> str:
+    """One entry as a line. Its fields come from requests by other principals (a user's
+    reason, the agent and mode they asked for), so each is escaped for the terminal."""
+    from tether.display import safe
+
+    detail = " ".join(f"{k}={safe(r[k])}" for k in ("user", "agent", "mode", "run_as", "jti") if r.get(k))
+    why = f" reason={r['reason']!r}" if r.get("reason") else ""
+    flag = f"  !! line {number}: {problem}" if problem else ""
+    return f"{safe(r.get('ts', '?'))}  {safe(r.get('event', '?')):<14} {detail}{why}{flag}"
 
 
 def run(args: argparse.Namespace) -> int:
     from tether.authority.audit import parse_since, read_audit
     from tether.cli import UserError
-    from tether.encoding import b64d, dumps
+    from tether.display import safe_json
+    from tether.encoding import b64d
     from tether.home import Home
     from tether.keys import Identity, KeyFileError
 
@@ -52,12 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if args.agent and r.get("agent") != args.agent:
             continue
         if args.json:
-            print(dumps(r).decode())
+            print(safe_json(r))
             continue
-        detail = " ".join(f"{k}={r[k]}" for k in ("user", "agent", "mode", "run_as", "jti") if r.get(k))
-        why = f" reason={r['reason']!r}" if r.get("reason") else ""
-        flag = f"  !! line {entry.line}: {entry.problem}" if entry.problem else ""
-        print(f"{r.get('ts', '?')}  {r.get('event', '?'):<14} {detail}{why}{flag}")
+        print(_line(r, entry.line, entry.problem))
     if bad:
         print(f"tether audit: {bad} line(s) failed verification", file=__import__("sys").stderr)
         return 1

@@ -168,6 +168,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from tether.authority.policy import Request, evaluate
     from tether.cli import UserError
+    from tether.display import safe
 
     if args.sessions < 0:
         raise UserError("--sessions must not be negative")
@@ -193,7 +194,7 @@ def _check(args: argparse.Namespace) -> int:
     if not path.exists():
         notes.append(f"no policy file at {path}: everything is denied")
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {safe(note)}", file=sys.stderr)
     request = Request(user=args.user, agent=args.agent, action=action, run_as=args.run_as,
                       groups=groups, agent_labels=labels or {}, command=command,
                       reason=args.reason, now=_parse_time(args.at),
@@ -205,18 +206,19 @@ def _check(args: argparse.Namespace) -> int:
 
 def _print_decision(request: Request, decision: Decision, policy: Policy, path: Path) -> None:
     from tether.authority.policy import SESSION_ACTIONS, command_line, format_duration
+    from tether.display import safe
 
     run_as = decision.run_as or request.run_as
     what = f"{request.user} {request.action} on {request.agent}" + (f" as {run_as}" if run_as else "")
     if request.command:
         what += f": {command_line(request.command)}"
-    print(f"{'ALLOW' if decision.allowed else 'DENY':<6}{what}")
-    print(f"  reason:    {decision.reason}")
+    print(f"{'ALLOW' if decision.allowed else 'DENY':<6}{safe(what)}")
+    print(f"  reason:    {safe(decision.reason)}")
     if decision.statement is None:
         print("  statement: none applies (default deny)")
     else:
         line = policy.statements[decision.statement].line
-        print(f"  statement: {decision.statement_label} at {path}" + (f":{line}" if line else ""))
+        print(f"  statement: {safe(decision.statement_label)} at {path}" + (f":{line}" if line else ""))
     if decision.allowed and request.action in SESSION_ACTIONS:
         limits = [f"max_duration {format_duration(decision.max_duration)}",
                   f"idle_timeout {format_duration(decision.idle_timeout) if decision.idle_timeout else 'none'}",
@@ -228,17 +230,17 @@ def _print_decision(request: Request, decision: Decision, policy: Policy, path: 
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import stat
-
-    from tether.authority.policy import find_problems
+    from tether.authority.policy import PolicyError, find_problems, read_policy_file
     from tether.cli import UserError
 
     path = _policy_path(args.file)
     try:
-        raw = path.read_bytes()
-        mode = path.stat().st_mode
+        raw = read_policy_file(path)
     except FileNotFoundError as exc:
         raise UserError(f"no policy file at {path}") from exc
+    except PolicyError as exc:  # the file itself: writable by others, or too large
+        print("\n".join(exc.format()))
+        return 1
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from exc
     try:
@@ -248,10 +250,8 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     errors = [f"{path}:{p.line}: {p.message}" if p.line else f"{path}: {p.message}"
               for p in find_problems(text)]
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        errors.append(f"{path}: writable by group or others; fix with: chmod go-w {path}")
     for error in errors:
-        print(error)
+        print(safe(error))
     if errors:
         return 1
     from tether.authority.policy import Policy

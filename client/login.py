@@ -87,6 +87,7 @@ async def rotate_identity(path: Path) -> int:
     from tether.authz import rotation_message
     from tether.cli import UserError
     from tether.client.connect import GrantRequester, acquire_slot, connect
+    from tether.display import safe
     from tether.encoding import b64e
     from tether.keys import Identity, KeyFileError
     from tether.topics import Topics
@@ -120,7 +121,7 @@ async def rotate_identity(path: Path) -> int:
     finally:
         await conn.close()
     if not reply.get("ok"):
-        raise UserError(f"the authority refused the rotation: {reply.get('error')}")
+        raise UserError(f"the authority refused the rotation: {safe(reply.get('error'))}")
     ident.signing_seed = bytes(new)
     if new_x_secret is not None:
         ident.x25519_secret = new_x_secret

@@ -15,6 +15,7 @@ from tether.channel import KEEPALIVE, Channel
 from tether.cli import UserError
 from tether.client.connect import GrantRequester, Slot, acquire_slot, connect
 from tether.deadline import DeadlineTimer
+from tether.display import safe
 from tether.encoding import b64d, loads
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.handshake import ClientHandshake, HandshakeError, HandshakeRefused
@@ -94,7 +95,7 @@ class ClientSession:
                 "command": self.request.get("command")}
         reply = await self._grants.request(body)
         if not reply.get("ok"):
-            raise UserError(str(reply.get("error", "the authority refused")))
+            raise UserError(safe(reply.get("error", "the authority refused")))
         agent_info = reply.get("agent") or {}
         try:
             self._agent_key = b64d(str(agent_info["ed25519"]))
@@ -103,7 +104,7 @@ class ClientSession:
             raise UserError(f"agent {self.agent!r} has no session key registered") from exc
         revoked = self.bulletin.current.agent_refusal(self.agent, str(agent_info["ed25519"]))
         if revoked is not None:
-            raise UserError(revoked)
+            raise UserError(safe(revoked))
         await self._check_online()
         self._hs = ClientHandshake(
             client_key=self.identity.signing_key, agent_signing_key=self._agent_key,
@@ -121,9 +122,9 @@ class ClientSession:
                 "`tether ls` shows whether it is online"
             ) from None
         except HandshakeRefused as exc:
-            raise UserError(f"agent {self.agent!r} refused the session: {exc}") from None
+            raise UserError(f"agent {self.agent!r} refused the session: {safe(exc)}") from None
         except HandshakeError as exc:
-            raise UserError(f"handshake with {self.agent!r} failed: {exc}") from None
+            raise UserError(f"handshake with {self.agent!r} failed: {safe(exc)}") from None
         self.accepted = self._hs.accepted
         self.channel = Channel(FrameCipher(keys.c2a, Direction.C2A), FrameCipher(keys.a2c, Direction.A2C))
         self.conn.publish(self._topic(C2A), confirm, qos=1)

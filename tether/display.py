@@ -8,6 +8,8 @@ title or, on some emulators, write files. Every such field is printed through `s
 
 from __future__ import annotations
 
+import json
+
 
 def _escape(c: str) -> str:
     code = ord(c)
@@ -27,4 +29,12 @@ def safe(value: object) -> str:
     return "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
-__all__ = ["safe"]
+def safe_json(value: object) -> str:
+    """`value` as one line of canonical JSON (sorted keys, no spaces) that is also safe to
+    print: every character outside printable ASCII is a JSON escape, so nothing is lost and
+    a program reading the line gets the same strings back."""
+    text = json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return text.replace("\x7f", "\\u007f")  # DEL: ASCII, so ensure_ascii keeps it raw
+
+
+__all__ = ["safe", "safe_json"]
