@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import os
 import re
 import shlex
 import stat
@@ -40,6 +41,7 @@ EFFECTS = ("allow", "deny")
 RECORDING = ("required", "optional", "off")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_MAX_DURATION = 12 * 3600
+MAX_POLICY_BYTES = 1024 * 1024
 ROOT = "root"
 
 STATEMENT_KEYS = (
@@ -78,6 +80,10 @@ class PolicyError(Exception):
         """One `SOURCE:LINE: message` line per problem (compiler style)."""
         return [f"{self.source}:{p.line}: {p.message}" if p.line else f"{self.source}: {p.message}"
                 for p in self.problems]
+
+
+class UnsafePolicyFile(PolicyError):
+    """The policy file could have been written by someone other than its owner."""
 
 
 class _Invalid(ValueError):
@@ -306,16 +312,11 @@ class Policy:
     def load(cls, path: Path) -> Policy:
         """The policy in `path`; a missing file is the empty policy (everything denied)."""
         try:
-            st = path.stat()
-            raw = path.read_bytes()
+            raw = read_policy_file(path)
         except FileNotFoundError:
             return cls()
         except OSError as exc:
             raise PolicyError([Problem(None, f"cannot read: {exc.strerror}")], str(path)) from exc
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise PolicyError([Problem(None, f"writable by group or others (mode "
-                                       f"{stat.S_IMODE(st.st_mode):o}), so anyone could grant "
-                                       f"themselves access; fix with: chmod go-w {path}")], str(path))
         try:
             text = raw.decode()
         except UnicodeDecodeError as exc:
@@ -362,6 +363,26 @@ class Policy:
             return cls([Statement(**{k: s[k] for k in keys if k in s}) for s in doc.get("statements", [])])
         except (ValueError, TypeError, AttributeError) as exc:
             raise PolicyError([Problem(None, f"not a tether policy.json: {exc}")], str(path)) from exc
+
+
+def read_policy_file(path: Path) -> bytes:
+    """The file's bytes, checked on the descriptor they are read from: its mode (anyone
+    able to write it could grant themselves access) and its size."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsafePolicyFile([Problem(None, f"writable by group or others (mode "
+                                            f"{stat.S_IMODE(st.st_mode):o}), so anyone could grant "
+                                            f"themselves access; fix with: chmod 600 {path}")], str(path))
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_POLICY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError([Problem(None, f"larger than {MAX_POLICY_BYTES // 1024} KiB; a policy "
+                                   "this long is a mistake (use groups and globs)")], str(path))
+    return raw
 
 
 HEADER = """\
@@ -894,9 +915,11 @@ def _deny_bites(st: Statement, request: Request, run_as: str | None) -> bool:
     if st.run_as and (run_as is None or not any(fnmatch.fnmatchcase(run_as, p) for p in st.run_as)):
         return False
     if st.commands is not None:
-        if request.action != "exec" or not request.command:
+        if request.action != "exec":
             return False
-        if not any(fnmatch.fnmatchcase(command_line(request.command), p) for p in st.commands):
+        # An exec that names no command could run anything, so such a deny bites it too.
+        if request.command and not any(fnmatch.fnmatchcase(command_line(request.command), p)
+                                       for p in st.commands):
             return False
     return st.time_window is None or st.time_window.contains(request.now)
 
@@ -913,11 +936,13 @@ __all__ = [
     "RunAsChoice",
     "Statement",
     "TimeWindow",
+    "UnsafePolicyFile",
     "access",
     "append_statement",
     "evaluate",
     "find_problems",
     "format_duration",
     "parse_duration",
+    "read_policy_file",
     "validate",
 ]

@@ -232,6 +232,7 @@ def _print_decision(request: Request, decision: Decision, policy: Policy, path: 
 def _validate(args: argparse.Namespace) -> int:
     from tether.authority.policy import PolicyError, find_problems, read_policy_file
     from tether.cli import UserError
+    from tether.display import safe
 
     path = _policy_path(args.file)
     try:
