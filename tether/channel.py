@@ -94,7 +94,10 @@ class Channel:
         self._last_nack = -1.0
         self._outbox: list[tuple[bytes, int]] = []
         self.peer_closed = False
-        self.last_heard: float | None = None  # when the peer last sent an authentic frame
+        # When the peer last sent a frame never seen before: a new ack number or a new
+        # sequence number. An authentic frame replayed by the broker proves nothing about
+        # the peer, so it must not keep an abandoned session alive.
+        self.last_heard: float | None = None
 
     # ----- sending -----
 
@@ -177,12 +180,12 @@ class Channel:
         except FrameError:
             self.stats.bad_frames += 1
             return []
-        self.last_heard = now
         if frame.type == FrameType.ACK:
             if frame.seq <= self._last_peer_ack_no:
                 self.stats.duplicates += 1
                 return []
             self._last_peer_ack_no = frame.seq
+            self.last_heard = now
             self._on_peer_consumed(frame.ack, now)
             self._on_ack_frame(frame.payload, now)
             return []
@@ -193,6 +196,7 @@ class Channel:
             self.stats.duplicates += 1
             self._schedule_ack(now)  # the peer may have missed our ack
             return []
+        self.last_heard = now
         if seq > self._delivered + 2 * self.window_frames:
             self.stats.dropped += 1
             return []
