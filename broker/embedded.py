@@ -35,9 +35,10 @@ reproduces every attack against this broker:
    tether's own channel numbers and retransmits its frames, so this is defence in depth.
 5. *The websocket listener closes connections on messages over ~1 MiB.* Every packet,
    on every listener, is capped at ``max_packet_size`` (131072, as in mosquitto.conf;
-   tether frames are at most 64 KiB). An over-cap packet closes that connection as soon
-   as its length header arrives, before its body is buffered, exactly as Mosquitto does
-   ("disconnected due to oversize packet"); other clients are unaffected.
+   tether frames are at most 64 KiB), counted as Mosquitto 2.0 counts it: the fixed
+   header byte plus the remaining length. An over-cap packet closes that connection as
+   soon as its length header arrives, before its body is buffered, exactly as Mosquitto
+   does ("disconnected due to oversize packet"); other clients are unaffected.
 
 Found while building this, and fixed the same way:
 
@@ -52,10 +53,19 @@ Found while building this, and fixed the same way:
   connections, as Mosquitto does on SIGHUP.
 * A client that connects and never sends CONNECT is dropped after ``CONNECT_TIMEOUT``.
 * amqtt queues deliveries to a slow subscriber without bound (one task per message,
-  holding the payload). Here at most ``MAX_QUEUED`` deliveries (unsent, or sent at QoS 1
-  and not yet acknowledged) wait per client; beyond that messages to that client are
-  dropped and logged, exactly like Mosquitto's ``max_queued_messages`` (16384 in
-  mosquitto.conf). tether's credit window keeps well below it.
+  holding the payload). Here at most ``MAX_QUEUED`` deliveries and ``MAX_QUEUED_BYTES``
+  of payload (unsent, or sent at QoS 1 and not yet acknowledged) wait per client; beyond
+  that messages to that client are dropped and logged, exactly like Mosquitto's
+  ``max_queued_messages`` and ``max_queued_bytes`` (the same figures in mosquitto.conf).
+  tether's credit windows keep well below them.
+* Presence is fanned out at a bounded rate per publisher (``PRESENCE_RATE`` per second
+  after a burst of ``PRESENCE_BURST``, :class:`tether.throttle.Throttle`): an agent that
+  floods its presence reaches every subscriber (each console, ``tether ls``, the
+  recorder) at that rate whatever it sends. Updates over the rate are held, only the
+  newest per topic, so the last state still goes out; the retained copy is updated at
+  once. Mosquitto has no such limit; there the readers bound what they keep.
+* A retained message that is cleared (empty payload) is removed, not kept as an empty
+  entry that every later subscriber would be sent.
 """
 
 from __future__ import annotations
@@ -92,12 +102,17 @@ from tether.acl import AclFile, Action, valid_topic
 from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files, read_console_keys
 from tether.broker.passwd import verify_password
 from tether.console_login import TokenChecker, is_console_slot
-from tether.topics import DEFAULT_PREFIX, valid_name
+from tether.throttle import Throttle
+from tether.topics import DEFAULT_PREFIX, Topics, valid_name
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_PACKET_SIZE",
     "MAX_QUEUED",
+    "MAX_QUEUED_BYTES",
+    "PRESENCE_BURST",
+    "PRESENCE_RATE",
+    "BrokerLimits",
     "EmbeddedBroker",
     "TetherAuthPlugin",
     "TetherTopicPlugin",
@@ -108,6 +123,13 @@ log = logging.getLogger("tether.broker")
 
 MAX_PACKET_SIZE: Final = 131072  # the same as max_packet_size in mosquitto.conf
 MAX_QUEUED: Final = 16384  # waiting deliveries per client (mosquitto.conf max_queued_messages)
+MAX_QUEUED_BYTES: Final = 128 << 20  # their payload bytes (mosquitto.conf max_queued_bytes)
+# An agent publishes presence and status on (re)connect and presence every 60 s: a burst of
+# 10 covers a few quick restarts; past it, one update per 2 s per publisher.
+PRESENCE_RATE: Final = 0.5
+PRESENCE_BURST: Final = 10
+PRESENCE_PUBLISHERS: Final = 4096  # token buckets kept (least recently seen forgotten)
+PRESENCE_HELD_TOPICS: Final = 4  # held updates per publisher (an agent has two topics)
 CONNECT_TIMEOUT: Final = 10.0  # seconds from TCP accept to a complete CONNECT packet
 TAKEOVER_TIMEOUT: Final = 5.0
 
@@ -115,7 +137,19 @@ _LISTENER: Final = "tether.listener"
 _AUTHENTICATED: Final = "tether.authenticated"
 _LOOP_DONE: Final = "tether.loop_done"
 _PENDING: Final = "tether.pending"  # deliveries to this client not yet finished
+_PENDING_BYTES: Final = "tether.pending_bytes"  # and their payload bytes
 _DROPPED: Final = "tether.dropped"
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """What one client can make the broker hold or send; mosquitto.conf has the same."""
+
+    max_packet_size: int = MAX_PACKET_SIZE
+    max_queued: int = MAX_QUEUED
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+    presence_rate: float = PRESENCE_RATE
+    presence_burst: int = PRESENCE_BURST
 
 
 @dataclass(frozen=True)
@@ -264,7 +298,7 @@ class _CappedReader(ReaderAdapter):  # type: ignore[misc]
                     if self._len_bytes >= 4:
                         return False  # malformed length
                     continue
-                total = 1 + self._len_bytes + self._len_value
+                total = 1 + self._len_value  # Mosquitto leaves out the length's own bytes
                 if total > self._cap:
                     log.warning(
                         "closing %s: packet of %d bytes exceeds max_packet_size %d",
@@ -325,12 +359,16 @@ class _TetherBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker with tether's defences. See the module docstring."""
 
     def __init__(
-        self, config: dict[str, Any], state: _State, max_packet_size: int, max_queued: int
+        self, config: dict[str, Any], state: _State, limits: BrokerLimits, topics: Topics
     ) -> None:
         super().__init__(config)
         self._tether_state = state
-        self._max_packet_size = max_packet_size
-        self._max_queued = max_queued
+        self._limits = limits
+        self._topics = topics
+        self._presence: Throttle[dict[str, Any]] = Throttle(
+            limits.presence_rate, limits.presence_burst, PRESENCE_PUBLISHERS, PRESENCE_HELD_TOPICS
+        )
+        self._presence_timer: asyncio.TimerHandle | None = None
         self._tether_tasks: set[asyncio.Task[Any]] = set()
         self._fast_topic: TetherTopicPlugin | None = None
         topic_plugins = list(self.plugins_manager._topic_plugins)
@@ -352,30 +390,41 @@ class _TetherBroker(Broker):  # type: ignore[misc]
     def _deliver(
         self, session: Session, handler: Any, topic: str, data: Any, qos: int, retain: bool
     ) -> None:
-        """Queue one delivery to ``session``, unless it already has max_queued waiting."""
+        """Queue one delivery to ``session``, unless it already has max_queued deliveries
+        or max_queued_bytes of payload waiting."""
         pending: int = session.attributes.get(_PENDING, 0)
-        if pending >= self._max_queued:
+        pending_bytes: int = session.attributes.get(_PENDING_BYTES, 0)
+        size = len(data) if data else 0
+        # As Mosquitto: refused once the queue is at a limit (the last one in may overshoot).
+        if pending >= self._limits.max_queued or pending_bytes >= self._limits.max_queued_bytes:
             dropped = session.attributes.get(_DROPPED, 0) + 1
             session.attributes[_DROPPED] = dropped
             if dropped % 1000 == 1:
                 log.warning(
-                    "dropping messages for %s: %d deliveries waiting (%d dropped so far)",
+                    "dropping messages for %s: %d deliveries of %d bytes waiting "
+                    "(%d dropped so far)",
                     session.client_id,
                     pending,
+                    pending_bytes,
                     dropped,
                 )
             return
         session.attributes[_PENDING] = pending + 1
+        session.attributes[_PENDING_BYTES] = pending_bytes + size
         task = asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=retain))
         self._tether_tasks.add(task)
         task.add_done_callback(self._task_done)
 
         def finished(_: asyncio.Task[Any]) -> None:
             session.attributes[_PENDING] = session.attributes.get(_PENDING, 1) - 1
+            session.attributes[_PENDING_BYTES] = session.attributes.get(_PENDING_BYTES, size) - size
 
         task.add_done_callback(finished)
 
     async def _shutdown_broadcast_loop(self) -> None:
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
         await super()._shutdown_broadcast_loop()
         tasks = list(self._tether_tasks)
         for task in tasks:
@@ -391,7 +440,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         peer = str(writer.get_extra_info("peername"))
         await self._client_connected(
             listener_name,
-            _CappedReader(StreamReaderAdapter(reader), self._max_packet_size, peer),
+            _CappedReader(StreamReaderAdapter(reader), self._limits.max_packet_size, peer),
             StreamWriterAdapter(writer),
         )
 
@@ -399,7 +448,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         peer = str(getattr(websocket, "remote_address", "?"))
         await self._client_connected(
             listener_name,
-            _CappedReader(WebSocketsReader(websocket), self._max_packet_size, peer),
+            _CappedReader(WebSocketsReader(websocket), self._limits.max_packet_size, peer),
             WebSocketsWriter(websocket),
         )
 
@@ -426,7 +475,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
             port,
             ssl=ssl_context,
             subprotocols=[websockets.Subprotocol("mqtt")],
-            max_size=max(4 * self._max_packet_size, 1 << 20),
+            max_size=max(4 * self._limits.max_packet_size, 1 << 20),
         )
 
     @staticmethod
@@ -599,17 +648,56 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         if not await self._topic_filtering(client_session, topic, AmqttAction.PUBLISH):
             log.info("dropped PUBLISH from %s to %r: not allowed", client_session.client_id, topic)
             return True
-        await self._broadcast_queue.put(
-            {
-                "session": client_session,
-                "topic": topic,
-                "data": app_message.data,
-                "qos": app_message.qos or 0,
-            }
-        )
+        broadcast = {
+            "session": client_session,
+            "topic": topic,
+            "data": app_message.data,
+            "qos": app_message.qos or 0,
+        }
+        if self._held_back(client_session, topic, broadcast):
+            self._arm_presence_release()
+        else:
+            await self._broadcast_queue.put(broadcast)
         if app_message.publish_packet and app_message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return True
+
+    async def retain_message(
+        self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
+    ) -> None:
+        if not data and topic_name is not None:
+            # amqtt would keep an empty entry that every later subscriber gets sent.
+            self._retained_messages.pop(topic_name, None)
+            return
+        await super().retain_message(source_session, topic_name, data, qos)
+
+    # -- presence: a bounded rate of fan-out per publisher ------------------------------
+
+    def _is_presence(self, topic: str) -> bool:
+        agent = self._topics.parse_agent(topic)
+        if agent is None:
+            return False
+        own = self._topics.presence(agent)
+        return topic == own or topic.startswith(own + "/")
+
+    def _held_back(self, session: Session, topic: str, broadcast: dict[str, Any]) -> bool:
+        """Whether a presence update waits for its publisher's rate (see Throttle)."""
+        if not self._is_presence(topic):
+            return False
+        key = session.username or session.client_id or ""
+        return not self._presence.offer(key, topic, broadcast, time.monotonic())
+
+    def _arm_presence_release(self) -> None:
+        if self._presence_timer is None:
+            loop = asyncio.get_running_loop()
+            self._presence_timer = loop.call_later(self._presence.retry, self._release_presence)
+
+    def _release_presence(self) -> None:
+        self._presence_timer = None
+        for broadcast in self._presence.release(time.monotonic()):
+            self._broadcast_queue.put_nowait(broadcast)
+        if self._presence.pending:
+            self._arm_presence_release()
 
     async def _topic_filtering(self, session: Session, topic: str, action: Any) -> bool:
         if self._fast_topic is not None:  # same decision as the plugin, minus the task fan-out
@@ -726,8 +814,7 @@ class EmbeddedBroker:
         *,
         ws_port: int | None = None,
         tls: TlsConfig | None = None,
-        max_packet_size: int = MAX_PACKET_SIZE,
-        max_queued: int = MAX_QUEUED,
+        limits: BrokerLimits = BrokerLimits(),
     ) -> None:
         self.files_dir = Path(files_dir)
         self.host = host
@@ -735,8 +822,7 @@ class EmbeddedBroker:
         self._port = port
         self._ws_port = ws_port
         self._tls = tls
-        self._max_packet_size = max_packet_size
-        self._max_queued = max_queued
+        self._limits = limits
         self._state = _State(self.files_dir)
         self._broker: _TetherBroker | None = None
 
@@ -773,7 +859,7 @@ class EmbeddedBroker:
         self._state.require_cert = frozenset(
             {"tls"} if self._tls is not None and self._tls.cafile is not None else set()
         )
-        broker = _TetherBroker(self._config(), self._state, self._max_packet_size, self._max_queued)
+        broker = _TetherBroker(self._config(), self._state, self._limits, Topics(self.prefix))
         try:
             await broker.start()
         except Exception as exc:

@@ -1,0 +1,237 @@
+"""What one client can make a broker hold or send (issue #9: bound every input).
+
+* Packet size: both brokers take a packet of exactly ``max_packet_size`` (131072, counted
+  as Mosquitto counts it: the fixed header byte plus the remaining length) and disconnect
+  the sender of a packet one byte larger, at once; nobody else notices.
+* The per-client queue: mosquitto.conf and the embedded broker agree, and tether's credit
+  windows fit a quarter of it (the embedded broker's enforcement is tested in
+  test_broker_amqtt_defences.py).
+* Presence: the embedded broker fans out at most PRESENCE_RATE updates per second per
+  publisher after a burst; the newest update still arrives. Mosquitto has no such limit,
+  so `tether ls` stops listening after MAX_LISTEN seconds however fast presence comes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stack import Stack
+from support.brokers import (
+    BROKER_KINDS,
+    BrokerProcess,
+    RawClient,
+    connected,
+    poll,
+    publish_packet,
+    start_broker,
+    start_embedded,
+)
+
+from tether.broker.embedded import MAX_PACKET_SIZE, MAX_QUEUED, MAX_QUEUED_BYTES, PRESENCE_BURST
+from tether.broker.files import BrokerUser, write_broker_files
+from tether.throttle import Throttle
+
+P = "tether/v1"
+PRINCIPALS = {"web1": "agent", "web2": "agent", "alice": "user", "root": "admin"}
+PUBACK = 4
+
+
+def pw(name: str) -> str:
+    return f"pw-{name}"
+
+
+def _files(base: Path) -> Path:
+    write_broker_files(base / "files", [BrokerUser.with_password(n, r, pw(n)) for n, r in PRINCIPALS.items()])
+    return base / "files"
+
+
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    base = tmp_path_factory.mktemp(f"bounds-{request.param}")
+    b = start_broker(request.param, _files(base), base / "work")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+# ----- packet size -----
+
+
+def _packet_of(size: int, topic: str, packet_id: int) -> bytes:
+    """A QoS 1 PUBLISH whose fixed header byte plus remaining length is `size`."""
+    overhead = 2 + len(topic.encode()) + 2  # topic length, topic, packet id
+    packet = publish_packet(topic, b"p" * (size - 1 - overhead), qos=1, packet_id=packet_id)
+    assert len(packet) == size + 3  # the 3-byte remaining length is not counted
+    return packet
+
+
+def test_packet_at_the_cap_passes_and_one_byte_more_disconnects_only_its_sender(
+    broker: BrokerProcess,
+) -> None:
+    topic = f"{P}/a/web1/s/alice/s1/a2c"
+    with (
+        connected(broker, "alice", pw("alice")) as alice,
+        connected(broker, "web2", pw("web2")) as web2,
+    ):
+        alice.subscribe(f"{P}/a/+/s/alice/#", 1)
+        with RawClient(broker.host, broker.port) as web1:
+            assert web1.connect("web1", "web1", pw("web1")) == 0
+            web1.send(_packet_of(MAX_PACKET_SIZE, topic, 1))
+            ack = web1.read_until(PUBACK)
+            assert ack is not None and ack.body == b"\x00\x01"
+            at_cap = alice.wait_for(topic)
+            assert len(at_cap.payload) == MAX_PACKET_SIZE - 1 - 2 - len(topic) - 2
+            web1.send(_packet_of(MAX_PACKET_SIZE + 1, topic, 2))
+            start = time.monotonic()
+            assert web1.read_until(PUBACK) is None  # no PUBACK: the connection is closed
+            assert time.monotonic() - start < 5
+        # Everybody else carries on: alice's subscription, web2's connection.
+        web2.publish(f"{P}/a/web2/s/alice/s2/a2c", b"marker", qos=1)
+        alice.wait_for(f"{P}/a/web2/s/alice/s2/a2c", b"marker")
+        assert len(alice.received(topic)) == 1  # the oversized one never arrived
+        assert not alice.disconnected.is_set() and not web2.disconnected.is_set()
+    with connected(broker, "web1", pw("web1")) as again:  # and the sender may come back
+        again.publish(topic, b"after", qos=1)
+
+
+def test_tethers_largest_message_fits_the_cap_on_its_longest_topic() -> None:
+    """tether.mqtt refuses payloads over MAX_PAYLOAD before they leave; with the longest
+    topic tether builds (64-character names, a 32-hex sid) that still fits the brokers."""
+    from tether.mqtt import MAX_PAYLOAD
+    from tether.topics import Topics, valid_name
+
+    name = "a" * 64
+    assert valid_name(name)
+    topic = Topics().session(name, name, "f" * 32, "rack")
+    assert 1 + 2 + len(topic) + 2 + MAX_PAYLOAD <= MAX_PACKET_SIZE
+
+
+# ----- the per-client queue -----
+
+
+def _mosquitto_conf() -> dict[str, str]:
+    from support.brokers import MOSQUITTO_CONF
+
+    pairs = (line.split(None, 1) for line in MOSQUITTO_CONF.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {k: v.strip() for k, v in pairs}
+
+
+def test_queue_limits_agree_and_fit_the_credit_windows() -> None:
+    from tether.channel import DEFAULT_WINDOW_BYTES, DEFAULT_WINDOW_FRAMES
+    from tether.recording import REC_WINDOW
+
+    conf = _mosquitto_conf()
+    assert int(conf["max_packet_size"]) == MAX_PACKET_SIZE
+    assert int(conf["max_queued_messages"]) == MAX_QUEUED
+    assert int(conf["max_queued_bytes"]) == MAX_QUEUED_BYTES
+    assert "message_size_limit" not in conf  # it would drop after acking (see mosquitto.conf)
+    # DESIGN §5: a session's window is at most a quarter of one client's queue...
+    assert 4 * DEFAULT_WINDOW_FRAMES <= MAX_QUEUED
+    assert 4 * DEFAULT_WINDOW_BYTES <= MAX_QUEUED_BYTES
+    # ...and a recorder holds 32 busy recorded sessions before its queue is full.
+    assert 32 * REC_WINDOW <= MAX_QUEUED_BYTES
+
+
+# ----- presence: the embedded broker's rate per publisher -----
+
+
+def test_throttle_holds_the_newest_update_per_topic_and_releases_it() -> None:
+    throttle: Throttle[str] = Throttle(rate=1.0, burst=2, max_keys=8, max_topics=2)
+    assert throttle.offer("web1", "p", "1", 0.0) and throttle.offer("web1", "p", "2", 0.0)
+    assert not throttle.offer("web1", "p", "3", 0.0)
+    assert not throttle.offer("web1", "s", "s1", 0.0)
+    assert not throttle.offer("web1", "p", "4", 0.1)  # replaces 3, goes behind s1
+    assert throttle.offer("web2", "p", "other", 0.1)  # another publisher is not held up
+    assert throttle.release(0.5) == []
+    assert throttle.release(1.1) == ["s1"]
+    assert not throttle.offer("web1", "p", "5", 1.2)  # still held: no jumping the queue
+    assert throttle.release(2.2) == ["5"]
+    assert throttle.pending == 0 and throttle.discarded == 2
+    for i in range(10):  # an agent writing many presence topics holds at most max_topics
+        throttle.offer("web1", f"t{i}", str(i), 3.0)
+    assert throttle.pending <= 2
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[BrokerProcess]:
+    b = start_embedded(_files(tmp_path), workdir=tmp_path / "work")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def test_presence_flood_reaches_subscribers_at_a_bounded_rate(embedded: BrokerProcess) -> None:
+    flood, other = f"{P}/a/web1/presence", f"{P}/a/web2/presence"
+    with (
+        connected(embedded, "root", pw("root")) as root,
+        connected(embedded, "web1", pw("web1")) as web1,
+        connected(embedded, "web2", pw("web2")) as web2,
+    ):
+        root.subscribe(f"{P}/a/+/presence/#", 1)
+        start = time.monotonic()
+        for i in range(500):
+            web1.publish(flood, b"flood-%d" % i, qos=0, retain=True)
+        web1.publish(flood, b"newest", qos=1, retain=True)
+        # Another agent's presence is not held up behind the flood...
+        web2.publish(other, b"web2 online", qos=1, retain=True)
+        root.wait_for(other, b"web2 online", timeout=5)
+        # ...and a new reader gets the newest retained document at once.
+        with connected(embedded, "alice", pw("alice")) as alice:
+            alice.subscribe(f"{P}/a/web1/presence", 1)
+            assert alice.wait_for(flood, timeout=5).payload == b"newest"
+        # The live subscriber gets the newest too, after the publisher's bucket refills.
+        root.wait_for(flood, b"newest", timeout=10)
+        elapsed = time.monotonic() - start
+        delivered = len(root.received(flood))
+        assert delivered <= PRESENCE_BURST + 1 + elapsed * 0.5, (delivered, elapsed)
+        for topic in (flood, other):
+            root.publish(topic, b"", qos=1, retain=True)
+
+
+# ----- presence: `tether ls` bounds its own listening on any broker -----
+
+
+def test_ls_finishes_while_presence_floods(stack: Stack) -> None:
+    from nacl.signing import SigningKey
+    from support.brokers import ProbeClient
+
+    from tether.keys import Identity
+    from tether.presence import presence_document
+
+    spy = Identity.load(stack.spy_identity)
+    name = f"flood{os.urandom(2).hex()}"
+    topic = f"{P}/a/{name}/presence"
+    document = presence_document(SigningKey.generate(), name, bytes(32), {}, True, time.time(), [])
+    stop = threading.Event()
+    sent = [0]
+
+    def flood() -> None:
+        with ProbeClient(("127.0.0.1", stack.port), spy.name, spy.broker["password"]) as admin:
+            assert admin.connect()
+            while not stop.is_set():
+                admin.publish(topic, document, qos=1, retain=True)
+                sent[0] += 1
+            admin.publish(topic, b"", qos=1, retain=True)
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        poll(lambda: sent[0] > 50, timeout=15)
+        before, start = sent[0], time.monotonic()
+        r = stack.tether("ls", timeout=60)
+        elapsed, during = time.monotonic() - start, sent[0] - before
+    finally:
+        stop.set()
+        thread.join(30)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "local" in r.stdout.decode() and name in r.stdout.decode()
+    assert elapsed < 15, elapsed  # MAX_LISTEN (5 s) plus start-up; unbounded before
+    assert during > 50, during  # the flood really ran while ls listened
