@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
+
+from tether.encoding import dumps
+from tether.grants import Grant
 
 SESSIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -39,6 +43,14 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started);
 """
+
+
+def grant_columns(grant: Grant) -> dict[str, Any]:
+    """The session row's columns that its grant decides (`verify` compares them)."""
+    return {"agent": grant.agent, "user": grant.user, "run_as": grant.run_as,
+            "mode": grant.mode, "reason": grant.reason, "grant_id": grant.jti,
+            "client_key": grant.client_key, "recording": grant.recording,
+            "command": dumps(grant.command).decode() if grant.command is not None else None}
 
 
 def db_path(store: Path) -> Path:

@@ -211,9 +211,11 @@ class QueryWorker:
             opened = b""
         report = verify_log(sid, data, grant_token=row["grant_token"],
                             authority_key=self.authority_key, status=str(row["status"]),
-                            stored_events=int(row["events"]), open_message=opened)
+                            stored_events=int(row["events"]), open_message=opened,
+                            row=dict(row))
         return {"sid": sid, "ok": report.ok, "events": report.events,
                 "checkpoints": report.checkpoints, "ended": report.ended,
+                "signed_through": report.signed_through, "unsigned": report.unsigned,
                 "problems": report.problems, "notes": report.notes}
 
 

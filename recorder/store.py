@@ -13,10 +13,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tether.encoding import dumps, loads
+from tether.encoding import loads
 from tether.keys import fsync_dir, write_private_file
 from tether.recevents import Event, EventKind, TruncatedRecord, genesis, iter_log, log_record
-from tether.recorder.db import connect, log_path, open_message_path
+from tether.recorder.db import connect, grant_columns, log_path, open_message_path
 from tether.recording import OpenedRecording
 
 
@@ -218,15 +218,12 @@ class Store:
     def _create(self, opened: OpenedRecording, open_blob: bytes, client: str) -> None:
         sid = opened.sid.hex()
         write_private_file(open_message_path(self.root, sid), open_blob)
-        g, body = opened.grant, opened.body
-        self.db.execute(
-            "INSERT OR IGNORE INTO sessions (sid, agent, user, run_as, mode, command, reason, grant_id,"
-            " grant_token, client_key, client, recording, started, cols, rows) VALUES"
-            " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (sid, g.agent, g.user, g.run_as, g.mode,
-             dumps(g.command).decode() if g.command is not None else None, g.reason, g.jti,
-             str(body.get("grant", "")), g.client_key, client, g.recording,
-             float(body.get("started") or 0.0), int(body.get("cols") or 80), int(body.get("rows") or 24)))
+        body = opened.body
+        row = {**grant_columns(opened.grant), "sid": sid, "grant_token": str(body.get("grant", "")),
+               "client": client, "started": float(body.get("started") or 0.0),
+               "cols": body["cols"], "rows": body["rows"]}  # open_recording checked the size
+        self.db.execute(f"INSERT OR IGNORE INTO sessions ({', '.join(row)}) VALUES"
+                        f" ({', '.join('?' * len(row))})", tuple(row.values()))
 
     def retire(self, sid: str) -> None:
         """The session ended and all of it is durable: the next commit closes its log."""

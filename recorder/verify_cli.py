@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from tether.recorder.cli import add_store_argument
+
+if TYPE_CHECKING:
+    from tether.recorder.verify import Report
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -12,13 +16,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Re-check a stored recording offline: recompute its BLAKE2b hash chain event by event, "
         "check the agent's signed checkpoints and end manifest (the agent's key comes from the "
         "authority-signed grant stored with the session), and report exactly where it breaks: "
-        "a changed byte, a removed event, or a truncated tail. Exit status 0 if intact, 1 if not."
+        "a changed byte, a removed event, or a truncated tail. The grant, the agent-signed OPEN "
+        "that ties it to the session, and the authority's key are all needed: without any of "
+        "them the signatures cannot be checked and verification fails. Exit status 0 if "
+        "intact and every event is signed, 1 if not (events after the last signature of an "
+        "aborted or live session are not verified)."
     )
     parser.add_argument("sid", help="the session id, or a unique prefix of it")
     add_store_argument(parser)
     parser.add_argument("--authority-key", metavar="B64",
                         help="the authority's Ed25519 public key (default: from the identities "
-                        "under $TETHER_HOME)")
+                        "under $TETHER_HOME); without one, verification fails")
 
 
 def resolve_sid(db: object, prefix: str) -> str:
@@ -40,37 +48,55 @@ def resolve_sid(db: object, prefix: str) -> str:
 
 
 def authority_key(explicit: str | None) -> bytes | None:
+    """The authority's Ed25519 public key: --authority-key, else from an identity file
+    under $TETHER_HOME (the recorder's, the user's, the authority's); None if none."""
+    from tether.cli import UserError
     from tether.encoding import b64d
     from tether.home import Home
     from tether.keys import Identity, KeyFileError
 
-    if explicit:
-        return b64d(explicit)
+    if explicit is not None:
+        try:
+            key = b64d(explicit.strip())
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise UserError("--authority-key must be the authority's Ed25519 public key: 43 "
+                            "base64url characters (`.authority.ed25519` in an identity file)")
+        return key
     home = Home.default()
     for path in (home.recorder_identity(), home.user_identity, home.authority_identity):
         try:
-            key = Identity.load(path).authority.get("ed25519")
+            found = Identity.load(path).authority.get("ed25519")
+            if found:
+                return b64d(found)
         except (KeyFileError, OSError, ValueError):
             continue
-        if key:
-            return b64d(key)
     return None
 
 
+NO_KEY_HINT = ("  to check signatures, pass --authority-key KEY: the authority's Ed25519 public "
+               "key (`.authority.ed25519` in any identity file it issued), from a host you trust")
+
+
 def run(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from tether.cli import UserError
+    from tether.display import safe
     from tether.recorder.cli import store_dir
     from tether.recorder.db import connect, log_path, open_message_path
     from tether.recorder.verify import verify_log
 
+    key = authority_key(args.authority_key)
     store = store_dir(args)
     try:
         db = connect(store, create=False)
     except FileNotFoundError:
         raise UserError(f"no recordings under {store}") from None
+    db.row_factory = sqlite3.Row
     sid = resolve_sid(db, args.sid)
-    row = db.execute("SELECT grant_token, status, events, user, agent FROM sessions WHERE sid=?",
-                     (sid,)).fetchone()
+    row = dict(db.execute("SELECT * FROM sessions WHERE sid=?", (sid,)).fetchone())
     try:
         data = log_path(store, sid).read_bytes()
     except FileNotFoundError:
@@ -78,15 +104,27 @@ def run(args: argparse.Namespace) -> int:
     try:
         opened = open_message_path(store, sid).read_bytes()
     except FileNotFoundError:
-        opened = b""  # reported: an empty OPEN is not the agent's
-    report = verify_log(sid, data, grant_token=row[0], authority_key=authority_key(args.authority_key),
-                        status=row[1], stored_events=row[2], open_message=opened)
-    print(f"session {sid} ({row[3]}@{row[4]}): {report.events} events, "
+        opened = b""  # reported: the OPEN ties the session to its grant
+    report = verify_log(sid, data, grant_token=row["grant_token"], authority_key=key,
+                        status=str(row["status"]), stored_events=int(row["events"]),
+                        open_message=opened, row=row)
+    print(f"session {sid} ({safe(row['user'])}@{safe(row['agent'])}): {report.events} events, "
           f"{report.checkpoints} signed checkpoints, "
           f"{'end manifest present' if report.ended else 'no end manifest'}")
     for note in report.notes:
-        print(f"  note: {note}")
+        print(f"  note: {safe(note)}")
     for problem in report.problems:
-        print(f"  BROKEN: {problem}")
-    print("verified: intact" if report.ok else "verification FAILED")
+        print(f"  BROKEN: {safe(problem)}")
+    if key is None:
+        print(NO_KEY_HINT)
+    print(_verdict(report))
     return 0 if report.ok else 1
+
+
+def _verdict(report: Report) -> str:
+    if report.problems:
+        return "verification FAILED"
+    if not report.ok:
+        return (f"NOT VERIFIED: intact and signed through event {report.signed_through}, but "
+                f"the last {report.unsigned} events are not signed by the agent")
+    return "verified: intact"

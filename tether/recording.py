@@ -5,12 +5,14 @@ recorder's acks; the recorder's `RecordingReceiver` turns messages back into eve
 makes acks. Neither touches a socket or a clock: time comes in as arguments.
 
 Messages (topics `.../s/{client}/{sid}/rec` and `.../rack`); every one starts with
-`version u8 (0x83) | type u8 | sid[16]`:
+`version u8 (0x84) | type u8 | sid[16]`:
 
 - OPEN (agent): prefix | agent ephemeral X25519 [32] | sealed body | Ed25519 signature [64].
   The body (JSON) carries the grant, which the authority signed: who, where, run-as,
   reason, grant id, client key. The key to the body and the traffic key come from
-  DH(agent ephemeral, recorder static), so only the named recorder can read them.
+  DH(agent ephemeral, recorder static), so only the named recorder can read them. The
+  signature also covers the grant's digest, so the OPEN, readable offline without the
+  recorder's key, ties the session id to its grant.
 - DATA (agent): prefix | first event index u64 | nonce [24] | XChaCha20-Poly1305(events).
 - ACK (recorder): prefix | stored u64 | Ed25519 signature [64] over the OPEN's hash and
   `stored`. "stored = n" means events 0..n-1 are durable at the recorder.
@@ -42,6 +44,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from tether import grants
 from tether.encoding import b64d, dumps, loads
+from tether.limits import MAX_COLS, MAX_ROWS, valid_geometry
 from tether.recevents import (
     Event,
     EventError,
@@ -52,7 +55,7 @@ from tether.recevents import (
     genesis,
 )
 
-REC_VERSION = 0x83
+REC_VERSION = 0x84  # 0x84: the OPEN's signature covers the grant's digest
 PREFIX = struct.Struct(">BB16s")
 INDEX = struct.Struct(">Q")
 NONCE_LEN = 24
@@ -95,6 +98,13 @@ def _dh(secret: bytes, public: bytes) -> bytes:
 
 def _hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=32, person=b"tether-rec-open").digest()
+
+
+def _open_signed(grant_token: str, unsigned: bytes) -> bytes:
+    """What the agent signs in an OPEN. With the grant's digest in it, a grant stored with
+    the recording cannot be swapped for another session's of the same agent."""
+    digest = hashlib.blake2b(grant_token.encode(), digest_size=32, person=b"tether-rec-grant").digest()
+    return b"tether-rec-open\x00" + digest + unsigned
 
 
 def message_type(blob: bytes) -> tuple[RecType, bytes]:
@@ -161,7 +171,8 @@ class RecordingSender:
         key = _kdf(shared, b"tether-rec-body", head + self.recorder_x25519)
         sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(dumps(self.body), head, OPEN_NONCE, key)
         unsigned = head + sealed
-        self.open_message = unsigned + self.signing_key.sign(b"tether-rec-open\x00" + unsigned).signature
+        signed = _open_signed(str(self.body["grant"]), unsigned)
+        self.open_message = unsigned + self.signing_key.sign(signed).signature
         self.open_hash = _hash(self.open_message)
         self._key = _kdf(shared, b"tether-rec-a2r", self.open_hash)
         self._prefix_data = PREFIX.pack(REC_VERSION, RecType.DATA, self.sid)
@@ -387,8 +398,9 @@ def open_recording(blob: bytes, *, recorder_name: str, x25519_secret: bytes,
         raise RecordingError("recording OPEN body is not JSON") from exc
     if not isinstance(body, dict):
         raise RecordingError("recording OPEN body is not an object")
+    token = str(body.get("grant", ""))
     try:
-        grant = grants.decode(authority_key, str(body.get("grant", "")))
+        grant = grants.decode(authority_key, token)
     except grants.GrantError as exc:
         raise RecordingError(f"recording OPEN carries a bad grant: {exc}") from exc
     if grant.recorder != recorder_name:
@@ -397,19 +409,25 @@ def open_recording(blob: bytes, *, recorder_name: str, x25519_secret: bytes,
         raise RecordingError(f"the grant is for agent {grant.agent!r}, not {agent!r}")
     if body.get("sid") != sid.hex():
         raise RecordingError("the OPEN body names another session")
+    if not valid_geometry(body.get("cols"), body.get("rows")):
+        raise RecordingError(f"the OPEN's terminal size is not 1..{MAX_COLS} columns by "
+                             f"1..{MAX_ROWS} rows")
     try:
-        VerifyKey(b64d(grant.agent_key)).verify(b"tether-rec-open\x00" + unsigned, sig)
+        VerifyKey(b64d(grant.agent_key)).verify(_open_signed(token, unsigned), sig)
     except (BadSignatureError, ValueError) as exc:
         raise RecordingError("recording OPEN is not signed by the grant's agent") from exc
     open_hash = _hash(blob)
     return OpenedRecording(sid, grant, body, open_hash, _kdf(shared, b"tether-rec-a2r", open_hash))
 
 
-def open_signer_matches(blob: bytes, sid: bytes, agent_key: bytes) -> bool:
-    """Offline, without the recorder's key: is this the agent-signed OPEN of session `sid`?"""
+def open_signer_matches(blob: bytes, sid: bytes, agent_key: bytes, grant_token: str) -> bool:
+    """Offline, without the recorder's key: is this the OPEN of session `sid`, signed by
+    `agent_key` for the grant `grant_token`?"""
     try:
         kind, got = message_type(blob)
-        VerifyKey(agent_key).verify(b"tether-rec-open\x00" + blob[:-SIG_LEN], blob[-SIG_LEN:])
+        if len(blob) < PREFIX.size + SIG_LEN:
+            return False
+        VerifyKey(agent_key).verify(_open_signed(grant_token, blob[:-SIG_LEN]), blob[-SIG_LEN:])
     except (RecordingError, BadSignatureError, ValueError):
         return False
     return kind == RecType.OPEN and got == sid
