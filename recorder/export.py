@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import codecs
 import json
-import struct
 from collections.abc import Iterator
 
-from tether.recevents import EventKind
+from tether.recevents import EventKind, resize_of
+from tether.recorder.cli import json_text
 from tether.recorder.replay import Recording
 from tether.recorder.screen import Terminal
 
@@ -37,6 +37,12 @@ def _marker(kind: EventKind, data: bytes) -> str | None:
     return None
 
 
+def _line(value: object) -> str:
+    # ASCII only: a cast printed or cat'ed to a terminal cannot carry raw C1 controls or
+    # bidi overrides from the recording or the user and agent names into it.
+    return json_text(value) + "\n"
+
+
 def asciicast(rec: Recording) -> Iterator[str]:
     """asciicast v2, line by line (each ending in a newline)."""
     info = rec.info
@@ -48,7 +54,7 @@ def asciicast(rec: Recording) -> Iterator[str]:
         "duration": round(rec.duration, 6),
         "title": f"{info.user}@{info.agent} {info.sid}",
     }
-    yield json.dumps(header, ensure_ascii=False) + "\n"
+    yield _line(header)
     streams = {EventKind.OUTPUT: _decoder(), EventKind.STDERR: _decoder(),
                EventKind.INPUT: _decoder()}
     t = 0.0
@@ -58,20 +64,19 @@ def asciicast(rec: Recording) -> Iterator[str]:
             text = streams[kind].decode(data)
             if text:
                 event = ("i" if kind == EventKind.INPUT else "o", text)
-        elif kind == EventKind.RESIZE and len(data) >= 4:
-            cols, rows = struct.unpack(">HH", data[:4])
-            event = ("r", f"{cols}x{rows}")
+        elif kind == EventKind.RESIZE and (size := resize_of(data)) is not None:
+            event = ("r", f"{size[0]}x{size[1]}")
         else:
             label = _marker(kind, data)
             if label is not None:
                 event = ("m", label)
         if event is not None:
-            yield json.dumps([round(t, 6), *event], ensure_ascii=False) + "\n"
+            yield _line([round(t, 6), *event])
     for kind, decoder in streams.items():
         rest = decoder.decode(b"", final=True)
         if rest:
             code = "i" if kind == EventKind.INPUT else "o"
-            yield json.dumps([round(t, 6), code, rest], ensure_ascii=False) + "\n"
+            yield _line([round(t, 6), code, rest])
 
 
 def transcript(rec: Recording) -> str:
@@ -82,8 +87,8 @@ def transcript(rec: Recording) -> str:
     for kind, data in zip(rec.kinds, rec.data, strict=True):
         if kind in (EventKind.OUTPUT, EventKind.STDERR):
             term.feed(data)
-        elif kind == EventKind.RESIZE and len(data) >= 4:
-            term.resize(*struct.unpack(">HH", data[:4]))
+        elif kind == EventKind.RESIZE and (size := resize_of(data)) is not None:
+            term.resize(*size)
     if term.screen.alternate:
         term.feed(b"\x1b[?1049l")  # back to the shell's screen
     lines += (row.rstrip() for row in term.display)

@@ -17,14 +17,21 @@ from __future__ import annotations
 import importlib
 import logging
 import sqlite3
-import struct
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.recevents import CHAIN_LEN, EVENT_HEADER, EventKind, TruncatedRecord, iter_log
+from tether.limits import clamp_geometry
+from tether.recevents import (
+    CHAIN_LEN,
+    EVENT_HEADER,
+    EventKind,
+    TruncatedRecord,
+    iter_log,
+    resize_of,
+)
 from tether.recorder import db as rdb
 from tether.recorder import textindex
 from tether.recorder.textindex import QUIET_SECONDS, SessionIndexer
@@ -168,6 +175,7 @@ class IndexWorker:
                  started: float, saved: int, out_saved: int, t_saved: float) -> bool:
         live = self._live.get(sid)
         if live is None:
+            cols, rows = clamp_geometry(cols, rows)  # the row's size came from an agent
             live = self._live[sid] = _Live(SessionIndexer(self.db, sid, cols, rows, started))
             if saved > 0:  # rebuild the screen up to the saved point, writing nothing
                 self._feed(sid, live, saved, replay=True)
@@ -226,10 +234,8 @@ class IndexWorker:
                             live.output_offset += len(ev.data)
                         elif kind == EventKind.INPUT:
                             ix.input(t, ev.data)
-                        elif kind == EventKind.RESIZE and len(ev.data) == 4:
-                            c, r = struct.unpack(">HH", ev.data)
-                            if c and r:
-                                ix.resize(t, c, r)
+                        elif kind == EventKind.RESIZE and (size := resize_of(ev.data)) is not None:
+                            ix.resize(t, *size)
                         live.t = max(live.t, t)
                         consumed = rec.offset + EVENT_HEADER.size + len(ev.data) + CHAIN_LEN
                         live.log_offset = base + consumed

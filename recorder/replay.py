@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tether.recevents import EventKind, TruncatedRecord, iter_log
+from tether.limits import clamp_geometry
+from tether.recevents import EventKind, TruncatedRecord, iter_log, resize_of
 from tether.recorder import db as recdb
 from tether.recorder.keyframes import RESET, Keyframe
 
@@ -63,8 +64,11 @@ def load_info(db: sqlite3.Connection, sid: str) -> SessionInfo:
                      " FROM sessions WHERE sid = ?", (sid,)).fetchone()
     if row is None:
         raise ReplayError(f"no recorded session {sid}")
+    # The row's size came from an agent: a reader clamps it rather than allocate a screen
+    # of any size a row says (the recorder refuses such OPENs; old or edited rows remain).
+    cols, rows = clamp_geometry(int(row[5]), int(row[6]))
     return SessionInfo(str(row[0]), str(row[1]), str(row[2]), float(row[3]), float(row[4]),
-                       int(row[5]), int(row[6]), str(row[7]), int(row[8]))
+                       cols, rows, str(row[7]), int(row[8]))
 
 
 @dataclass
@@ -132,10 +136,6 @@ def event_bytes(kind: EventKind, data: bytes) -> bytes:
             lost = 0
         return b"\r\n\x1b[0;2m[recording gap: %d bytes lost]\x1b[0m\r\n" % lost
     return b""  # INPUT is never played; NOTICE, REDACTION, EXIT... are not screen output
-
-
-def resize_of(data: bytes) -> tuple[int, int] | None:
-    return (int.from_bytes(data[:2], "big"), int.from_bytes(data[2:4], "big")) if len(data) >= 4 else None
 
 
 def seek_bytes(rec: Recording, target: float, keyframe: Keyframe | None) -> tuple[bytes, int]:

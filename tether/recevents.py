@@ -22,7 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
+from tether.limits import valid_geometry
+
 EVENT_HEADER = struct.Struct(">QQBI")
+RESIZE = struct.Struct(">HH")
 CHAIN_LEN = 32
 MAX_EVENT_DATA = 1 << 20
 
@@ -81,6 +84,15 @@ def _decode_one(blob: bytes, pos: int) -> tuple[Event, int]:
     except ValueError as exc:
         raise EventError(f"event {index} has unknown kind {kind}") from exc
     return Event(index, t_us, k, blob[start:start + length]), start + length
+
+
+def resize_of(data: bytes) -> tuple[int, int] | None:
+    """(columns, rows) of a RESIZE event; None if malformed or outside the sizes every role
+    accepts (an honest agent never records one: readers ignore it rather than allocate)."""
+    if len(data) != RESIZE.size:
+        return None
+    cols, rows = RESIZE.unpack(data)
+    return (cols, rows) if valid_geometry(cols, rows) else None
 
 
 def genesis(sid: bytes) -> bytes:
