@@ -111,11 +111,11 @@ def enrol(store: Activations, registry: Registry, authority: Identity, activatio
             reply = enrolment.build_reply(claims, act.code, {"ok": False, "error": str(exc)})
         except (enrolment.EnrolError, KeyError, ValueError, TypeError):
             reply = None
-        return reply, {"activation": act.id, "agent": claims.get("name"), "why": str(exc)}
+        return reply, {"activation": act.id, "agent": _valid_or_none(claims.get("name")), "why": str(exc)}
     name = str(request.get("name") or "")
     problem = act.usable(now)
     if problem is None and not valid_name(name):
-        problem = f"invalid agent name {name!r}: use letters, digits, '-', '_' or '.'"
+        problem = "invalid agent name: use 1-64 letters, digits, '-', '_' or '.'"
     answer: dict[str, Any]
     if problem is None and act.approval and not approved and pending is not None:
         if name in registry.principals or name in pending.items:
@@ -144,6 +144,11 @@ def enrol(store: Activations, registry: Registry, authority: Identity, activatio
                                     "x25519": b64e(authority.x25519_public)}}
     if problem is not None:
         answer = {"ok": False, "error": problem}
-    fields = {"activation": act.id, "agent": name, "labels": act.labels,
+    fields = {"activation": act.id, "agent": _valid_or_none(name), "labels": act.labels,
               "why": problem, "fingerprint": fingerprint(str(request["ed25519"]))}
     return enrolment.build_reply(request, act.code, answer), fields
+
+
+def _valid_or_none(name: object) -> str | None:
+    """A requested name as the audit trail may record it: only if it is a valid name."""
+    return name if isinstance(name, str) and valid_name(name) else None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.broker.passwd import hash_password
-from tether.console_login import console_slot
+from tether.console_login import SLOT_SUFFIX, console_slot
 from tether.records import load_records, save_records
 from tether.topics import valid_name
 
@@ -20,6 +20,7 @@ KINDS = ("user", "agent", "recorder", "authority", "admin", "enrol")
 # because each broker connection needs its own client id and the broker ties client ids
 # to usernames to stop takeovers.
 USER_SLOTS = 8
+_SLOT_SUFFIXES = frozenset([str(i) for i in range(1, USER_SLOTS)] + [SLOT_SUFFIX.lstrip(".")])
 
 
 class RegistryError(Exception):
@@ -32,6 +33,15 @@ def slot_names(name: str, kind: str, console: bool = False) -> list[str]:
     if console and kind in ("user", "admin"):
         names.append(console_slot(name))  # the browser console's one broker login
     return names
+
+
+def principal_of_slot(mqtt_name: str) -> str:
+    """The principal a broker username belongs to, found without the registry: the name
+    less a CLI slot (.1 to .7) or console (.c) suffix. Cheap enough to key a rate limit on
+    before a request is opened; at worst an agent named like another user's slot shares
+    that user's key."""
+    base, _, suffix = mqtt_name.rpartition(".")
+    return base if base and suffix in _SLOT_SUFFIXES else mqtt_name
 
 
 @dataclass

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
@@ -17,20 +18,42 @@ from tether import auditq, authz, grants
 from tether.authority.activations import Activations, PendingStore, enrol
 from tether.authority.audit import AuditLog
 from tether.authority.bulletin import BulletinKeeper
-from tether.authority.policy import Policy, PolicyError, Request, access, evaluate
+from tether.authority.nonces import NonceJournal
+from tether.authority.policy import Policy, PolicyError, Request, UnsafePolicyFile, access, evaluate
 from tether.authority.provision import commit
-from tether.authority.registry import Principal, Registry
+from tether.authority.registry import Principal, Registry, principal_of_slot
+from tether.authority.requests import request_problem
 from tether.authz import rotation_message
+from tether.cli import UserError
 from tether.encoding import b64d, b64e
 from tether.home import Home
-from tether.keys import Identity
+from tether.keys import Identity, KeyFileError
 from tether.mqtt import BrokerSettings, MqttConnection
+from tether.ratelimit import RateLimiter
 from tether.topics import Topics
 
 log = logging.getLogger("tether.authority")
 GRANT_LIFETIME = 300.0
 APPROVAL_POLL = 1.0
-MAX_ACCESS_AGENTS = 20  # per access request: the signed reply stays under 4 KiB
+# Requests per principal (all its broker slots), counted before anything is opened. The
+# burst lets a console ask about 1000+ agents at once (20 per access question).
+REQUEST_RATE = 4.0  # a second, sustained
+REQUEST_BURST = 64
+RATE_KEYS = 4096  # principals tracked; the least recently heard is forgotten first
+DROP_LOG_INTERVAL = 60.0  # log a principal's dropped requests at most this often
+MAX_ENROL_BYTES = 16 * 1024  # a sealed enrolment request is well under 2 KiB
+FileVersion = tuple[int, int, int, int, int, int]
+
+
+def _version(path: Path) -> FileVersion | None:
+    """What tells a re-read is due. Files are replaced atomically, so a new inode means new
+    content even within the timestamp granularity; a chmod or chown changes only the
+    ctime, mode and owner, which are part of it so the file's safety is re-checked."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid
 
 
 @dataclass
@@ -42,42 +65,56 @@ class AuthorityService:
     on_principals_changed: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
-        self._registry_mtime: tuple[int, int, int] | None = (-1, -1, -1)
-        self._policy_mtime: tuple[int, int, int] | None = (-1, -1, -1)
+        self._registry_version: FileVersion | bool | None = False  # False: never read
+        self._policy_version: FileVersion | bool | None = False
         self.registry = Registry(self.home.registry)
         self.policy = Policy()
-        self._nonces: dict[str, float] = {}
         self.conn: MqttConnection | None = None
         self.decisions = 0
         self.policy_error: str | None = None
+        self.registry_error: str | None = None
         self._approvals: asyncio.Task[None] | None = None
         self._pending_version: tuple[int, int] | None = None
         self.bulletin = BulletinKeeper(self.identity, self.home, self.topics)
         self.audit = AuditLog(self.home.root / "authority" / "audit.jsonl", self.identity.signing_key)
+        self.nonces: NonceJournal | None = None
+        self.limiter = RateLimiter(REQUEST_RATE, REQUEST_BURST, RATE_KEYS)
+        self._drop_log = RateLimiter(1 / DROP_LOG_INTERVAL, 1, RATE_KEYS)
 
     def _refresh(self) -> None:
-        """Pick up registry and policy edits without a restart."""
-        for path, attr in ((self.home.registry, "_registry_mtime"), (self.home.policy, "_policy_mtime")):
-            try:
-                st = path.stat()
-                # Files are replaced atomically, so a new inode means new content even when
-                # two writes land within the file system's timestamp granularity.
-                version: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_ino, st.st_size)
-            except FileNotFoundError:
-                version = None
-            if version != getattr(self, attr):
-                setattr(self, attr, version)
-                if attr == "_registry_mtime":
-                    self.registry = Registry.load(path)
-                    continue
-                try:
-                    self.policy = Policy.load(path)
-                    self.policy_error = None
-                except PolicyError as exc:
-                    log.error("policy not loaded; denying every request until it is fixed:\n%s", exc)
-                    self.policy = Policy()
-                    self.policy_error = ("the access policy is invalid; ask an administrator "
-                                         "to run `tether policy validate`")
+        """Pick up registry and policy edits without a restart; each request re-checks
+        both files, so one made writable by others stops being used at once."""
+        version = _version(self.home.registry)
+        if version != self._registry_version:
+            self._registry_version = version
+            self._load_registry()
+        version = _version(self.home.policy)
+        if version != self._policy_version:
+            self._policy_version = version
+            self._load_policy()
+
+    def _load_registry(self) -> None:
+        try:
+            self.registry = Registry.load(self.home.registry)
+            self.registry_error = None
+        except (KeyFileError, ValueError, TypeError, KeyError) as exc:
+            # The last good registry still names senders, so each gets a clear denial.
+            log.error("registry not used; denying every request until it is fixed: %s", exc)
+            self.registry_error = f"the authority's registry cannot be used: {exc}"
+
+    def _load_policy(self) -> None:
+        try:
+            self.policy = Policy.load(self.home.policy)
+            self.policy_error = None
+        except UnsafePolicyFile as exc:
+            log.error("policy not used; denying every request until it is fixed: %s", exc)
+            self.policy = Policy()
+            self.policy_error = f"the access policy {exc.source} is {exc.problems[0].message}"
+        except PolicyError as exc:
+            log.error("policy not loaded; denying every request until it is fixed:\n%s", exc)
+            self.policy = Policy()
+            self.policy_error = ("the access policy is invalid; ask an administrator "
+                                 "to run `tether policy validate`")
 
     def _recorder(self) -> Principal | None:
         """The recorder that grants name: the registered one (the first by name, if several)."""
@@ -86,6 +123,11 @@ class AuthorityService:
         return recorders[0] if recorders else None
 
     async def start(self) -> None:
+        path = self.home.root / "authority" / "nonces.jsonl"
+        try:
+            self.nonces = NonceJournal(path, time.time())
+        except KeyFileError as exc:
+            raise UserError(f"the authority's record of answered requests: {exc}") from None
         settings = BrokerSettings.from_identity(self.identity.name, self.identity.broker)
         self.conn = MqttConnection(settings, self._on_message, clean_session=False)
         self.conn.subscribe(self.topics.authz_requests(), 1)
@@ -100,6 +142,8 @@ class AuthorityService:
         self.bulletin.stop()
         if self.conn is not None:
             await self.conn.close()
+        if self.nonces is not None:
+            self.nonces.close()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.bulletin():
@@ -107,52 +151,93 @@ class AuthorityService:
             return
         mqtt_name = topic.rsplit("/", 1)[-1]
         now = time.time()
+        if not self._admitted(mqtt_name):  # first: before any unsealing or signature check
+            return
         if topic == self.topics.enrol_request(mqtt_name):
+            if len(payload) > MAX_ENROL_BYTES:
+                log.warning("dropped an enrolment request of %d bytes via %r (limit %d)",
+                            len(payload), mqtt_name, MAX_ENROL_BYTES)
+                return
             self._on_enrol(mqtt_name, payload, now)
             return
+        request = self._open_request(mqtt_name, payload, now)
+        if request is None:
+            return
+        principal, req = request
+        problem = request_problem(req)
+        if problem is not None:  # nothing from the request is logged or audited but its sender
+            log.warning("refused a malformed request from %s: %s", principal.name, problem)
+            self.audit.append("request-refused", user=principal.name, why=problem)
+            self._reply(mqtt_name, req, {"ok": False, "error": f"refused: {problem}"})
+            return
+        if req["type"] == "terminate":  # not a grant decision: answered here
+            answer = self._decide(principal.name, mqtt_name, req, now)
+            self.audit.append("session-terminate" if answer.get("ok") else "terminate-denied",
+                              user=principal.name, agent=req.get("agent"), sid=req.get("sid"),
+                              why=answer.get("error"))
+            self._reply(mqtt_name, req, answer)
+            return
+        reply = self._decide(principal.name, mqtt_name, req, now)
+        if req["type"] != "access":  # a question that changes nothing is not audited
+            self._audit_decision(principal.name, req, reply)
+        self.decisions += 1
+        self._reply(mqtt_name, req, reply)
+
+    def _admitted(self, mqtt_name: str) -> bool:
+        """Whether the principal behind this broker username may be heard now (its rate)."""
+        key = principal_of_slot(mqtt_name)
+        now = time.monotonic()
+        if self.limiter.allow(key, now):
+            return True
+        if self._drop_log.allow(key, now):
+            log.warning("dropping requests from %r: more than %d at once or %g a second "
+                        "(%d dropped from all senders so far)", key, REQUEST_BURST,
+                        REQUEST_RATE, self.limiter.dropped)
+        return False
+
+    def _open_request(self, mqtt_name: str, payload: bytes,
+                      now: float) -> tuple[Principal, dict[str, Any]] | None:
+        """The sender and its signed request, once only; None (logged) if it is not one."""
         try:
             claimed, blob = authz.open_request_envelope(self.identity.x25519_secret or b"", payload)
         except authz.AuthzError as exc:
-            log.warning("dropped request on %s: %s", topic, exc)
-            return
+            log.warning("dropped request via %r: %s", mqtt_name, exc)
+            return None
         self._refresh()
         self.bulletin.refresh()
         principal = (self.registry.principal_for_mqtt(mqtt_name)
                      or self.bulletin.revoked_sender(self.registry, claimed, mqtt_name))
         if principal is None or principal.name != claimed or principal.kind not in ("user", "admin", "agent"):
-            log.warning("dropped request on %s: sender does not match %r", topic, claimed)
-            return
+            log.warning("dropped request via %r: sender does not match %r", mqtt_name, claimed)
+            return None
         try:
-            request = authz.verify_request(b64d(principal.ed25519), blob, now)
+            req = authz.verify_request(b64d(principal.ed25519), blob, now)
         except authz.AuthzError as exc:
             log.warning("dropped request from %s: %s", claimed, exc)
-            return
-        nonce = str(request.get("nonce"))
-        self._nonces = {n: t for n, t in self._nonces.items() if t > now}
-        if nonce in self._nonces:
+            return None
+        assert self.nonces is not None
+        refusal = self.nonces.remember(str(req["nonce"]), float(req["ts"]) + authz.MAX_SKEW, now)
+        if refusal == "replayed":
             log.warning("dropped replayed request from %s", claimed)
-            return
-        self._nonces[nonce] = now + 2 * authz.MAX_SKEW
-        if request.get("type") == "terminate":  # not a grant decision: answered here
-            answer = self._decide(principal.name, mqtt_name, request, now)
-            self.audit.append("session-terminate" if answer.get("ok") else "terminate-denied",
-                              user=principal.name, agent=request.get("agent"), sid=request.get("sid"),
-                              why=answer.get("error"))
-            assert self.conn is not None
-            self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
-                self.identity.signing_key, request, answer), qos=1)
-            return
-        reply = self._decide(principal.name, mqtt_name, request, now)
-        if request.get("type") != "access":  # a question that changes nothing is not audited
-            self._audit_decision(principal.name, request, reply)
-        self.decisions += 1
+            return None
+        if refusal is not None:
+            log.warning("refused a request from %s: %s", claimed, refusal)
+            self._reply(mqtt_name, req, {"ok": False, "error": "the authority is answering too "
+                                         "many requests; try again in a few minutes"})
+            return None
+        return principal, req
+
+    def _reply(self, mqtt_name: str, req: dict[str, Any], answer: dict[str, Any]) -> None:
         assert self.conn is not None
         self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
-            self.identity.signing_key, request, reply), qos=1)
+            self.identity.signing_key, req, answer), qos=1)
 
     def _on_enrol(self, activation_id: str, payload: bytes, now: float,
                   approved: bool = False) -> None:
         self._refresh()
+        if self.registry_error:
+            log.error("enrolment via %r not answered: %s", activation_id, self.registry_error)
+            return
         store = Activations.load(self.home.activations)
         pending = PendingStore.load(self.home.pending_enrolments)
         reply, fields = enrol(store, self.registry, self.identity, activation_id, payload, now,
@@ -232,12 +317,14 @@ class AuthorityService:
         if new_x:
             principal.x25519 = b64e(new_x)
         self.registry.save()
-        self._registry_mtime = None  # re-read on the next request
+        self._registry_version = False  # re-read on the next request
         log.info("rotated the key of %s", user)
         return {"ok": True}
 
     def _decide(self, user: str, mqtt_name: str, req: dict[str, Any], now: float) -> dict[str, Any]:
         kind = req.get("type")
+        if self.registry_error:
+            return {"ok": False, "error": f"denied: {self.registry_error}"}
         if user in self.bulletin.revocations.users:
             return {"ok": False, "error": f"denied: user {user!r} has been revoked"}
         if kind == "terminate":
@@ -249,34 +336,34 @@ class AuthorityService:
             return {"ok": False, "error": "agents may only rotate their keys"}
         if kind == "access":
             return self._access(user, req, now)
-        if kind != "grant":
-            return {"ok": False, "error": f"unknown request type {kind!r}"}
-        agent_name = str(req.get("agent", ""))
-        mode = str(req.get("mode", ""))
-        if mode == auditq.MODE:
+        if req["mode"] == auditq.MODE:
             return self._decide_audit(user, mqtt_name, req, now)
+        return self._decide_session(user, mqtt_name, req, now)
+
+    def _decide_session(self, user: str, mqtt_name: str, req: dict[str, Any],
+                        now: float) -> dict[str, Any]:
+        """A session grant; every field was checked by request_problem: an exec request's
+        command is its exact argv, which the policy judges and the grant binds."""
+        agent_name: str = req["agent"]
+        mode: str = req["mode"]
         agent = self.registry.principals.get(agent_name)
         revoked_agent = self.bulletin.revocations.agent_refusal(agent_name, agent.ed25519 if agent else None)
         if revoked_agent:
             return {"ok": False, "error": f"denied: {revoked_agent}"}
         if agent is None or agent.kind != "agent":
             return {"ok": False, "error": f"unknown agent {agent_name!r}; `tether ls` lists the agents"}
-        if mode not in grants.MODES:
-            return {"ok": False, "error": f"unknown mode {mode!r}"}
         if self.policy_error:
             return {"ok": False, "error": f"denied: {self.policy_error}"}
         revoked = self.bulletin.grant_denial(user, self.registry.principals[user].ed25519,
                                              agent_name, agent.ed25519)
         if revoked:
             return {"ok": False, "error": revoked}
-        run_as = req.get("run_as")
-        command = req.get("command")
-        argv = [str(c) for c in command] if isinstance(command, list) else None
-        reason = req.get("reason") if isinstance(req.get("reason"), str) else None
+        argv: list[str] | None = req.get("command")
+        reason: str | None = req.get("reason")
         decision = evaluate(self.policy, Request(
             user=user, groups=self.registry.principals[user].groups,
             agent=agent_name, agent_labels=agent.labels, action=mode,
-            run_as=str(run_as) if run_as else None, command=argv, reason=reason,
+            run_as=req.get("run_as") or None, command=argv, reason=reason,
             now=datetime.fromtimestamp(now, UTC),
             active_sessions=0,  # the agent enforces max_sessions, which the grant carries
         ))
@@ -309,7 +396,10 @@ class AuthorityService:
             expires=now + GRANT_LIFETIME,
             max_sessions=decision.max_sessions,
         )
-        token = grants.issue(self.identity.signing_seed, grant, now)
+        try:
+            token = grants.issue(self.identity.signing_seed, grant, now)
+        except grants.GrantError as exc:
+            return {"ok": False, "error": f"denied: {exc}"}
         log.info("granted %s %s on %s as %s", user, mode, agent_name, decision.run_as)
         return {"ok": True, "grant": token, "agent": {"name": agent_name, "ed25519": agent.ed25519,
                                                      "x25519": agent.x25519}}
@@ -317,16 +407,13 @@ class AuthorityService:
     def _access(self, user: str, req: dict[str, Any], now: float) -> dict[str, Any]:
         """The run-as choices the policy gives `user` on each agent asked about (the
         console's run-as menu; protocol.md §6.2). Changes nothing and issues nothing."""
-        names = req.get("agents")
-        mode = str(req.get("mode") or "shell")
-        if not isinstance(names, list) or len(names) > MAX_ACCESS_AGENTS or mode not in grants.MODES:
-            return {"ok": False, "error": f"an access request names a list of at most {MAX_ACCESS_AGENTS} "
-                                          "agents and a session mode"}
+        names: list[str] = req["agents"]
+        mode: str = req.get("mode") or "shell"
         if self.policy_error:
             return {"ok": False, "error": f"denied: {self.policy_error}"}
         principal = self.registry.principals[user]
         out: dict[str, Any] = {}
-        for name in map(str, names):
+        for name in names:
             agent = self.registry.principals.get(name)
             if agent is None or agent.kind != "agent":
                 continue
@@ -355,7 +442,7 @@ class AuthorityService:
         revoked = self.bulletin.grant_denial(user, principal.ed25519, recorder.name, recorder.ed25519)
         if revoked:
             return {"ok": False, "error": revoked}
-        reason = req.get("reason") if isinstance(req.get("reason"), str) else None
+        reason: str | None = req.get("reason")
         decision = evaluate(self.policy, Request(
             user=user, groups=principal.groups, agent=recorder.name, agent_labels=recorder.labels,
             action="audit", run_as=None, command=None, reason=reason,

@@ -121,7 +121,7 @@ def _grant(stack: Stack, user: Identity, slot: str, **changes: Any) -> str:
     now = time.time()
     fields: dict[str, Any] = dict(
         user=user.name, agent="local", agent_key=b64e(agent.public_key), client_key=b64e(user.public_key),
-        mqtt_name=slot, mode="exec", run_as=getpass.getuser(), command=None,
+        mqtt_name=slot, mode="exec", run_as=getpass.getuser(), command=["true"],
         max_duration=60, idle_timeout=0, recording="off", recorder=None, reason=None,
         jti=grants.new_jti(), expires=now + 120,
     )
@@ -206,7 +206,7 @@ def test_forged_grant_is_refused(stack: Stack) -> None:
     agent = Identity.load(stack.home.agent_identity("local"))
     g = grants.Grant(user=user.name, agent="local", agent_key=b64e(agent.public_key),
                      client_key=b64e(user.public_key), mqtt_name=_mqtt_name(stack), mode="exec",
-                     run_as="root", command=None, max_duration=60, idle_timeout=0, recording="off",
+                     run_as="root", command=["true"], max_duration=60, idle_timeout=0, recording="off",
                      recorder=None, reason=None, jti=grants.new_jti(), expires=time.time() + 60)
     token = grants.issue(forger.signing_seed, g, time.time())
     outcome, _ = asyncio.run(_handshake(stack, token))

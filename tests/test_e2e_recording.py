@@ -277,7 +277,7 @@ def test_recorder_refuses_a_second_recording_of_one_grant(stack: Stack) -> None:
     now = time.time()
     grant = grants.Grant(
         user="alice", agent=name, agent_key=b64e(agent.public_key), client_key=b64e(os.urandom(32)),
-        mqtt_name="alice", mode="exec", run_as="root", command=None, max_duration=60,
+        mqtt_name="alice", mode="exec", run_as="root", command=["true"], max_duration=60,
         idle_timeout=0, recording="required", recorder=recorder.name, reason=None,
         jti=grants.new_jti(), expires=now + 300, recorder_x25519=b64e(recorder.x25519_public),
         recorder_ed25519=b64e(recorder.public_key))

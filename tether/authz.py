@@ -9,6 +9,7 @@ reply key, holding a document signed by the authority. The broker sees only size
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,15 @@ from nacl.signing import SigningKey
 
 from tether.encoding import b64d, b64e
 from tether.signed import BadDocument, open_document, peek_document, sign_document
+from tether.topics import valid_name
 
 REQUEST = "grant-request"
 REPLY = "grant-reply"
 MAX_SKEW = 120.0
+# A sealed request's size: the largest legitimate one (an exec request at the command
+# limit, tether.grants.MAX_COMMAND_BYTES, with a reason at its limit) is about 34 KiB.
+MAX_REQUEST_BYTES = 48 * 1024
+NONCE = re.compile(r"[0-9a-f]{32}")  # what build_request (and the web console) make
 
 
 class AuthzError(Exception):
@@ -48,11 +54,16 @@ def build_request(
 
 def open_request_envelope(authority_x25519_secret: bytes, payload: bytes) -> tuple[str, bytes]:
     """Decrypt; return (claimed user, signed blob) so the caller can look up the key."""
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise AuthzError(f"request of {len(payload)} bytes is over the {MAX_REQUEST_BYTES}-byte limit")
     try:
         blob = SealedBox(PrivateKey(authority_x25519_secret)).decrypt(payload)
-        return str(peek_document(blob)["user"]), blob
+        claimed = peek_document(blob)["user"]
     except (CryptoError, BadDocument, KeyError) as exc:
         raise AuthzError("undecryptable or malformed request") from exc
+    if not isinstance(claimed, str) or not valid_name(claimed):
+        raise AuthzError("malformed request: the sender is not a valid principal name")
+    return claimed, blob
 
 
 def verify_request(requester_key: bytes, blob: bytes, now: float) -> dict[str, Any]:
@@ -67,7 +78,7 @@ def verify_request(requester_key: bytes, blob: bytes, now: float) -> dict[str, A
         reply_key = b64d(doc["reply_key"])
     except (KeyError, TypeError, ValueError) as exc:
         raise AuthzError(f"malformed request: {exc!r}") from exc
-    if not isinstance(doc.get("nonce"), str) or len(reply_key) != 32:
+    if not NONCE.fullmatch(str(doc.get("nonce"))) or len(reply_key) != 32:
         raise AuthzError("malformed request: bad nonce or reply key")
     if not math.isfinite(ts) or abs(now - ts) > MAX_SKEW:
         raise AuthzError("request timestamp outside the allowed clock skew; check NTP")

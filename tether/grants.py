@@ -14,6 +14,7 @@ from typing import Any
 
 from tether import paseto
 from tether.encoding import b64e, dumps, loads
+from tether.limits import MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, MAX_GRANT_BYTES
 
 MAX_LIFETIME = 600.0
 ISSUER = "tether-authority"
@@ -79,6 +80,30 @@ class Grant:
         }
 
 
+def command_problem(mode: str, command: object) -> str | None:
+    """Why `command` cannot be what a `mode` grant binds, or None if it can: an exec grant
+    binds the exact argv the agent runs, within the bounds agents accept (tether.limits).
+    The text never quotes the command, as it goes to logs and the audit trail."""
+    if mode != "exec":
+        return None if command is None else "only exec sessions name a command"
+    if (not isinstance(command, list) or not command
+            or not all(isinstance(arg, str) for arg in command)):
+        return ("an exec session names its command as a non-empty list of strings "
+                "(tether run AGENT -- COMMAND [ARG...])")
+    if len(command) > MAX_COMMAND_ARGS:
+        return f"the command has {len(command)} arguments; the limit is {MAX_COMMAND_ARGS}"
+    try:
+        encoded = [arg.encode() for arg in command]
+    except UnicodeEncodeError:
+        return "the command is not valid UTF-8"
+    if any(b"\0" in arg for arg in encoded):
+        return "an argument of the command contains a NUL character, which no program can receive"
+    size = sum(len(arg) + 1 for arg in encoded)  # as execve counts: each with its NUL
+    if size > MAX_COMMAND_BYTES:
+        return f"the command is {size} bytes; the limit is {MAX_COMMAND_BYTES}"
+    return None
+
+
 def new_jti() -> str:
     return secrets.token_hex(16)
 
@@ -86,16 +111,30 @@ def new_jti() -> str:
 def issue(authority_seed: bytes, grant: Grant, now: float) -> str:
     if grant.expires - now > MAX_LIFETIME:
         raise GrantError("grants live at most 10 minutes")
-    return paseto.sign(authority_seed, dumps(grant.claims(now)), implicit=IMPLICIT)
+    problem = command_problem(grant.mode, grant.command)
+    if problem:
+        raise GrantError(f"grant not issued: {problem}")
+    token = paseto.sign(authority_seed, dumps(grant.claims(now)), implicit=IMPLICIT)
+    if len(token) > MAX_GRANT_BYTES:
+        raise GrantError(f"grant not issued: it would be {len(token)} bytes, and agents accept "
+                         f"at most {MAX_GRANT_BYTES}; shorten the command or the reason")
+    return token
 
 
 def decode(authority_key: bytes, token: str) -> Grant:
-    """Check the signature and shape. Expiry and binding are checked by `check`."""
+    """Check the signature and shape. Expiry and binding are checked by `check`. An exec
+    grant that binds no command (or a malformed one) is refused here, so no role can
+    honour it."""
     try:
         c = loads(paseto.verify(authority_key, token, implicit=IMPLICIT))
+        if not isinstance(c, dict):
+            raise GrantError("grant is malformed: its claims are not an object")
         if c.get("iss") != ISSUER:
             raise GrantError("grant has the wrong issuer")
         rk = c.get("recorder_keys")
+        problem = command_problem(str(c["mode"]), c.get("command"))
+        if problem:
+            raise GrantError(f"grant is malformed: {problem}")
         return Grant(
             user=str(c["sub"]),
             agent=str(c["aud"]),
@@ -104,7 +143,7 @@ def decode(authority_key: bytes, token: str) -> Grant:
             mqtt_name=str(c["mqtt"]),
             mode=str(c["mode"]),
             run_as=str(c["run_as"]),
-            command=[str(a) for a in c["command"]] if c.get("command") is not None else None,
+            command=c.get("command"),
             max_duration=int(c["max_duration"]),
             idle_timeout=int(c["idle_timeout"]),
             recording=str(c["recording"]),
@@ -125,11 +164,13 @@ def decode(authority_key: bytes, token: str) -> Grant:
 class GrantChecker:
     """The agent's offline verification, including single use of each grant."""
 
-    def __init__(self, authority_key: bytes, agent_name: str, agent_key: bytes) -> None:
+    def __init__(self, authority_key: bytes, agent_name: str, agent_key: bytes,
+                 used: dict[str, float] | None = None) -> None:
         self._authority_key = authority_key
         self._agent = agent_name
         self._agent_key = b64e(agent_key)
-        self._used: dict[str, float] = {}
+        # jti -> expiry; the caller may pass its own, to keep it across restarts.
+        self._used: dict[str, float] = {} if used is None else used
 
     def check(self, token: str, *, client_key: bytes, mqtt_name: str, now: float) -> Grant:
         grant = decode(self._authority_key, token)
