@@ -48,12 +48,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    import shlex
     import sys
     import time
 
     from tether.cli import UserError
-    from tether.encoding import dumps
-    from tether.recorder.cli import store_dir
+    from tether.display import safe
+    from tether.recorder.cli import json_text, store_dir
     from tether.recorder.db import connect
     from tether.recorder.search import parse_when
 
@@ -89,7 +90,7 @@ def _list(args: argparse.Namespace) -> int:
             "exit_code", "exit_signal", "status", "chain", "bytes_out"]
     if args.json:
         for row in rows:
-            print(dumps(dict(zip(keys, row, strict=True))).decode())
+            print(json_text(dict(zip(keys, row, strict=True))))
         return 0
     if not rows:
         print("no recorded sessions match", file=sys.stderr)
@@ -101,12 +102,12 @@ def _list(args: argparse.Namespace) -> int:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(d["started"])))
         exit_ = (str(d["exit_code"]) if d["exit_code"] is not None else
                  f"sig{d['exit_signal']}" if d["exit_signal"] is not None else "-")
-        what = "shell" if d["mode"] == "shell" else " ".join(_argv(d["command"]))
+        what = "shell" if d["mode"] == "shell" else shlex.join(_argv(d["command"]))
         if d["reason"]:
             what += f"  ({d['reason']})"
-        print(f"{d['sid'][:12]:<12}  {started:<19}  {_duration(float(d['duration'])):>8}  "
-              f"{d['user'] + '@' + d['agent']:<24}  {d['run_as']:<8}  {exit_:>4}  "
-              f"{d['status']:<7}  {'ok' if d['chain'] == 'ok' else 'BAD':<5}  {what}")
+        print(f"{safe(d['sid'][:12]):<12}  {started:<19}  {_duration(float(d['duration'])):>8}  "
+              f"{safe(d['user'] + '@' + d['agent']):<24}  {safe(d['run_as']):<8}  {exit_:>4}  "
+              f"{safe(d['status']):<7}  {'ok' if d['chain'] == 'ok' else 'BAD':<5}  {safe(what)}")
     return 0
 
 
@@ -134,6 +135,7 @@ def _duration(seconds: float) -> str:
 async def _terminate(args: argparse.Namespace) -> int:
     from tether.cli import UserError
     from tether.client.connect import GrantRequester, acquire_slot, connect, load_identity
+    from tether.display import safe
     from tether.topics import Topics
 
     identity = load_identity(args.identity)
@@ -154,6 +156,6 @@ async def _terminate(args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     if not reply.get("ok"):
-        raise UserError(str(reply.get("error", "the authority refused")))
-    print(str(reply.get("message", "terminate order published")))
+        raise UserError(safe(reply.get("error", "the authority refused")))
+    print(safe(reply.get("message", "terminate order published")))
     return 0

@@ -17,12 +17,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import time
     from pathlib import Path
 
     from tether.cli import UserError
+    from tether.display import safe
     from tether.home import Home
+    from tether.recorder.cli import json_text
     from tether.recorder.search_cli import open_index
 
     store = Path(args.store).expanduser() if args.store else Home.default().recordings
@@ -45,16 +46,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.json:
-        print(json.dumps({"sid": sid, "commands": [
+        print(json_text({"sid": sid, "commands": [
             {"seq": r[0], "t": r[1], "wall": r[2], "offset": r[3], "duration": r[4],
              "exit_code": r[5], "command": r[6], "output": r[7], "source": r[8]} for r in rows]},
-            ensure_ascii=False, indent=1))
+            indent=1))
         return 0
-    print(f"session {sid}: {len(rows)} commands")
+    print(f"session {safe(sid)}: {len(rows)} commands")
     for _, _, wall, _, duration, code, command, _, source in rows:
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
         took = "-" if duration is None else f"{duration:.2f}s"
-        status = "-" if code is None else str(code)
-        line = "".join(c if c.isprintable() else "\ufffd" for c in command)
-        print(f"{start}  {took:>9}  exit {status:>3}  [{source}]  {line}")
+        status = "-" if code is None else safe(code)
+        print(f"{start}  {took:>9}  exit {status:>3}  [{safe(source)}]  {safe(command)}")
     return 0

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tether.cli import UserError
+    from tether.display import safe
     from tether.home import Home
     from tether.recorder import db as recdb
     from tether.recorder.export import asciicast, transcript
@@ -48,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     finally:
         db.close()
-    chunks: Iterable[str] = asciicast(rec) if args.format == "asciicast" else [transcript(rec)]
+    chunks: Iterable[str]
+    if args.format == "asciicast":
+        chunks = asciicast(rec)
+    elif not args.output and sys.stdout.isatty():
+        # Recorded text on the reader's terminal is shown, never obeyed; a file keeps it as is.
+        chunks = ["\n".join(safe(line) for line in transcript(rec).split("\n"))]
+    else:
+        chunks = [transcript(rec)]
     if not args.output:
         for chunk in chunks:
             sys.stdout.write(chunk)

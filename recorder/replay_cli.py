@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tether.cli import UserError
+    from tether.display import safe
     from tether.home import Home
     from tether.recorder import db as recdb
     from tether.recorder import keyframes
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     info = rec.info
     started = datetime.fromtimestamp(info.started).strftime("%Y-%m-%d %H:%M:%S")
     keys = f" — {KEYS_HELP}" if interactive else ""
-    print(f"replaying {sid} ({info.user}@{info.agent}, {started}, "
+    print(f"replaying {sid} ({safe(info.user)}@{safe(info.agent)}, {started}, "
           f"{format_duration(rec.duration)}) from {format_position(at)}{keys}",
           file=sys.stderr, flush=True)
     view = _Viewer(out_tty)

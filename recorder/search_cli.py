@@ -30,13 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import sys
     from pathlib import Path
 
     from tether.cli import UserError
     from tether.home import Home
     from tether.recorder import search as s
+    from tether.recorder.cli import json_text
 
     home = Home.default()
     store = Path(args.store).expanduser() if args.store else home.recordings
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         db.close()
     save_last_search(home.run_dir / "last-search.json", hits)
     if args.json:
-        print(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=1))
+        print(json_text([h.to_json() for h in hits], indent=1))
         return 0
     if not hits:
         print("no matches", file=sys.stderr)
@@ -85,21 +85,18 @@ def open_index(store: Path) -> sqlite3.Connection:
 def format_hit(hit: Hit, tty: bool) -> str:
     import time
 
+    from tether.display import safe
+
     wall = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hit.wall))
     on, off = ("\x1b[1;7m", "\x1b[0m") if tty else ("«", "»")
     snippet, out, pos = hit.snippet, [], 0
     for start, end in hit.spans:
-        out.append(_printable(snippet[pos:start]))
-        out.append(on + _printable(snippet[start:end]) + off)
+        out.append(safe(snippet[pos:start]))
+        out.append(on + safe(snippet[start:end]) + off)
         pos = end
-    out.append(_printable(snippet[pos:]))
-    return (f"{hit.n:>3}  {hit.sid[:12]}  {wall}  {hit.user or '-'}@{hit.agent or '-'}  "
-            f"{hit.kind:<7} {''.join(out)}")
-
-
-def _printable(text: str) -> str:
-    """Recorded text must not drive the reader's terminal."""
-    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+    out.append(safe(snippet[pos:]))
+    return (f"{hit.n:>3}  {safe(hit.sid[:12])}  {wall}  {safe(hit.user or '-')}@"
+            f"{safe(hit.agent or '-')}  {safe(hit.kind):<7} {''.join(out)}")
 
 
 def save_last_search(path: Path, hits: list[Hit]) -> None:
