@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs tether and everything its tests need, on Debian 12 with Python 3.11:
 #   - Debian packages: mosquitto (the production broker, used by the tests), python3-venv,
-#     and for the web console's build and browser tests nodejs, npm and chromium;
+#     for the web console's build and browser tests nodejs, npm and chromium, and for the
+#     Mosquitto plugin's fuzz harness clang-14 with libFuzzer (libclang-rt-14-dev);
 #   - tether's Mosquitto plugin for web console logins, built from broker/mosquitto-plugin/
 #     into build/mosquitto/ (and, as root, installed in /usr/local/lib/tether/);
 #   - the web console's npm packages, exactly as client/web/package-lock.json pins them;
@@ -26,6 +27,11 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -f /usr/include/mosquitto_plugin.h ] || need_apt+=(mosquitto-dev)
 [ -f /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# The plugin's token parser is fuzzed (tools/fuzz_plugin/) with clang's libFuzzer and ASan.
+command -v clang-14 >/dev/null 2>&1 || need_apt+=(clang-14)
+{ command -v clang-14 >/dev/null 2>&1 \
+    && [ -f "$(clang-14 -print-runtime-dir)/libclang_rt.fuzzer-$(uname -m).a" ]; } \
+  || need_apt+=(libclang-rt-14-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -39,8 +45,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 mkdir -p build/mosquitto
-cc -shared -fPIC -O2 -Wall -Wextra -Werror -o build/mosquitto/tether_console_auth.so \
-  broker/mosquitto-plugin/tether_console_auth.c -lsodium
+# Built beside and renamed: a Mosquitto that has the old one loaded keeps its copy.
+cc -shared -fPIC -O2 -Wall -Wextra -Werror -o build/mosquitto/tether_console_auth.so.new \
+  broker/mosquitto-plugin/tether_console_auth.c broker/mosquitto-plugin/console_token.c -lsodium
+mv build/mosquitto/tether_console_auth.so.new build/mosquitto/tether_console_auth.so
 if [ "$(id -u)" = 0 ]; then
   install -D -m 0644 build/mosquitto/tether_console_auth.so /usr/local/lib/tether/tether_console_auth.so
 fi

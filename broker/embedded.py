@@ -181,12 +181,12 @@ class _State:
     def credentials_ok(self, session: Session, *, recheck: bool = False) -> bool:
         """A connecting client's password (or console token), or after a reload whether a
         live client's still holds: a console slot's token was taken once, at connect, so
-        then its key must still be registered."""
+        then it must still verify under the slot's registered key."""
         username, password = session.username, session.password
         if username is None or password is None or not valid_name(username):
             return False
         if is_console_slot(username):
-            ok = (username in self.console.keys if recheck else
+            ok = (self.console.recheck(username, session.client_id, password) if recheck else
                   self.console.check(username, session.client_id, password, time.time()))
         else:
             ok = verify_password(password, self.passwd.get(username, ""))  # also spends the time for unknown users

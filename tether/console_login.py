@@ -18,6 +18,9 @@ The console slot NAME.c logs in with a fresh token each time (protocol.md §17.1
 Both brokers check it against the registered public key (the broker files' console-keys),
 within 120 s of its time, and take each token once: a token the broker has seen is
 refused. So nothing the broker receives can log in again.
+
+Each console slot has its own bounded table of taken tokens (`SlotTokens`), so one user
+logging in without pause fills only its own: see `SlotTokens` for why replays stay refused.
 """
 
 from __future__ import annotations
@@ -95,36 +98,105 @@ def broker_token(seed: bytes, username: str, client_id: str, now: float, nonce: 
     return TOKEN_PREFIX + b64e(ts_nonce + sig)
 
 
+TOKENS_PER_SLOT = 64
+FORGET_AFTER = 2 * TOKEN_SKEW  # a token is remembered until this long after its ts
+
+
+@dataclass
+class SlotTokens:
+    """One console slot's taken tokens: the (ts, nonce) of the TOKENS_PER_SLOT newest it
+    accepted, and a floor, the highest ts it has let go of.
+
+    A token is taken only if its ts is above the floor and its (ts, nonce) is not
+    remembered; whatever is let go of raises the floor to its ts. So every taken token
+    with ts > floor is remembered, every other one is refused, and each token logs in
+    once, whatever the clock does. A slot that logs in more than TOKENS_PER_SLOT times
+    within FORGET_AFTER raises only its own floor: its newest tokens still log in, an older
+    one is refused. (The signature is not part of a token's identity: a re-encoded or
+    re-signed copy of a taken token is still a replay.) The same table is
+    broker/mosquitto-plugin/console_token.c's.
+    """
+
+    seen: dict[bytes, int] = field(default_factory=dict)  # ts || nonce -> ts
+    floor: int = -1  # ts is unsigned: nothing is below the first floor
+    newest: int = -1
+
+    def take(self, ts_nonce: bytes, now: float) -> bool:
+        """Take the token whose signed ts || nonce this is (24 bytes), if it may log in."""
+        (ts,) = struct.unpack(">Q", ts_nonce[:8])
+        if ts <= self.floor or ts_nonce in self.seen:
+            return False
+        if len(self.seen) >= TOKENS_PER_SLOT:
+            for stale in [k for k, t in self.seen.items() if t < now - FORGET_AFTER]:
+                self._forget(stale)
+        if len(self.seen) >= TOKENS_PER_SLOT:
+            oldest = min(self.seen, key=self.seen.__getitem__)
+            if ts <= self.seen[oldest]:
+                return False  # it would be the one to go
+            self._forget(oldest)
+        self.seen[ts_nonce] = ts
+        self.newest = max(self.newest, ts)
+        return True
+
+    def _forget(self, ts_nonce: bytes) -> None:
+        self.floor = max(self.floor, self.seen.pop(ts_nonce))
+
+    def idle(self, now: float) -> bool:
+        """Every token it took is stale by its ts: the record may go."""
+        return self.newest < now - FORGET_AFTER
+
+
 @dataclass
 class TokenChecker:
     """The broker's side: `keys` maps console slots (NAME.c) to Ed25519 public keys.
-    `check` takes each valid token once. (A broker re-checking a live connection, after a
-    reload, asks whether its key is still registered instead.)"""
+    `check` takes each valid token once; `recheck` is for live connections after a
+    reload. Memory: at most
+    TOKENS_PER_SLOT tokens for each slot that logged in within FORGET_AFTER (only a
+    registered key's signature makes a record); idle records go every TOKEN_SKEW."""
 
     keys: dict[str, bytes] = field(default_factory=dict)
-    _seen: dict[bytes, float] = field(default_factory=dict)  # token digest -> when it may go
+    _slots: dict[str, SlotTokens] = field(default_factory=dict)
+    _next_sweep: float = 0.0
 
     def check(self, username: str, client_id: str, password: str, now: float) -> bool:
+        ts_nonce = self._verified(username, client_id, password)
+        if ts_nonce is None:
+            return False
+        (ts,) = struct.unpack(">Q", ts_nonce[:8])
+        if abs(now - ts) > TOKEN_SKEW:
+            return False
+        self._sweep(now)
+        return self._slots.setdefault(username, SlotTokens()).take(ts_nonce, now)
+
+    def recheck(self, username: str, client_id: str, password: str) -> bool:
+        """A live connection after a reload: its token was taken when it connected, and it
+        holds while it verifies under the slot's registered key (a new passphrase, a new
+        key: it goes)."""
+        return self._verified(username, client_id, password) is not None
+
+    def _verified(self, username: str, client_id: str, password: str) -> bytes | None:
+        """The signed ts || nonce of a well-formed token that verifies under the slot's key."""
         key = self.keys.get(username)
         if key is None or client_id != username or not password.startswith(TOKEN_PREFIX):
-            return False
+            return None
         try:
             raw = b64d(password[len(TOKEN_PREFIX):])
         except ValueError:
-            return False
+            return None
         if len(raw) != _TOKEN_LEN:
-            return False
-        (ts,) = struct.unpack(">Q", raw[:8])
-        if abs(now - ts) > TOKEN_SKEW:
-            return False
+            return None
         try:
             VerifyKey(key).verify(_token_message(username, client_id, raw[:24]), raw[24:])
         except nacl.exceptions.BadSignatureError:
-            return False
-        digest = hashlib.blake2b(raw, digest_size=16).digest()
-        if digest in self._seen:
-            return False
-        if len(self._seen) > 1024:
-            self._seen = {d: t for d, t in self._seen.items() if t > now}
-        self._seen[digest] = ts + 2 * TOKEN_SKEW
-        return True
+            return None
+        return raw[:24]
+
+    def remembered(self) -> int:
+        """Tokens remembered across all slots."""
+        return sum(len(slot.seen) for slot in self._slots.values())
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + TOKEN_SKEW
+        self._slots = {name: slot for name, slot in self._slots.items() if not slot.idle(now)}

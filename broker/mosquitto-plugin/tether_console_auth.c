@@ -10,15 +10,15 @@
  * The public keys come from the console-keys file the authority writes next to passwd
  * and acl ("NAME.c KEY" lines, KEY base64url). A token is taken once, within 120 s of its
  * time; Mosquitto's re-check of a live connection after a reload passes again for the
- * connection that presented it. Other usernames are left to password_file.
+ * connection that presented it. Other usernames are left to password_file. The decision
+ * itself (parsing, signature, the per-slot table of taken tokens) is console_token.c.
  *
  *   plugin /usr/local/lib/tether/tether_console_auth.so
  *   plugin_opt_console_keys /etc/tether/broker/console-keys
  *
- * Build: cc -shared -fPIC -O2 -o tether_console_auth.so tether_console_auth.c -lsodium
+ * Build: cc -shared -fPIC -O2 -o tether_console_auth.so tether_console_auth.c console_token.c -lsodium
  * (Debian: mosquitto-dev libsodium-dev).
  */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,34 +29,18 @@
 #include <mosquitto_plugin.h>
 #include <sodium.h>
 
-#define PREFIX "tc1."
-#define DOMAIN "tether-console-mqtt-v1"
-#define SKEW 120
-#define TOKEN_LEN (8 + 16 + 64)
-#define MAX_NAME 64
-#define SEEN 4096
-
-struct key {
-	char name[MAX_NAME + 1];
-	unsigned char pk[crypto_sign_PUBLICKEYBYTES];
-};
-
-struct seen {
-	unsigned char digest[16];
-	time_t expires;                  /* 0: free */
-	const struct mosquitto *client;  /* the live connection that presented it, or NULL */
-};
+#include "console_token.h"
 
 static mosquitto_plugin_id_t *plugin_id;
 static char *keys_path;
-static struct key *keys;
+static struct tc_key *keys;
 static size_t key_count;
-static struct seen seen[SEEN];
+static struct tc_table taken;
 
 static void load_keys(void)
 {
 	FILE *f = fopen(keys_path, "r");
-	struct key *loaded = NULL;
+	struct tc_key *loaded = NULL;
 	size_t n = 0, cap = 0;
 	char line[512];
 
@@ -64,22 +48,16 @@ static void load_keys(void)
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "tether: cannot read %s: no console logins", keys_path);
 	}else{
 		while(fgets(line, sizeof(line), f)){
-			char name[MAX_NAME + 2], b64[128];
-			unsigned char pk[crypto_sign_PUBLICKEYBYTES + 1];
-			size_t pk_len = 0;
-			if(sscanf(line, "%65s %127s", name, b64) != 2 || strlen(name) > MAX_NAME) continue;
-			if(sodium_base642bin(pk, sizeof(pk), b64, strlen(b64), NULL, &pk_len, NULL,
-						sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || pk_len != crypto_sign_PUBLICKEYBYTES) continue;
+			struct tc_key key;
+			if(tc_parse_key_line(line, &key)) continue;
 			if(n == cap){
-				struct key *grown;
+				struct tc_key *grown;
 				cap = cap ? cap * 2 : 16;
 				grown = realloc(loaded, cap * sizeof(*loaded));
 				if(!grown) break;
 				loaded = grown;
 			}
-			memcpy(loaded[n].name, name, strlen(name) + 1);
-			memcpy(loaded[n].pk, pk, crypto_sign_PUBLICKEYBYTES);
-			n++;
+			loaded[n++] = key;
 		}
 		fclose(f);
 	}
@@ -106,63 +84,17 @@ static int ends_with_slot_suffix(const char *name)
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
-	const char *user = ed->username, *password = ed->password, *client_id;
-	unsigned char raw[TOKEN_LEN + 1], digest[16];
-	unsigned char *msg;
-	size_t raw_len = 0, user_len, id_len, msg_len;
-	const unsigned char *pk;
-	uint64_t ts = 0;
-	time_t now = time(NULL);
-	struct seen *slot = NULL;
-	int ok;
+	const char *user = ed->username;
+	enum tc_verdict verdict;
 	(void)event;
 	(void)userdata;
 
 	if(!user || !ends_with_slot_suffix(user)) return MOSQ_ERR_PLUGIN_DEFER;
 	/* A console slot: decided here, never by a password. */
-	client_id = mosquitto_client_id(ed->client);
-	pk = key_of(user);
-	if(!password || !client_id || !pk || strcmp(client_id, user) || strncmp(password, PREFIX, strlen(PREFIX))) return MOSQ_ERR_AUTH;
-	if(sodium_base642bin(raw, sizeof(raw), password + strlen(PREFIX), strlen(password + strlen(PREFIX)),
-				NULL, &raw_len, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || raw_len != TOKEN_LEN){
-		return MOSQ_ERR_AUTH;
-	}
-	user_len = strlen(user);
-	id_len = strlen(client_id);
-	msg_len = strlen(DOMAIN) + 1 + user_len + 1 + id_len + 1 + 24;
-	msg = malloc(msg_len);
-	if(!msg) return MOSQ_ERR_NOMEM;
-	memcpy(msg, DOMAIN, strlen(DOMAIN));
-	msg[strlen(DOMAIN)] = 0;
-	memcpy(msg + strlen(DOMAIN) + 1, user, user_len);
-	msg[strlen(DOMAIN) + 1 + user_len] = 0;
-	memcpy(msg + strlen(DOMAIN) + 2 + user_len, client_id, id_len);
-	msg[strlen(DOMAIN) + 2 + user_len + id_len] = 0;
-	memcpy(msg + strlen(DOMAIN) + 3 + user_len + id_len, raw, 24);
-	ok = crypto_sign_verify_detached(raw + 24, msg, msg_len, pk) == 0;
-	free(msg);
-	if(!ok) return MOSQ_ERR_AUTH;
-
-	crypto_generichash(digest, sizeof(digest), raw, TOKEN_LEN, NULL, 0);
-	for(size_t i = 0; i < SEEN; i++){
-		if(seen[i].expires && !memcmp(seen[i].digest, digest, sizeof(digest))){
-			/* Taken before: only Mosquitto's re-check of that same connection passes. */
-			return seen[i].client == ed->client ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
-		}
-	}
-	for(int i = 0; i < 8; i++) ts = (ts << 8) | raw[i];
-	if((int64_t)ts > (int64_t)now + SKEW || (int64_t)ts < (int64_t)now - SKEW) return MOSQ_ERR_AUTH;
-	for(size_t i = 0; i < SEEN && !slot; i++){
-		if(!seen[i].expires || (!seen[i].client && seen[i].expires < now)) slot = &seen[i];
-	}
-	if(!slot){
-		mosquitto_log_printf(MOSQ_LOG_WARNING, "tether: %d console logins live or recent; refusing %s", SEEN, user);
-		return MOSQ_ERR_AUTH;
-	}
-	memcpy(slot->digest, digest, sizeof(digest));
-	slot->expires = (time_t)ts + 2 * SKEW;
-	slot->client = ed->client;
-	return MOSQ_ERR_SUCCESS;
+	verdict = tc_check(&taken, key_of(user), user, mosquitto_client_id(ed->client), ed->password,
+	                   (int64_t)time(NULL), ed->client);
+	if(verdict == TC_NOMEM) mosquitto_log_printf(MOSQ_LOG_WARNING, "tether: out of memory; refusing %s", user);
+	return verdict == TC_ACCEPT || verdict == TC_RECHECK ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
 }
 
 static int on_disconnect(int event, void *event_data, void *userdata)
@@ -170,9 +102,7 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_disconnect *ed = event_data;
 	(void)event;
 	(void)userdata;
-	for(size_t i = 0; i < SEEN; i++){
-		if(seen[i].client == ed->client) seen[i].client = NULL;  /* refused until it expires */
-	}
+	tc_disconnected(&taken, ed->client);  /* its token is refused from now on */
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -225,6 +155,7 @@ int mosquitto_plugin_cleanup(void *user_data, struct mosquitto_opt *opts, int op
 	free(keys);
 	keys = NULL;
 	key_count = 0;
+	tc_table_free(&taken);
 	free(keys_path);
 	keys_path = NULL;
 	return MOSQ_ERR_SUCCESS;
