@@ -69,10 +69,12 @@ export class SessionsPage {
       this.status.textContent = `${sessions.length} session${sessions.length === 1 ? '' : 's'}`;
       if (!sessions.length) { this.results.replaceChildren(h('div', { class: 'empty' }, 'No recorded session matches.')); return; }
       this.results.replaceChildren(h('table', { 'aria-label': 'Recorded sessions' },
-        h('thead', {}, h('tr', {}, ...['Started', 'User', 'Instance', 'Run as', 'Duration', 'Exit', 'Status', 'Verification', ''].map((t) => h('th', { scope: 'col' }, t)))),
+        h('thead', {}, h('tr', {}, ...['Started', 'User', 'Instance', 'Run as', 'Command', 'Duration', 'Exit', 'Status', 'Verification', ''].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, ...sessions.map((s) => h('tr', { dataset: { testid: 'session-row', sid: s.sid } },
           h('td', { title: when(s.started) }, ago(this.ctx.clock.wall() - s.started)),
           h('td', {}, s.user), h('td', {}, s.agent), h('td', {}, s.run_as ?? ''),
+          h('td', { dataset: { testid: 'session-command' }, title: s.reason ? `${what(s)}\nreason: ${s.reason}` : what(s),
+            style: 'max-width:24em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap' }, what(s)),
           h('td', {}, `${Math.round(s.duration ?? 0)} s`),
           h('td', {}, s.exit_signal != null ? `signal ${s.exit_signal}` : s.exit_code ?? '—'),
           h('td', {}, s.status ?? ''),
@@ -139,15 +141,25 @@ function formatT(t) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 }
 
+// What ran: `shell`, or the exec command's argv from the grant, quoted as a shell would need.
+function what(s) {
+  if (s.mode === 'shell') return 'shell';
+  if (!Array.isArray(s.command)) return '—';
+  return s.command.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${String(a).replaceAll("'", `'"'"'`)}'`)).join(' ');
+}
+
 function verification(s) {
   if (s.chain === 'ok') return h('span', { class: 'verify-ok', title: 'hash chain and agent signatures checked on ingest' }, 'chain ok');
   return h('span', { class: 'verify-bad' }, `broken: ${s.chain}`);
 }
 
-// The recorder's full offline check (§17.5 verify): {ok, events, checkpoints, ended, problems, notes}.
+// The recorder's full offline check (§17.5 verify): {ok, events, checkpoints, ended,
+// signed_through, unsigned, problems, notes}. Only `ok` (every event intact and signed by
+// the agent) reads "verified"; an unsigned tail (aborted, live) is not verified.
 function verifyText(v) {
   const notes = [...(v.problems ?? []), ...(v.notes ?? [])].join('; ');
   const title = `${v.events} events, ${v.checkpoints} signed checkpoints${v.ended ? ', ended' : ', not ended'}${notes ? `: ${notes}` : ''}`;
-  if (v.ok) return h('span', { class: 'verify-ok', title }, `verified (${v.events} events${v.ended ? '' : ', still open'})`);
-  return h('span', { class: 'verify-bad', title }, `verification failed: ${(v.problems ?? []).join('; ') || 'see details'}`);
+  if (v.ok === true) return h('span', { class: 'verify-ok', title }, `verified (${v.events} events)`);
+  const why = (v.problems ?? []).length ? v.problems : (v.notes ?? []);
+  return h('span', { class: 'verify-bad', title }, `not verified: ${why.join('; ') || 'see details'}`);
 }
