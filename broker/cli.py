@@ -88,7 +88,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prefix",
         default=DEFAULT_PREFIX,
-        help=f"topic prefix the acl was written for; only used to warn (default: {DEFAULT_PREFIX})",
+        help="tether's topic prefix: where presence is (rate-limited, retained) and what the acl "
+        f"should have rules for (default: {DEFAULT_PREFIX})",
     )
     parser.add_argument(
         "--ws-listen",

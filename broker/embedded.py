@@ -64,8 +64,13 @@ Found while building this, and fixed the same way:
   recorder) at that rate whatever it sends. Updates over the rate are held, only the
   newest per topic, so the last state still goes out; the retained copy is updated at
   once. Mosquitto has no such limit; there the readers bound what they keep.
-* A retained message that is cleared (empty payload) is removed, not kept as an empty
-  entry that every later subscriber would be sent.
+* Only the topics tether's protocol retains (each agent's presence and status, the
+  authority's bulletin) are retained; a retained publish anywhere else is delivered but
+  not kept, so no principal can grow the retained store (a user could otherwise retain
+  any number of messages under its own session topics). A cleared retained message is
+  removed, not kept as an empty entry that every later subscriber would be sent.
+* Messages kept for an offline persistent session (an agent's) are bounded by the same
+  limits as a live client's queue; amqtt kept every one.
 """
 
 from __future__ import annotations
@@ -138,6 +143,7 @@ _AUTHENTICATED: Final = "tether.authenticated"
 _LOOP_DONE: Final = "tether.loop_done"
 _PENDING: Final = "tether.pending"  # deliveries to this client not yet finished
 _PENDING_BYTES: Final = "tether.pending_bytes"  # and their payload bytes
+_OFFLINE_BYTES: Final = "tether.offline_bytes"  # payload kept for it while it is offline
 _DROPPED: Final = "tether.dropped"
 
 
@@ -395,19 +401,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         pending: int = session.attributes.get(_PENDING, 0)
         pending_bytes: int = session.attributes.get(_PENDING_BYTES, 0)
         size = len(data) if data else 0
-        # As Mosquitto: refused once the queue is at a limit (the last one in may overshoot).
-        if pending >= self._limits.max_queued or pending_bytes >= self._limits.max_queued_bytes:
-            dropped = session.attributes.get(_DROPPED, 0) + 1
-            session.attributes[_DROPPED] = dropped
-            if dropped % 1000 == 1:
-                log.warning(
-                    "dropping messages for %s: %d deliveries of %d bytes waiting "
-                    "(%d dropped so far)",
-                    session.client_id,
-                    pending,
-                    pending_bytes,
-                    dropped,
-                )
+        if self._queue_full(session, pending, pending_bytes, "deliveries"):
             return
         session.attributes[_PENDING] = pending + 1
         session.attributes[_PENDING_BYTES] = pending_bytes + size
@@ -420,6 +414,33 @@ class _TetherBroker(Broker):  # type: ignore[misc]
             session.attributes[_PENDING_BYTES] = session.attributes.get(_PENDING_BYTES, size) - size
 
         task.add_done_callback(finished)
+
+    def _queue_full(self, session: Session, count: int, size: int, what: str) -> bool:
+        """As Mosquitto: refused once a queue is at a limit (the last one in may overshoot)."""
+        if count < self._limits.max_queued and size < self._limits.max_queued_bytes:
+            return False
+        dropped = session.attributes.get(_DROPPED, 0) + 1
+        session.attributes[_DROPPED] = dropped
+        if dropped % 1000 == 1:
+            log.warning(
+                "dropping messages for %s: %d %s of %d bytes waiting (%d dropped so far)",
+                session.client_id,
+                count,
+                what,
+                size,
+                dropped,
+            )
+        return True
+
+    async def _queue_offline(self, session: Session, broadcast: dict[str, Any], qos: int) -> None:
+        """Keep a QoS 1 message for a persistent session that is offline, within the same
+        limits as a live client's queue (amqtt's queue for it has none)."""
+        size = len(broadcast["data"] or b"")
+        held: int = session.attributes.get(_OFFLINE_BYTES, 0)
+        if self._queue_full(session, session.retained_messages.qsize(), held, "offline messages"):
+            return
+        session.attributes[_OFFLINE_BYTES] = held + size
+        await self._retain_broadcast_message(broadcast, qos, session)
 
     async def _shutdown_broadcast_loop(self) -> None:
         if self._presence_timer is not None:
@@ -665,11 +686,26 @@ class _TetherBroker(Broker):  # type: ignore[misc]
     async def retain_message(
         self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
     ) -> None:
-        if not data and topic_name is not None:
+        if topic_name is None:
+            return
+        if not data:
             # amqtt would keep an empty entry that every later subscriber gets sent.
             self._retained_messages.pop(topic_name, None)
             return
+        if not self._retainable(topic_name):
+            who = source_session.client_id if source_session is not None else "?"
+            log.info("not retaining %s's message on %r: tether retains nothing there", who, topic_name)
+            return
         await super().retain_message(source_session, topic_name, data, qos)
+
+    def _retainable(self, topic: str) -> bool:
+        """The topics tether's protocol retains: each agent's presence and status, and the
+        authority's bulletin. Anything else would let any principal that may write a topic
+        (a user, its own session topics) grow the retained store without bound."""
+        if topic == self._topics.bulletin():
+            return True
+        agent = self._topics.parse_agent(topic)
+        return agent is not None and topic in (self._topics.presence(agent), self._topics.status(agent))
 
     # -- presence: a bounded rate of fan-out per publisher ------------------------------
 
@@ -725,7 +761,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
                     and qos in (QOS_1, QOS_2)
                     and not target_session.is_anonymous
                 ):
-                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    await self._queue_offline(target_session, broadcast, qos)
                     continue
                 if not connected:
                     continue
@@ -762,6 +798,7 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         handler = self._get_handler(session)
         if handler is None:
             return
+        session.attributes[_OFFLINE_BYTES] = 0
         while not session.retained_messages.empty():
             msg = session.retained_messages.get_nowait()
             if await self._topic_filtering(session, msg.topic, AmqttAction.RECEIVE):
@@ -800,8 +837,9 @@ class EmbeddedBroker:
     """tether's embedded broker: amqtt with the passwd/acl files and the defences above.
 
     ``files_dir`` holds ``passwd`` and ``acl`` (see :mod:`tether.broker.files`). ``prefix``
-    is only used to warn when the acl file was written for another prefix: the rules
-    themselves come from the file. ``port=0`` picks a free port; read it back from
+    says where tether's topics are: presence (rate-limited) and the topics that are
+    retained; the broker warns when the acl file has no rules under it (the rules
+    themselves come from the file). ``port=0`` picks a free port; read it back from
     :attr:`port` after :meth:`start`.
     """
 

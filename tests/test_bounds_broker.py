@@ -139,6 +139,72 @@ def test_queue_limits_agree_and_fit_the_credit_windows() -> None:
     assert 32 * REC_WINDOW <= MAX_QUEUED_BYTES
 
 
+@pytest.mark.parametrize("bound", ["count", "bytes"])
+def test_messages_kept_for_an_offline_persistent_session_are_bounded(tmp_path: Path, bound: str) -> None:
+    """An agent's session persists while it is offline (clean session off); stock amqtt
+    kept every QoS 1 message for it, without limit, so any user could fill the broker
+    by publishing to an offline agent. Here the live queue's limits apply, as in
+    Mosquitto; what is kept is delivered when the agent comes back."""
+    from support.brokers import ProbeClient
+    from support.inprocess import embedded_broker
+
+    from tether.broker.embedded import BrokerLimits
+
+    limits = BrokerLimits(max_queued=10) if bound == "count" else BrokerLimits(max_queued_bytes=5000)
+    kept = 10 if bound == "count" else 5
+    inbox = f"{P}/a/web1/s/alice/s1/c2a"
+    with embedded_broker(_files(tmp_path), limits) as broker:
+        address = ("127.0.0.1", broker.port)
+        with ProbeClient(address, "web1", pw("web1"), clean_session=False) as web1:
+            assert web1.connect()
+            web1.subscribe(f"{P}/a/web1/s/+/+/c2a", 1)
+        with ProbeClient(address, "alice", pw("alice")) as alice:
+            assert alice.connect()
+            for i in range(50):
+                alice.publish(inbox, b"%04d" % i + b"." * 996, qos=1)
+            session = broker._broker._sessions["web1"][0]  # type: ignore[union-attr]
+            assert session.retained_messages.qsize() == kept
+            with ProbeClient(address, "web1", pw("web1"), clean_session=False) as web1:
+                assert web1.connect()
+                alice.publish(inbox, b"live", qos=1)
+                web1.wait_for(inbox, b"live")
+                got = [m.payload[:4] for m in web1.received()]
+                assert got == [b"%04d" % i for i in range(kept)] + [b"live"]
+        with ProbeClient(address, "web1", pw("web1"), clean_session=True) as web1:
+            assert web1.connect()  # ends the persistent session
+
+
+def test_embedded_broker_retains_only_what_tether_retains(embedded: BrokerProcess) -> None:
+    """Retained messages live until replaced, so the embedded broker keeps them only on
+    the topics the protocol retains (presence, status, bulletin): a user could otherwise
+    retain any number of messages under its own session topics. A cleared retained
+    message is gone, not replayed empty to every later subscriber."""
+    session_topic, presence_topic = f"{P}/a/web1/s/alice/s1/c2a", f"{P}/a/web1/presence"
+    with connected(embedded, "alice", pw("alice")) as alice, connected(embedded, "web2", pw("web2")) as web2:
+        for i in range(20):
+            alice.publish(f"{session_topic}/{i}", b"kept forever?", qos=1, retain=True)
+        web2.publish(f"{P}/a/web2/presence", b"retained", qos=1, retain=True)
+        web2.publish(f"{P}/a/web2/presence", b"", qos=1, retain=True)  # cleared
+        with connected(embedded, "web1", pw("web1")) as web1:
+            web1.publish(presence_topic, b"web1 presence", qos=1, retain=True)
+        with connected(embedded, "root", pw("root")) as root:
+            root.subscribe("#", 1)
+            root.wait_for(presence_topic, b"web1 presence")
+            root.publish(f"{P}/marker", b"marker", qos=1)
+            root.wait_for(f"{P}/marker", b"marker")
+            assert {m.topic for m in root.received()} == {presence_topic, f"{P}/marker"}
+            root.publish(presence_topic, b"", qos=1, retain=True)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[BrokerProcess]:
+    b = start_embedded(_files(tmp_path), workdir=tmp_path / "work")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
 # ----- presence: the embedded broker's rate per publisher -----
 
 
@@ -157,15 +223,6 @@ def test_throttle_holds_the_newest_update_per_topic_and_releases_it() -> None:
     for i in range(10):  # an agent writing many presence topics holds at most max_topics
         throttle.offer("web1", f"t{i}", str(i), 3.0)
     assert throttle.pending <= 2
-
-
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[BrokerProcess]:
-    b = start_embedded(_files(tmp_path), workdir=tmp_path / "work")
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def test_presence_flood_reaches_subscribers_at_a_bounded_rate(embedded: BrokerProcess) -> None:
