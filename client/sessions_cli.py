@@ -53,8 +53,8 @@ def _list(args: argparse.Namespace) -> int:
     import time
 
     from tether.cli import UserError
-    from tether.display import safe
-    from tether.recorder.cli import json_text, store_dir
+    from tether.display import safe, safe_json
+    from tether.recorder.cli import store_dir
     from tether.recorder.db import connect
     from tether.recorder.search import parse_when
 
@@ -90,7 +90,7 @@ def _list(args: argparse.Namespace) -> int:
             "exit_code", "exit_signal", "status", "chain", "bytes_out"]
     if args.json:
         for row in rows:
-            print(json_text(dict(zip(keys, row, strict=True))))
+            print(safe_json(dict(zip(keys, row, strict=True))))
         return 0
     if not rows:
         print("no recorded sessions match", file=sys.stderr)

@@ -19,14 +19,6 @@ def store_dir(args: argparse.Namespace) -> Path:
     return Path(args.store) if getattr(args, "store", None) else Home.default().recordings
 
 
-def json_text(value: object, indent: int | None = None) -> str:
-    """JSON for the auditor commands' --json: ASCII only, so recorded text and fields from
-    other principals (C1 controls, bidi overrides) reach a terminal escaped."""
-    import json
-
-    return json.dumps(value, ensure_ascii=True, indent=indent)
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run the recorder: it dials out to the broker, receives every session's recorder "

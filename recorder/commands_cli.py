@@ -21,9 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tether.cli import UserError
-    from tether.display import safe
+    from tether.display import safe, safe_json
     from tether.home import Home
-    from tether.recorder.cli import json_text
     from tether.recorder.search_cli import open_index
 
     store = Path(args.store).expanduser() if args.store else Home.default().recordings
@@ -46,10 +45,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.json:
-        print(json_text({"sid": sid, "commands": [
+        print(safe_json({"sid": sid, "commands": [
             {"seq": r[0], "t": r[1], "wall": r[2], "offset": r[3], "duration": r[4],
-             "exit_code": r[5], "command": r[6], "output": r[7], "source": r[8]} for r in rows]},
-            indent=1))
+             "exit_code": r[5], "command": r[6], "output": r[7], "source": r[8]} for r in rows]}))
         return 0
     print(f"session {safe(sid)}: {len(rows)} commands")
     for _, _, wall, _, duration, code, command, _, source in rows:

@@ -6,8 +6,8 @@ import codecs
 import json
 from collections.abc import Iterator
 
+from tether.display import safe_json
 from tether.recevents import EventKind, resize_of
-from tether.recorder.cli import json_text
 from tether.recorder.replay import Recording
 from tether.recorder.screen import Terminal
 
@@ -40,7 +40,7 @@ def _marker(kind: EventKind, data: bytes) -> str | None:
 def _line(value: object) -> str:
     # ASCII only: a cast printed or cat'ed to a terminal cannot carry raw C1 controls or
     # bidi overrides from the recording or the user and agent names into it.
-    return json_text(value) + "\n"
+    return safe_json(value) + "\n"
 
 
 def asciicast(rec: Recording) -> Iterator[str]:

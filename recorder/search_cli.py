@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tether.cli import UserError
+    from tether.display import safe_json
     from tether.home import Home
     from tether.recorder import search as s
-    from tether.recorder.cli import json_text
 
     home = Home.default()
     store = Path(args.store).expanduser() if args.store else home.recordings
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         db.close()
     save_last_search(home.run_dir / "last-search.json", hits)
     if args.json:
-        print(json_text([h.to_json() for h in hits], indent=1))
+        print(safe_json([h.to_json() for h in hits]))
         return 0
     if not hits:
         print("no matches", file=sys.stderr)

@@ -21,7 +21,7 @@ from stack import TETHER, Stack, wait_for
 
 from tether.display import safe
 
-EVIL = "ev\x1b]0;pwned\x07il\x1b[2J\x1b[31m\rX\u202eLIVE\x9b1m"
+EVIL = "ev\x1b]0;pwned\x07il\x1b[2J\x1b[31m\rX\u202eLIVE\x9b1m\x7f"
 BIDI = "INC-\u202e7331"  # a reason the authority accepts: no C0 controls, but a bidi override
 NEEDLE = "needle-q7x"
 SHOWN = safe(EVIL).encode()  # what the reader sees instead: every control as an escape
