@@ -91,6 +91,7 @@ async def _agent(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from tether.agent.replay_state import replay_state_file
     from tether.agent.service import AgentService
     from tether.cli import UserError
     from tether.keys import Identity, KeyFileError
@@ -103,7 +104,8 @@ async def _agent(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     if identity.kind != "agent":
         raise UserError(f"{args.identity} is a {identity.kind} identity, not an agent's")
-    agent = AgentService(identity, client_timeout=args.client_timeout)
+    agent = AgentService(identity, client_timeout=args.client_timeout,
+                         replay_file=replay_state_file(Path(args.identity)))
     try:
         await agent.start()
     except BrokerError as exc:

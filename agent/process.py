@@ -4,11 +4,13 @@ and no zombie is left."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
 import pwd
 import shutil
+import signal
 import struct
 import subprocess
 import termios
@@ -34,11 +36,24 @@ class RunAs:
     switch: bool  # whether the agent must change identity (it runs as root)
 
 
+def root_refusal(name: str, uid: int) -> str | None:
+    """Why account `name` (uid `uid`) may not be run as, or None. The policy gives root
+    only where it lists `root` literally; a pattern such as `app-*` must not reach it
+    through another name for uid 0 (`toor`, or an alias made with `useradd -o -u 0`)."""
+    if uid == 0 and name != "root":
+        return (f"account {name!r} has uid 0 (it is root under another name); root is given "
+                "only to grants whose run-as is literally 'root'")
+    return None
+
+
 def resolve_run_as(name: str) -> RunAs:
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
         raise SpawnError(f"user {name!r} does not exist on this agent") from None
+    refusal = root_refusal(name, pw.pw_uid)
+    if refusal is not None:
+        raise SpawnError(refusal)
     me = os.geteuid()
     if me != 0 and pw.pw_uid != me:
         raise SpawnError(
@@ -96,6 +111,21 @@ def _nonblocking(fd: int) -> int:
     return fd
 
 
+def _pidfd(proc: subprocess.Popen[bytes]) -> int:
+    """A pidfd for the new process; if there is none (out of fds), the process is ended
+    and reaped here, since nothing else would ever see it exit."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except OSError as exc:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        raise SpawnError(f"cannot watch the session's process: {exc.strerror}") from exc
+
+
 def spawn_shell(ra: RunAs, term: str, cols: int, rows: int, extra_env: dict[str, str]) -> Spawned:
     master, slave = pty.openpty()
     try:
@@ -125,9 +155,16 @@ def spawn_shell(ra: RunAs, term: str, cols: int, rows: int, extra_env: dict[str,
     except OSError as exc:
         os.close(master)
         raise SpawnError(f"cannot start {ra.shell}: {exc.strerror}") from exc
+    except BaseException:
+        os.close(master)  # whatever failed, the master must not outlive this call
+        raise
     finally:
         os.close(slave)
-    return Spawned(proc, os.pidfd_open(proc.pid), master=_nonblocking(master))
+    try:
+        return Spawned(proc, _pidfd(proc), master=_nonblocking(master))
+    except BaseException:
+        os.close(master)
+        raise
 
 
 def spawn_exec(ra: RunAs, argv: list[str], extra_env: dict[str, str]) -> Spawned:
@@ -155,7 +192,7 @@ def spawn_exec(ra: RunAs, argv: list[str], extra_env: dict[str, str]) -> Spawned
     assert proc.stdin and proc.stdout and proc.stderr
     return Spawned(
         proc,
-        os.pidfd_open(proc.pid),
+        _pidfd(proc),
         stdin=_nonblocking(proc.stdin.fileno()),
         stdout=_nonblocking(proc.stdout.fileno()),
         stderr=_nonblocking(proc.stderr.fileno()),

@@ -7,11 +7,15 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tether import grants
 from tether.agent.process import SpawnError, resolve_run_as
 from tether.agent.recording_link import OPEN_TIMEOUT, RecordingLink
+from tether.agent.replay_state import ReplayState, ReplayStateError
+from tether.agent.request import RequestError, SessionRequest, parse_request
 from tether.agent.session import DEFAULT_CLIENT_TIMEOUT, AgentSession
+from tether.display import safe
 from tether.encoding import b64d
 from tether.handshake import (
     AgentHandshake,
@@ -24,6 +28,7 @@ from tether.handshake import (
 from tether.keys import Identity
 from tether.mqtt import BrokerSettings, MqttConnection, Will
 from tether.presence import HEARTBEAT, presence_document, status_document
+from tether.ratelimit import RateLimiter
 from tether.recording import RecordingSender, session_body
 from tether.revocation import BulletinTracker, Revocations
 from tether.topics import A2C, RACK, REC, Topics
@@ -33,12 +38,20 @@ PENDING_TIMEOUT = 30.0
 CLIENT_HANDSHAKE_WAIT = 10.0  # tether.client.session.HANDSHAKE_TIMEOUT
 MAX_EARLY_FRAMES = 64
 CAPABILITIES = ["shell", "exec"]
+# HELLOs per client connection (the slot in the topic), checked before any crypto: one
+# connection starts one session at a time, so this is far above honest use and far below
+# what would slow the agent down for everyone else.
+HELLO_RATE = 10.0  # per second, after a burst of
+HELLO_BURST = 20
+HELLO_SLOTS = 4096  # connections tracked at once
+DROP_LOG_INTERVAL = 10.0  # seconds between log lines about dropped HELLOs
 
 
 @dataclass
 class _Pending:
     handshake: PendingSession
     grant: grants.Grant
+    request: SessionRequest
     topic_out: str
     expires: float
     early: list[bytes] = field(default_factory=list)
@@ -51,14 +64,20 @@ class AgentService:
     identity: Identity
     topics: Topics = field(default_factory=Topics)
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    replay_file: Path | None = None  # where used grants and HELLOs are kept across restarts
 
     def __post_init__(self) -> None:
         ident = self.identity
         self.name = ident.name
-        self._hs = AgentHandshake(ident.signing_key, ident.x25519_secret or b"")
+        self.replay = ReplayState.load(self.replay_file, time.time())
+        self._hs = AgentHandshake(ident.signing_key, ident.x25519_secret or b"",
+                                  seen=self.replay.hellos)
         self._checker = grants.GrantChecker(
-            b64d(ident.authority["ed25519"]), ident.name, ident.public_key
+            b64d(ident.authority["ed25519"]), ident.name, ident.public_key,
+            used=self.replay.grants,
         )
+        self._hello_limit = RateLimiter(HELLO_RATE, HELLO_BURST, HELLO_SLOTS)
+        self._drop_log = RateLimiter(1 / DROP_LOG_INTERVAL, 1, 1)
         self.sessions: dict[tuple[str, str], AgentSession] = {}
         self.bulletin = BulletinTracker(b64d(ident.authority["ed25519"]))
         self._pending: dict[tuple[str, str], _Pending] = {}
@@ -174,7 +193,20 @@ class AgentService:
         assert self.conn is not None
         self.conn.publish(topic_out, message, qos=1)
 
+    def _hello_allowed(self, client: str) -> bool:
+        now = time.monotonic()
+        if self._hello_limit.allow(client, now):
+            return True
+        self.stats["hello_rate_limited"] += 1
+        if self._drop_log.allow("", now):
+            log.warning("dropping HELLOs from %s: more than %g per second (%d dropped so far "
+                        "from all connections)", safe(client), HELLO_RATE,
+                        self.stats["hello_rate_limited"])
+        return False
+
     def _on_hello(self, client: str, msg: bytes) -> None:
+        if not self._hello_allowed(client):
+            return
         now = time.time()
         try:
             hello = self._hs.open_hello(msg, now)
@@ -185,50 +217,32 @@ class AgentService:
             return
         except HandshakeError as exc:
             self.stats["bad_hello"] += 1
-            log.warning("dropped handshake from %s: %s", client, exc)
+            log.warning("dropped handshake from %s: %s", safe(client), exc)
             return
         sid = hello.sid.hex()
         topic_out = self.topics.session(self.name, client, sid, A2C)
-        body = hello.body
         try:
+            request = parse_request(hello.body)
             grant = self._checker.check(
-                str(body.get("grant", "")), client_key=hello.client_key, mqtt_name=client, now=now
+                request.grant, client_key=hello.client_key, mqtt_name=client, now=now
             )
-            if body.get("mode") != grant.mode:
-                raise grants.GrantError(f"grant is for {grant.mode!r}, not {body.get('mode')!r}")
-            if grant.mode not in CAPABILITIES:
-                raise grants.GrantError(f"this agent does not support {grant.mode!r} sessions")
-            if grant.command is not None and body.get("command") != grant.command:
-                raise grants.GrantError("the command differs from the one in the grant")
-            revoked = self._revoked(self.bulletin.current, grant)
-            if revoked is not None:
-                raise grants.GrantError(revoked)
-            resolve_run_as(grant.run_as)
-            if grant.max_sessions is not None:
-                # A session whose process has exited is only flushing its last frames.
-                mine = sum(1 for s in self.sessions.values()
-                           if s.grant.user == grant.user and not s.ending)
-                # A handshake the client gave up on (it waits 10 s) holds no place.
-                fresh = now - PENDING_TIMEOUT + CLIENT_HANDSHAKE_WAIT
-                mine += sum(1 for p in self._pending.values()
-                            if p.grant.user == grant.user and p.expires > fresh)
-                if mine >= grant.max_sessions:
-                    log.warning("max_sessions for %s: live %s, pending %s", grant.user,
-                                [k[1][:8] for k, s in self.sessions.items()
-                                 if s.grant.user == grant.user and not s.ending],
-                                [k[1][:8] for k, p in self._pending.items()
-                                 if p.grant.user == grant.user])
-                    raise grants.GrantError(
-                        f"user {grant.user!r} already has {mine} of {grant.max_sessions} "
-                        "allowed sessions on this agent")
-        except (grants.GrantError, SpawnError) as exc:
+            self._authorise(grant, request, now)
+        except (RequestError, grants.GrantError, SpawnError) as exc:
             self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
             return
-        recording = self._start_recording(client, hello.sid, grant, body)
+        recorded = _records(grant)
         pending = self._hs.accept(hello, {"run_as": grant.run_as, "mode": grant.mode,
                                           "max_duration": grant.max_duration,
-                                          "recorded": recording is not None})
-        entry = _Pending(pending, grant, topic_out, now + PENDING_TIMEOUT, recording=recording)
+                                          "recorded": recorded})
+        try:
+            self.replay.save(now)  # before the ACCEPT: a restart must not take this HELLO again
+        except ReplayStateError as exc:
+            log.error("%s", exc)
+            self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
+            return
+        recording = self._start_recording(client, hello.sid, grant, request) if recorded else None
+        entry = _Pending(pending, grant, request, topic_out, now + PENDING_TIMEOUT,
+                         recording=recording)
         self._pending[(client, sid)] = entry
         assert self.conn is not None
         if recording is not None and recording.required:
@@ -244,20 +258,52 @@ class AgentService:
             self.conn.publish(topic_out, pending.accept, qos=1)
         self._expire_pending(now)
 
+    def _authorise(self, grant: grants.Grant, request: SessionRequest, now: float) -> None:
+        """Whether this agent may start what the grant allows, as the HELLO asks for it."""
+        if request.mode != grant.mode:
+            raise grants.GrantError(f"grant is for {grant.mode!r}, not {request.mode!r}")
+        if grant.mode not in CAPABILITIES:
+            raise grants.GrantError(f"this agent does not support {grant.mode!r} sessions")
+        # The grant's argv is what runs (decoding refused an exec grant that binds none);
+        # a HELLO naming another one is a client or broker that wants something else.
+        if grant.mode == "exec" and request.command != grant.command:
+            raise grants.GrantError("the command differs from the one in the grant")
+        revoked = self._revoked(self.bulletin.current, grant)
+        if revoked is not None:
+            raise grants.GrantError(revoked)
+        resolve_run_as(grant.run_as)
+        self._check_max_sessions(grant, now)
+
+    def _check_max_sessions(self, grant: grants.Grant, now: float) -> None:
+        if grant.max_sessions is None:
+            return
+        # A session whose process has exited is only flushing its last frames.
+        mine = sum(1 for s in self.sessions.values()
+                   if s.grant.user == grant.user and not s.ending)
+        # A handshake the client gave up on (it waits 10 s) holds no place.
+        fresh = now - PENDING_TIMEOUT + CLIENT_HANDSHAKE_WAIT
+        mine += sum(1 for p in self._pending.values()
+                    if p.grant.user == grant.user and p.expires > fresh)
+        if mine >= grant.max_sessions:
+            log.warning("max_sessions for %s: live %s, pending %s", grant.user,
+                        [k[1][:8] for k, s in self.sessions.items()
+                         if s.grant.user == grant.user and not s.ending],
+                        [k[1][:8] for k, p in self._pending.items()
+                         if p.grant.user == grant.user])
+            raise grants.GrantError(
+                f"user {grant.user!r} already has {mine} of {grant.max_sessions} "
+                "allowed sessions on this agent")
+
     def _start_recording(self, client: str, sid: bytes, grant: grants.Grant,
-                         body: dict[str, object]) -> RecordingLink | None:
-        if grant.recorder is None or grant.recorder_x25519 is None or grant.recorder_ed25519 is None:
-            return None
-        if grant.recording not in ("required", "optional"):
-            return None
+                         request: SessionRequest) -> RecordingLink:
         assert self.conn is not None
+        assert grant.recorder_x25519 is not None and grant.recorder_ed25519 is not None
         sender = RecordingSender(
             sid=sid, signing_key=self.identity.signing_key,
             recorder_x25519=b64d(grant.recorder_x25519), recorder_ed25519=b64d(grant.recorder_ed25519),
-            body=session_body(sid=sid, grant_token=str(body.get("grant", "")), agent=self.name,
-                              client=client, cols=_int(body.get("cols"), 80),
-                              rows=_int(body.get("rows"), 24),
-                              term=str(body["term"]) if body.get("term") else None),
+            body=session_body(sid=sid, grant_token=request.grant, agent=self.name,
+                              client=client, cols=request.cols, rows=request.rows,
+                              term=request.term),
             now=time.monotonic(), required=grant.recording == "required")
         link = RecordingLink(self.conn, self.topics.session(self.name, client, sid.hex(), REC),
                              sender, grant)
@@ -320,9 +366,8 @@ class AgentService:
         del self._pending[key]
         assert self.conn is not None
         session = AgentSession(
-            self.conn, pending.topic_out, keys, pending.grant, pending.handshake.hello.body,
-            resolve_run_as(pending.grant.run_as), self._session_done, self.client_timeout,
-            recording=pending.recording,
+            self.conn, pending.topic_out, keys, pending.grant, pending.request,
+            self._session_done, self.client_timeout, recording=pending.recording,
         )
         self.sessions[key] = session
         self.idle.clear()
@@ -340,8 +385,8 @@ class AgentService:
             self.idle.set()
 
 
-def _int(value: object, default: int) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return default
+
+def _records(grant: grants.Grant) -> bool:
+    """Whether the grant asks for a recording this agent can send: recorder and keys named."""
+    return (grant.recording in ("required", "optional") and grant.recorder is not None
+            and grant.recorder_x25519 is not None and grant.recorder_ed25519 is not None)

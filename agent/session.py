@@ -21,22 +21,30 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tether.agent.process import RunAs, Spawned, SpawnError, set_winsize, spawn_exec, spawn_shell
+from tether.agent.process import (
+    Spawned,
+    SpawnError,
+    resolve_run_as,
+    set_winsize,
+    spawn_exec,
+    spawn_shell,
+)
 from tether.agent.recording_link import END_AFTER, FREEZE_AFTER, RecordingLink
-from tether.channel import DEFAULT_WINDOW_BYTES, Channel
+from tether.agent.request import SessionRequest
+from tether.channel import Channel
 from tether.deadline import DeadlineTimer
 from tether.encoding import dumps
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.grants import Grant
 from tether.handshake import SessionKeys
+from tether.limits import clamp_geometry
 from tether.mqtt import MqttConnection
 from tether.recevents import EventKind
 
 log = logging.getLogger("tether.agent.session")
 
 READ_SIZE = 65536
-MIN_FRAME = 1024  # the smallest output frame a client may ask for (HELLO `max_frame`)
-MIN_WINDOW = 64 * 1024  # the smallest credit window a client may ask for (HELLO `window`)
+DEFAULT_TERM = "xterm-256color"
 COALESCE_SECONDS = 0.002
 BULK_READ = 2048  # a read this large means more is coming: wait briefly to fill the frame
 EXIT_DRAIN_GRACE = 2.0
@@ -44,26 +52,6 @@ CLOSE_ACK_TIMEOUT = 10.0
 KILL_GRACE = 5.0
 MAX_DURATION_WARNING = 60.0
 DEFAULT_CLIENT_TIMEOUT = 300.0  # ten missed keepalives (tether.channel.KEEPALIVE)
-
-
-def max_frame(request: dict[str, object]) -> int:
-    """The largest output frame payload: the HELLO's `max_frame` (the web console asks for
-    3 KiB, which keeps every packet under the 4 KiB that Mosquitto's websocket listener
-    sends quickly), clamped to MIN_FRAME…MAX_PAYLOAD; MAX_PAYLOAD when absent."""
-    value = request.get("max_frame")
-    if not isinstance(value, int) or isinstance(value, bool):
-        return MAX_PAYLOAD
-    return max(MIN_FRAME, min(MAX_PAYLOAD, value))
-
-
-def window_bytes(request: dict[str, object]) -> int:
-    """The channel's credit window in bytes, both ways: the HELLO's `window` (the web
-    console asks for 64 KiB, so Ctrl-C in a flood waits behind less output), clamped to
-    MIN_WINDOW…DEFAULT_WINDOW_BYTES; the default when absent."""
-    value = request.get("window")
-    if not isinstance(value, int) or isinstance(value, bool):
-        return DEFAULT_WINDOW_BYTES
-    return max(MIN_WINDOW, min(DEFAULT_WINDOW_BYTES, value))
 
 
 def _span(seconds: float) -> str:
@@ -117,8 +105,7 @@ class AgentSession:
     topic_out: str
     keys: SessionKeys
     grant: Grant
-    request: dict[str, object]
-    run_as: RunAs
+    request: SessionRequest
     on_done: Callable[[AgentSession], None]
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
     recording: RecordingLink | None = None
@@ -128,11 +115,11 @@ class AgentSession:
         self.channel = Channel(
             FrameCipher(self.keys.a2c, Direction.A2C),
             FrameCipher(self.keys.c2a, Direction.C2A),
-            window_bytes=window_bytes(self.request),
+            window_bytes=self.request.window,
             auto_consume=False,
         )
         self.started = time.time()
-        self.max_frame = max_frame(self.request)
+        self.max_frame = self.request.max_frame
         self.proc: Spawned | None = None
         self._outputs: list[_Output] = []
         self._input: deque[tuple[int, bytearray]] = deque()
@@ -158,36 +145,54 @@ class AgentSession:
     # ----- lifecycle -----
 
     def start(self) -> None:
-        mode = self.grant.mode
-        env = self.request.get("env")
-        extra = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+        """Start the process. Whatever fails, the session ends through the normal path, so
+        its process, descriptors, slot and recording are all released."""
         try:
-            if mode == "shell":
-                cols, rows = int(str(self.request.get("cols", 80))), int(str(self.request.get("rows", 24)))
-                term = str(self.request.get("term") or "xterm-256color")
-                self.proc = spawn_shell(self.run_as, term, cols, rows, extra)
-                assert self.proc.master is not None
-                self._outputs = [_Output(self.proc.master, FrameType.DATA)]
-                self._input_fd = self.proc.master
-            else:
-                argv = self.grant.command or []
-                cmd = self.request.get("command")
-                if isinstance(cmd, list) and self.grant.command is None:
-                    argv = [str(a) for a in cmd]
-                if not argv:
-                    raise SpawnError("no command given")
-                self.proc = spawn_exec(self.run_as, argv, extra)
-                assert self.proc.stdout is not None and self.proc.stderr is not None
-                self._outputs = [
-                    _Output(self.proc.stdout, FrameType.DATA),
-                    _Output(self.proc.stderr, FrameType.STDERR),
-                ]
-                self._input_fd = self.proc.stdin
+            self._spawn()
+            self._watch()
         except SpawnError as exc:
-            self._send(FrameType.STDERR, f"tether: {exc}\r\n".encode())
-            self._exit_status = (127 if "not found" in str(exc) else 126, None)
-            self._begin_end()
-            return
+            self._fail(str(exc), 127 if "not found" in str(exc) else 126)
+        except Exception:
+            log.exception("%s: the session could not be started", self.topic_out)
+            self._fail("the session could not be started; the agent's log says why", 126)
+
+    def _spawn(self) -> None:
+        run_as = resolve_run_as(self.grant.run_as)
+        req = self.request
+        if self.grant.mode == "shell":
+            self.proc = spawn_shell(run_as, req.term or DEFAULT_TERM, req.cols, req.rows, req.env)
+            assert self.proc.master is not None
+            self._outputs = [_Output(self.proc.master, FrameType.DATA)]
+            self._input_fd = self.proc.master
+        else:
+            # Exactly the argv the authority bound into the grant (the service refused a
+            # HELLO whose grant binds none, or whose command differs).
+            if not self.grant.command:
+                raise SpawnError("the grant names no command")
+            self.proc = spawn_exec(run_as, self.grant.command, req.env)
+            assert self.proc.stdout is not None and self.proc.stderr is not None
+            self._outputs = [
+                _Output(self.proc.stdout, FrameType.DATA),
+                _Output(self.proc.stderr, FrameType.STDERR),
+            ]
+            self._input_fd = self.proc.stdin
+        log.info("session %s: %s as %s for %s", self.topic_out, self.grant.mode, run_as.name,
+                 self.grant.user)
+
+    def _fail(self, message: str, code: int) -> None:
+        """Tell the user, end the process if there is one, and finish as after an exit."""
+        if self.proc is not None and self._exit_status is None:
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(self.proc.pidfd)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.proc.pid, signal.SIGKILL)
+            self.proc.proc.wait()
+        self._send(FrameType.STDERR, f"tether: {message}\r\n".encode())
+        self._exit_status = (code, None)
+        self._begin_end()
+
+    def _watch(self) -> None:
+        assert self.proc is not None
         if self.recording is not None:
             self.recording.on_progress = self._on_recording_progress
             self.recording.on_silence = self._on_recording_silence
@@ -202,7 +207,6 @@ class AgentSession:
             self._idle_timer = self.loop.call_later(self._idle_period(), self._check_idle)
         self.channel.last_heard = time.monotonic()
         self._watchdog = self.loop.call_later(self.client_timeout / 4, self._check_client)
-        log.info("session %s: %s as %s for %s", self.topic_out, self.grant.mode, self.run_as.name, self.grant.user)
 
     def _check_client(self) -> None:
         silent = time.monotonic() - (self.channel.last_heard or 0.0)
@@ -546,10 +550,11 @@ class AgentSession:
             self._last_io = time.monotonic()
             return
         if t == FrameType.RESIZE and len(frame.payload) == 4 and self.proc and self.proc.master:
-            cols, rows = struct.unpack(">HH", frame.payload)
+            # Any u16 pair arrives here; the PTY and the recording get a size every role accepts.
+            cols, rows = clamp_geometry(*struct.unpack(">HH", frame.payload))
             with contextlib.suppress(OSError):
-                set_winsize(self.proc.master, max(cols, 1), max(rows, 1))
-            self._record(EventKind.RESIZE, frame.payload)
+                set_winsize(self.proc.master, cols, rows)
+            self._record(EventKind.RESIZE, struct.pack(">HH", cols, rows))
         elif t == FrameType.SIGNAL and len(frame.payload) == 1 and self.proc:
             self._signal(frame.payload[0])
         elif t == FrameType.EOF:

@@ -279,7 +279,7 @@ def test_replayed_hello_is_rejected() -> None:
     agent = make_agent()
     client = make_client(agent)
     msg = client.hello(NOW)
-    agent.hs.open_hello(msg, NOW)
+    agent.hs.accept(agent.hs.open_hello(msg, NOW), EXTRA)
     with pytest.raises(HelloRejected, match="replayed") as info:
         agent.hs.open_hello(msg, NOW + 1)
     assert info.value.hello.sid == client.sid
@@ -292,11 +292,11 @@ def test_replayed_hello_is_rejected() -> None:
 def test_replay_rejected_at_any_later_time_even_after_forgetting(later: float) -> None:
     agent = make_agent()
     msg = make_client(agent).hello(NOW)
-    agent.hs.open_hello(msg, NOW)
+    agent.hs.accept(agent.hs.open_hello(msg, NOW), EXTRA)
     # Plenty of other sessions, so the agent prunes its replay cache.
     for i in range(80):
         t = NOW + later * i / 80
-        agent.hs.open_hello(make_client(agent).hello(t), t)
+        agent.hs.accept(agent.hs.open_hello(make_client(agent).hello(t), t), EXTRA)
     with pytest.raises(HelloRejected):
         agent.hs.open_hello(msg, NOW + later)
 
@@ -307,10 +307,10 @@ def test_client_clock_ahead_replay_is_still_rejected(later: float) -> None:
     agent = make_agent()
     ts = NOW + MAX_SKEW  # the client's clock is as far ahead as allowed
     msg = make_client(agent).hello(ts)
-    agent.hs.open_hello(msg, NOW)
+    agent.hs.accept(agent.hs.open_hello(msg, NOW), EXTRA)
     for i in range(80):  # enough traffic to prune the cache, the clock moving forward
         t = NOW + later * (i + 1) / 80
-        agent.hs.open_hello(make_client(agent).hello(t), t)
+        agent.hs.accept(agent.hs.open_hello(make_client(agent).hello(t), t), EXTRA)
     with pytest.raises(HelloRejected):
         agent.hs.open_hello(msg, NOW + later)
 

@@ -3,7 +3,7 @@ takes from a client (the web console asks for 3 KiB frames and a 64 KiB window).
 
 from __future__ import annotations
 
-from tether.agent.session import MIN_FRAME, MIN_WINDOW, max_frame, window_bytes
+from tether.agent.request import MIN_FRAME, MIN_WINDOW, max_frame, window_bytes
 from tether.channel import DEFAULT_WINDOW_BYTES
 from tether.frames import MAX_PAYLOAD
 

@@ -29,6 +29,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
 from tether.encoding import b64d, b64e, dumps, loads
+from tether.limits import MAX_HELLO_BYTES
 
 HS_VERSION = 0x81  # high bit set: never confused with a frame (version 1)
 PREFIX = struct.Struct(">BB16s")
@@ -89,6 +90,18 @@ def _dh(secret: bytes, public: bytes) -> bytes:
     if shared == bytes(32):
         raise HandshakeError("low-order public key")
     return shared
+
+
+def _object(plain: bytes, what: str) -> dict[str, Any]:
+    """The JSON object a sealed message carries; anything else is a HandshakeError, which
+    is all the callers catch."""
+    try:
+        doc = loads(plain)
+    except ValueError as exc:
+        raise HandshakeError(f"malformed {what}: not JSON") from exc
+    if not isinstance(doc, dict):
+        raise HandshakeError(f"malformed {what}: not a JSON object")
+    return doc
 
 
 def message_type(msg: bytes) -> HsType:
@@ -160,7 +173,7 @@ class ClientHandshake:
             raise HandshakeError("reply is for another session")
         if kind == HsType.REFUSE:
             key = _kdf(self._es, b"tether-hs-refuse", self._h1)
-            body = loads(_open(key, msg[: PREFIX.size], msg[PREFIX.size :], "refusal"))
+            body = _object(_open(key, msg[: PREFIX.size], msg[PREFIX.size :], "refusal"), "refusal")
             raise HandshakeRefused(str(body.get("reason", "refused")))
         if kind != HsType.ACCEPT or len(msg) < PREFIX.size + 32 + 64 + 16:
             raise HandshakeError("unexpected handshake message")
@@ -173,7 +186,7 @@ class ClientHandshake:
             self._agent_verify.verify(b"tether-hs2-sig" + self._h1 + hdr2, plain[:64])
         except BadSignatureError as exc:
             raise HandshakeError("agent signature does not verify: not the agent in the grant") from exc
-        self.accepted = loads(plain[64:]) if len(plain) > 64 else {}
+        self.accepted = _object(plain[64:], "accept") if len(plain) > 64 else {}
         h2 = _hash(self._h1, msg)
         hdr3 = PREFIX.pack(HS_VERSION, HsType.CONFIRM, self.sid)
         sig = self._client_key.sign(b"tether-hs3-sig" + h2).signature
@@ -232,13 +245,20 @@ class PendingSession:
 class AgentHandshake:
     """The agent's side: open HELLOs, reject replays, and start pending sessions."""
 
-    def __init__(self, agent_key: SigningKey, x25519_secret: bytes) -> None:
+    def __init__(self, agent_key: SigningKey, x25519_secret: bytes,
+                 seen: dict[bytes, float] | None = None) -> None:
         self._agent_key = agent_key
         self._x_secret = x25519_secret
         self._x_public = bytes(PrivateKey(x25519_secret).public_key)
-        self._seen: dict[bytes, float] = {}  # client ephemeral key -> forget after
+        # Client ephemeral key of each accepted HELLO -> forget after. The caller may pass
+        # its own, to keep it across restarts.
+        self._seen: dict[bytes, float] = {} if seen is None else seen
 
     def open_hello(self, msg: bytes, now: float) -> Hello:
+        """Decrypt and check a HELLO. Only `accept` remembers it: a HELLO that is refused
+        (no valid grant) costs no memory, so flooding the agent with them fills nothing."""
+        if len(msg) > MAX_HELLO_BYTES:
+            raise HandshakeError(f"HELLO of {len(msg)} bytes is over the limit of {MAX_HELLO_BYTES}")
         if message_type(msg) != HsType.HELLO or len(msg) < PREFIX.size + 32 + 16:
             raise HandshakeError("expected HELLO")
         prefix = msg[: PREFIX.size + 32]
@@ -264,10 +284,12 @@ class AgentHandshake:
             raise HelloRejected(
                 f"handshake timestamp is {now - ts:+.0f} s off the agent's clock; check NTP", hello
             )
-        self._seen[eph_pub] = now + 2 * MAX_SKEW
         return hello
 
     def accept(self, hello: Hello, extra: dict[str, Any]) -> PendingSession:
+        """Answer an authorised HELLO, and refuse it as replayed from now on, for as long
+        as its timestamp could pass the freshness check (with a margin for clock steps)."""
+        self._seen[hello._eph_pub] = float(hello.body["ts"]) + 2 * MAX_SKEW
         return PendingSession(hello, self._agent_key, extra)
 
     def _forget(self, now: float) -> None:

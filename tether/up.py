@@ -60,6 +60,7 @@ async def _up(args: argparse.Namespace) -> int:
     import os
     import sys
 
+    from tether.agent.replay_state import replay_state_file
     from tether.agent.service import AgentService
     from tether.authority.provision import ensure_local_setup
     from tether.authority.service import AuthorityService
@@ -112,7 +113,8 @@ async def _up(args: argparse.Namespace) -> int:
                 "Pick another address with --console-listen, or pass --no-console.")) from None
     authority = AuthorityService(setup.authority, home,
                                  on_principals_changed=broker.reload if broker is not None else None)
-    agent = (AgentService(setup.agent, client_timeout=args.client_timeout)
+    agent = (AgentService(setup.agent, client_timeout=args.client_timeout,
+                          replay_file=replay_state_file(home.agent_identity(args.agent)))
              if setup.agent is not None else None)
     if broker is not None:
         (home.broker_files / "broker.pid").write_text(f"{os.getpid()}\n")
