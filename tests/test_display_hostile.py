@@ -240,18 +240,24 @@ def test_audit_escapes_fields_written_by_other_principals(tmp_path: Path) -> Non
 
 
 def test_denied_request_with_a_hostile_reason_shows_escaped(stack: Stack) -> None:
-    """A real request: bob (in no statement) asks with a reason full of control
-    sequences; the denial he sees and the audit line the administrator reads are text."""
-    reason = "".join(HOSTILE)
-    r = stack.tether("run", "--identity", str(stack.bob_identity), "--reason", reason, "local",
-                     "--", "true", timeout=60)
-    err = r.stderr.decode()
-    assert r.returncode != 0 and "denied" in err and printable(err), err
+    """A real request: bob (in no statement) asks with a reason. The authority refuses
+    control characters in reasons outright, but format characters (bidi overrides) are
+    text it accepts, so they reach the audit trail; both answers and the audit line the
+    administrator reads print as text."""
+    def run_as_bob(reason: str) -> str:
+        r = stack.tether("run", "--identity", str(stack.bob_identity), "--reason", reason,
+                         "local", "--", "true", timeout=60)
+        err = r.stderr.decode()
+        assert r.returncode != 0 and printable(err) and not any(c in err for c in RAW), err
+        return err
+
+    assert "control characters" in run_as_bob("".join(HOSTILE))
+    assert "denied" in run_as_bob("fix \u202eevil\u2066 now")
     audit = stack.tether("audit", "--user", "bob", timeout=60)
     out = audit.stdout.decode()
     denied = [line for line in out.splitlines() if "grant-denied" in line]
     assert denied and printable(out) and not any(c in out for c in RAW), out
-    assert "reason=" in denied[-1] and "\\x1b]0;pwned\\x07" in denied[-1]
+    assert "reason='fix \\u202eevil\\u2066 now'" in denied[-1]
 
 
 # ----- an agent's refusal, as `tether run` prints it -----
