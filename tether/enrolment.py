@@ -54,6 +54,12 @@ def _mac(code: str, body: bytes) -> str:
     return b64e(hmac.new(_derive(code, b"mac"), body, hashlib.sha256).digest())
 
 
+def _mac_ok(code: str, body: bytes, mac: object) -> bool:
+    """Whether `mac` is body's MAC under the code, in constant time. Any value off the wire
+    is at worst wrong: compare_digest raises on non-ASCII text, which no caller catches."""
+    return isinstance(mac, str) and mac.isascii() and hmac.compare_digest(_mac(code, body), mac)
+
+
 def build_request(agent_key: SigningKey, x25519_public: bytes, activation: str, code: str,
                   name: str, now: float) -> bytes:
     doc = {"type": "enrol", "activation": activation, "name": name, "ts": now,
@@ -81,7 +87,7 @@ def verify_request(payload: bytes, code: str, now: float | None) -> dict[str, An
     doc = read_request(payload)
     outer = loads(payload)
     body = str(outer["body"]).encode()
-    if not hmac.compare_digest(_mac(code, body), str(outer.get("mac", ""))):
+    if not _mac_ok(code, body, outer.get("mac")):
         raise EnrolError("wrong activation code")
     try:
         VerifyKey(b64d(str(doc["ed25519"]))).verify(b"tether-enrol\x00" + body, b64d(str(outer["sig"])))
@@ -110,5 +116,5 @@ def open_reply(payload: bytes, code: str, x25519_secret: bytes, nonce: str) -> d
         return None
     if not isinstance(doc, dict) or doc.get("nonce") != nonce:
         return None
-    doc["authentic"] = hmac.compare_digest(_mac(code, body), str(outer.get("mac", "")))
+    doc["authentic"] = _mac_ok(code, body, outer.get("mac"))
     return doc
