@@ -178,8 +178,14 @@ class ReplyAssembler:
             self.total = total
         if total != self.total or total * CHUNK_MIN > self.max_bytes * 2:
             return None
-        self.parts[seq] = b64d(str(doc.get("data", "")))
+        try:
+            self.parts[seq] = b64d(str(doc.get("data", "")))
+        except ValueError:
+            return None
         if len(self.parts) < total:
             return None
-        response = loads(b"".join(self.parts[i] for i in range(total)))
+        try:
+            response = loads(b"".join(self.parts[i] for i in range(total)))
+        except ValueError:
+            return None  # every chunk came, signed, yet they are not JSON: no answer
         return response if isinstance(response, dict) else None
