@@ -127,4 +127,7 @@ def _verdict(report: Report) -> str:
     if not report.ok:
         return (f"NOT VERIFIED: intact and signed through event {report.signed_through}, but "
                 f"the last {report.unsigned} events are not signed by the agent")
+    if not report.ended:
+        return ("verified: every stored event is intact and signed, but there is no end "
+                "manifest, so a cut tail cannot be ruled out")
     return "verified: intact"

@@ -24,12 +24,11 @@ def _exec(stack: Stack, *argv: str) -> str:
 
 
 def _shown(b: Browser, page: int, sid: str) -> str:
+    """The replay's verification once the recorder's full check has answered."""
     b("click", page, selector=f"[data-testid=session-row][data-sid='{sid}'] [data-testid=replay-session]")
-    b("waitFunction", page, timeout=30000, arg=sid, expression=(
-        "(() => { const v = document.querySelector(`[data-testid=replay][data-sid='${arg}'] "
-        "[data-testid=verification]`)?.textContent ?? '';"
-        " return v.startsWith('verified') || v.startsWith('not verified') ? v : null; })()"))
-    return str(b("text", page, selector=f"[data-testid=replay][data-sid='{sid}'] [data-testid=verification]"))
+    result = f"[data-testid=replay][data-sid='{sid}'] [data-testid=verify-result]"
+    b("wait", page, selector=result, timeout=30000)
+    return str(b("text", page, selector=result))
 
 
 @pytest.mark.parametrize("stack", ["amqtt"], indirect=True)

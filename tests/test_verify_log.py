@@ -242,3 +242,15 @@ def test_a_closed_session_cut_and_marked_aborted_is_not_verified(session: Stored
     report = session.verify(log=session.log[:records[-2].offset], status="aborted")
     assert not report.ok and report.unsigned == 1, report  # the EXIT after the last checkpoint
 
+
+
+def test_a_cut_at_a_checkpoint_is_signed_but_not_ended(session: Stored) -> None:
+    """What verify cannot tell from an honest abort: the cut is at a signature. Everything
+    shown is authentic, and the report says there is no end manifest."""
+    records = session.records()
+    last_checkpoint = max(r.event.index for r in records if r.event.kind == EventKind.CHECKPOINT)
+    report = session.verify(log=session.log[:records[last_checkpoint + 1].offset], status="aborted")
+    assert report.ok and not report.ended and report.unsigned == 0, report
+    assert any("aborted" in n for n in report.notes), report.notes
+    closed = session.verify(log=session.log[:records[last_checkpoint + 1].offset])
+    assert failed(closed, "without the agent's signed end manifest"), closed

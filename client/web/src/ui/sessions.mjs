@@ -159,7 +159,8 @@ function verification(s) {
 function verifyText(v) {
   const notes = [...(v.problems ?? []), ...(v.notes ?? [])].join('; ');
   const title = `${v.events} events, ${v.checkpoints} signed checkpoints${v.ended ? ', ended' : ', not ended'}${notes ? `: ${notes}` : ''}`;
-  if (v.ok === true) return h('span', { class: 'verify-ok', title }, `verified (${v.events} events)`);
+  const dataset = { testid: 'verify-result' };
+  if (v.ok === true) return h('span', { class: 'verify-ok', title, dataset }, `verified (${v.events} events${v.ended ? '' : '; no end manifest: may be cut short'})`);
   const why = (v.problems ?? []).length ? v.problems : (v.notes ?? []);
-  return h('span', { class: 'verify-bad', title }, `not verified: ${why.join('; ') || 'see details'}`);
+  return h('span', { class: 'verify-bad', title, dataset }, `not verified: ${why.join('; ') || 'see details'}`);
 }
