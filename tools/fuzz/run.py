@@ -17,8 +17,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,6 +101,25 @@ def _result(name: str, text: str, rc: int, seconds: float, log_path: Path, runs:
                   crash, str(log_path))
 
 
+def fuzz_all(names: list[str], args: argparse.Namespace) -> list[Result]:
+    """Each harness in its own process, `args.jobs` at a time; figures as each finishes."""
+    lock = threading.Lock()
+
+    def one(name: str) -> Result:
+        print(f"{name}: fuzzing {args.runs:,} inputs ...", flush=True)
+        result = fuzz(name, args.runs, args.out, max_len=args.max_len, seed=args.seed, niceness=args.nice,
+                      echo=args.verbose)
+        status = "no crash" if result.crash is None else f"CRASH: {result.crash}"
+        with lock:
+            _save(args.out, [result])
+            print(f"{name}: {result.runs:,} runs in {result.seconds:,.0f} s, {result.exec_per_s:,} exec/s, "
+                  f"cov {result.cov}, ft {result.ft}, corpus {result.corpus}: {status}", flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        return list(pool.map(one, names))
+
+
 def replay(name: str, files: list[str]) -> int:
     """Run saved inputs through a harness without the fuzzer; 1 if any crashes."""
     harness = load(name)
@@ -139,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-len", type=int, default=4096, help="longest input, in bytes")
     parser.add_argument("--seed", type=int, default=1, help="libFuzzer's random seed")
     parser.add_argument("--nice", type=int, default=19, help="niceness of the fuzzing process (default 19)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="harnesses fuzzed at once (default 1: the long runs share the machine)")
     parser.add_argument("--verbose", action="store_true", help="show libFuzzer's own output")
     parser.add_argument("--replay", nargs="+", metavar="FILE", help="run saved inputs through --only's harness")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -159,16 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(names) != 1:
             parser.error("--replay needs exactly one harness in --only")
         return replay(names[0], args.replay)
-    results = []
-    for name in names:
-        print(f"{name}: fuzzing {args.runs:,} inputs ...", flush=True)
-        result = fuzz(name, args.runs, args.out, max_len=args.max_len, seed=args.seed, niceness=args.nice,
-                      echo=args.verbose)
-        results.append(result)
-        _save(args.out, [result])
-        status = "no crash" if result.crash is None else f"CRASH: {result.crash}"
-        print(f"{name}: {result.runs:,} runs in {result.seconds:,.0f} s, {result.exec_per_s:,} exec/s, "
-              f"cov {result.cov}, ft {result.ft}, corpus {result.corpus}: {status}", flush=True)
+    results = fuzz_all(names, args)
     print(_table(results))
     return 1 if any(r.crash for r in results) else 0
 
