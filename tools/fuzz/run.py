@@ -50,7 +50,7 @@ from tools.fuzz.harnesses import NAMES, load  # noqa: E402  (needs ROOT on the p
 
 def worker(name: str, seeds_dir: Path, libfuzzer_args: list[str]) -> None:
     """Runs in the child: instrument tether, write the seeds, then fuzz until -runs."""
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     with atheris.instrument_imports(include=["tether"]):
         harness = load(name)

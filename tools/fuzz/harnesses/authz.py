@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from tether import authz
+from tether.authority.requests import request_problem
 from tether.encoding import b64e, dumps
 from tools.fuzz import fixtures as fx
 from tools.fuzz.base import Harness, seed
 
 
 def _authz_request(payload: bytes) -> None:
+    """What the authority does with a request: unseal, verify, then check every field."""
     claimed, blob = authz.open_request_envelope(bytes(fx.AUTHORITY_X), payload)
     assert isinstance(claimed, str)
-    assert isinstance(authz.verify_request(fx.CLIENT_PK, blob, fx.NOW), dict)
+    request = authz.verify_request(fx.CLIENT_PK, blob, fx.NOW)
+    assert isinstance(request, dict)
+    problem = request_problem(request)
+    assert problem is None or isinstance(problem, str)
 
 
 def _authz_request_raw(data: bytes) -> None:
@@ -34,7 +39,7 @@ def _authz_request_seeds() -> list[bytes]:
     return [seed(0, pending.payload), seed(1, signed), seed(2, dumps(doc))]
 
 
-AUTHZ_REQUEST = Harness("authz-request", "tether/authz.py open_request_envelope, verify_request",
+AUTHZ_REQUEST = Harness("authz-request", "tether/authz.py open_request_envelope, verify_request; authority/requests.py request_problem",
                         (authz.AuthzError,),
                         (_authz_request_raw, _authz_request_sealed, _authz_request_signed), _authz_request_seeds)
 

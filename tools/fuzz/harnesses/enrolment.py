@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tether import enrolment
-from tether.encoding import b64e, dumps
+from tether.encoding import b64e, dumps, loads
 from tools.fuzz import fixtures as fx
 from tools.fuzz.base import Harness, seed
 
@@ -27,7 +27,7 @@ def _enrol_request_signed(data: bytes) -> None:
 
 def _enrol_request_seeds() -> list[bytes]:
     payload = enrolment.build_request(fx.AGENT, fx.DEVICE_X_PUB, "act-1", fx.ENROL_CODE, fx.AGENT_NAME, fx.NOW)
-    return [seed(0, payload), seed(1, str(enrolment.loads(payload)["body"]).encode())]
+    return [seed(0, payload), seed(1, str(loads(payload)["body"]).encode())]
 
 
 ENROLMENT_REQUEST = Harness("enrolment-request", "tether/enrolment.py read_request, verify_request",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tether import handshake
+from tether import grants, handshake
+from tether.agent.request import RequestError, parse_request
 from tether.encoding import b64e, dumps
 from tools.fuzz import fixtures as fx
 from tools.fuzz.base import Harness, seed
@@ -26,26 +27,45 @@ def _agent_handshake() -> handshake.AgentHandshake:
     return handshake.AgentHandshake(fx.AGENT, bytes(fx.AGENT_X))
 
 
+def _on_hello(msg: bytes) -> None:
+    """What the agent does with a HELLO (agent/service.py `_on_hello`): open it, parse the
+    request, check the grant, and answer a refusal with a sealed reason."""
+    try:
+        hello = _agent_handshake().open_hello(msg, fx.NOW)
+    except handshake.HelloRejected as exc:
+        exc.hello.refuse(str(exc))
+        return
+    assert isinstance(hello.body, dict) and len(hello.client_key) == 32
+    try:
+        req = parse_request(hello.body)
+        grants.GrantChecker(fx.AUTHORITY_PK, fx.AGENT_NAME, fx.AGENT_PK).check(
+            req.grant, client_key=hello.client_key, mqtt_name=fx.CLIENT_MQTT, now=fx.NOW)
+    except (RequestError, grants.GrantError) as exc:
+        hello.refuse(str(exc))
+
+
 def _hello_raw(data: bytes) -> None:
-    _agent_handshake().open_hello(data, fx.NOW)
+    _on_hello(data)
 
 
 def _hello_sealed(data: bytes) -> None:
     key = handshake._kdf(_HELLO_ES, b"tether-hs1", _HELLO_PREFIX + fx.AGENT_X_PUB)
-    msg = _HELLO_PREFIX + handshake._seal(key, _HELLO_PREFIX + fx.AGENT_X_PUB, data)
-    hello = _agent_handshake().open_hello(msg, fx.NOW)
-    assert isinstance(hello.body, dict) and len(hello.client_key) == 32
+    _on_hello(_HELLO_PREFIX + handshake._seal(key, _HELLO_PREFIX + fx.AGENT_X_PUB, data))
 
 
 def _hello_seeds() -> list[bytes]:
     client = _client_handshake()
-    body = {"grant": fx.grant_token(), "mode": "shell", "client_key": b64e(fx.CLIENT_PK), "ts": fx.NOW}
+    body = {"grant": fx.grant_token(), "mode": "shell", "client_key": b64e(fx.CLIENT_PK), "ts": fx.NOW,
+            "term": "xterm-256color", "cols": 80, "rows": 24, "env": {"LANG": "C.UTF-8"}, "reason": "fuzz"}
     return [seed(0, client.hello(fx.NOW)), seed(1, dumps(body)),
-            seed(1, dumps(dict(body, ts="1700000000"))), seed(1, dumps(dict(body, ts=fx.NOW - 500)))]
+            seed(1, dumps(dict(body, ts="1700000000", mode="exec", command=["ls"]))),
+            seed(1, dumps(dict(body, ts=fx.NOW - 500)))]
 
 
-HANDSHAKE_HELLO = Harness("handshake-hello", "tether/handshake.py AgentHandshake.open_hello (message 1)",
-                          (handshake.HandshakeError,), (_hello_raw, _hello_sealed), _hello_seeds)
+HANDSHAKE_HELLO = Harness(
+    "handshake-hello", "tether/handshake.py AgentHandshake.open_hello (message 1), then agent/request.py "
+    "parse_request and the grant check, as the agent runs them", (handshake.HandshakeError,),
+    (_hello_raw, _hello_sealed), _hello_seeds)
 
 
 @dataclass
