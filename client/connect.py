@@ -118,6 +118,9 @@ class GrantRequester:
         self._pending = authz.build_request(
             self.identity.signing_key, self.identity.name, authority_x, body, time.time()
         )
+        if len(self._pending.payload) > authz.MAX_REQUEST_BYTES:  # the authority would drop it unread
+            raise UserError(f"this request is {len(self._pending.payload)} bytes, over the authority's "
+                            f"limit of {authz.MAX_REQUEST_BYTES}; shorten the command or the reason")
         self._reply = asyncio.get_running_loop().create_future()
         self.conn.publish(self.topics.authz_request(self.slot.name), self._pending.payload, qos=1)
         try:
@@ -125,5 +128,6 @@ class GrantRequester:
         except TimeoutError:
             raise UserError(
                 f"the authority did not answer within {AUTHORITY_TIMEOUT:.0f} s via the broker at "
-                f"{self.conn.settings.address}. Is `tether up` (or `tether authority`) running?"
+                f"{self.conn.settings.address}. Is `tether up` (or `tether authority`) running? "
+                "(It also ignores a user who sends too many requests at once: wait a minute.)"
             ) from None
