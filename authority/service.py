@@ -28,6 +28,7 @@ from tether.cli import UserError
 from tether.encoding import b64d, b64e
 from tether.home import Home
 from tether.keys import Identity, KeyFileError
+from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
 from tether.mqtt import BrokerSettings, MqttConnection
 from tether.ratelimit import RateLimiter
 from tether.topics import Topics
@@ -35,10 +36,9 @@ from tether.topics import Topics
 log = logging.getLogger("tether.authority")
 GRANT_LIFETIME = 300.0
 APPROVAL_POLL = 1.0
-# Requests per principal (all its broker slots), counted before anything is opened. The
-# burst lets a console ask about 1000+ agents at once (20 per access question).
-REQUEST_RATE = 4.0  # a second, sustained
-REQUEST_BURST = 64
+# Requests per principal (all its broker slots), counted before anything is opened.
+REQUEST_RATE = AUTHORITY_REQUEST_RATE
+REQUEST_BURST = AUTHORITY_REQUEST_BURST
 RATE_KEYS = 4096  # principals tracked; the least recently heard is forgotten first
 DROP_LOG_INTERVAL = 60.0  # log a principal's dropped requests at most this often
 MAX_ENROL_BYTES = 16 * 1024  # a sealed enrolment request is well under 2 KiB

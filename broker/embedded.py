@@ -64,6 +64,10 @@ Found while building this, and fixed the same way:
   recorder) at that rate whatever it sends. Updates over the rate are held, only the
   newest per topic, so the last state still goes out; the retained copy is updated at
   once. Mosquitto has no such limit; there the readers bound what they keep.
+* Requests to the authority (``authz/req``, ``enrol/req``) over twice the authority's own
+  rate per publisher (tether.limits) are dropped before they are queued: every message
+  waits in one broadcast queue, so a flood would delay every other principal's request
+  behind it. The authority keeps the rate itself; Mosquitto delivers floods fast enough.
 * Only the topics tether's protocol retains (each agent's presence and status, the
   authority's bulletin) are retained; a retained publish anywhere else is delivered but
   not kept, so no principal can grow the retained store (a user could otherwise retain
@@ -107,6 +111,8 @@ from tether.acl import AclFile, Action, valid_topic
 from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files, read_console_keys
 from tether.broker.passwd import verify_password
 from tether.console_login import TokenChecker, is_console_slot
+from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
+from tether.ratelimit import RateLimiter
 from tether.throttle import Throttle
 from tether.topics import DEFAULT_PREFIX, Topics, valid_name
 
@@ -375,6 +381,10 @@ class _TetherBroker(Broker):  # type: ignore[misc]
             limits.presence_rate, limits.presence_burst, PRESENCE_PUBLISHERS, PRESENCE_HELD_TOPICS
         )
         self._presence_timer: asyncio.TimerHandle | None = None
+        self._request_topics = (topics.authz_request(""), topics.enrol_request(""))
+        self._requests = RateLimiter(2 * AUTHORITY_REQUEST_RATE, 2 * AUTHORITY_REQUEST_BURST,
+                                     PRESENCE_PUBLISHERS)
+        self._request_drops = RateLimiter(1 / 60, 1, PRESENCE_PUBLISHERS)  # a log line a minute
         self._tether_tasks: set[asyncio.Task[Any]] = set()
         self._fast_topic: TetherTopicPlugin | None = None
         topic_plugins = list(self.plugins_manager._topic_plugins)
@@ -669,6 +679,8 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         if not await self._topic_filtering(client_session, topic, AmqttAction.PUBLISH):
             log.info("dropped PUBLISH from %s to %r: not allowed", client_session.client_id, topic)
             return True
+        if self._over_request_rate(client_session, topic):
+            return True
         broadcast = {
             "session": client_session,
             "topic": topic,
@@ -706,6 +718,22 @@ class _TetherBroker(Broker):  # type: ignore[misc]
             return True
         agent = self._topics.parse_agent(topic)
         return agent is not None and topic in (self._topics.presence(agent), self._topics.status(agent))
+
+    # -- requests to the authority: a flood guard per publisher -------------------------
+
+    def _over_request_rate(self, session: Session, topic: str) -> bool:
+        """Whether a request to the authority is over twice its sender's rate (the authority
+        keeps the rate itself): dropped here, a flood never fills the broadcast queue that
+        every other publisher's messages wait in."""
+        if not topic.startswith(self._request_topics):
+            return False
+        key = session.username or session.client_id or ""
+        now = time.monotonic()
+        if self._requests.allow(key, now):
+            return False
+        if self._request_drops.allow(key, now):
+            log.warning("dropping requests to the authority from %r: over its rate", key)
+        return True
 
     # -- presence: a bounded rate of fan-out per publisher ------------------------------
 

@@ -28,6 +28,13 @@ MAX_RUN_AS_BYTES = 256
 MAX_MODE_BYTES = 16
 
 
+# Requests to the authority (grants, access questions, enrolments) per principal. The
+# authority drops those over this rate before opening them; the embedded broker drops those
+# over twice it before queueing them, so a flood never fills the queue every message waits in.
+AUTHORITY_REQUEST_RATE = 4.0  # a second, sustained
+AUTHORITY_REQUEST_BURST = 64  # lets a console ask about 1000+ agents at once (20 a question)
+
+
 def valid_geometry(cols: object, rows: object) -> bool:
     """Whether (cols, rows) is a terminal size every role accepts: ints in 1..MAX."""
     return (type(cols) is int and type(rows) is int
@@ -41,6 +48,8 @@ def clamp_geometry(cols: int, rows: int) -> tuple[int, int]:
 
 
 __all__ = [
+    "AUTHORITY_REQUEST_BURST",
+    "AUTHORITY_REQUEST_RATE",
     "MAX_COLS",
     "MAX_COMMAND_ARGS",
     "MAX_COMMAND_BYTES",
