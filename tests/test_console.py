@@ -19,7 +19,13 @@ from nacl.signing import SigningKey
 from tether import auditq, grants
 from tether.acl import Action, parse_acl, permits, render_mosquitto_acl
 from tether.authority.registry import Principal, Registry, slot_names
-from tether.console import ConsoleServer, console_config, resolve
+from tether.console import (
+    ConsoleServer,
+    console_config,
+    content_security_policy,
+    resolve,
+    ws_source,
+)
 from tether.console_login import console_slot, derive, salt
 from tether.encoding import b64d, b64e
 from tether.keys import Identity
@@ -193,6 +199,64 @@ def body_of(config: dict[str, Any]) -> bytes:
     from tether.encoding import dumps
 
     return dumps(config)
+
+
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'; connect-src 'self' ws://127.0.0.1:8083")
+
+
+def test_every_response_carries_the_security_headers(tmp_path: Path) -> None:
+    # Issue 9, hole 8: the console page had no Content-Security-Policy, so an injected
+    # script or a framing page would have met no browser-side limit.
+    config = console_config("ws://127.0.0.1:8083", {"ed25519": "E", "x25519": "X"}, P)
+
+    async def main() -> None:
+        server = ConsoleServer(_dist(tmp_path), config, "127.0.0.1", 0)
+        await server.start()
+        try:
+            close = b"Connection: close\r\n\r\n"
+            requests = [b"GET / HTTP/1.1\r\n", b"GET /console.js HTTP/1.1\r\n", b"GET /config.json HTTP/1.1\r\n",
+                        b"HEAD / HTTP/1.1\r\n", b"GET /nope HTTP/1.1\r\n", b"POST / HTTP/1.1\r\n",
+                        b"GET / HTTP/1.1\r\nContent-Length: 1\r\n", b"garbage\r\n",
+                        b"GET / HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n"]
+            statuses = set()
+            for request in requests:
+                status, headers, _ = await _get(server.port, request + close)
+                statuses.add(status)
+                assert headers["content-security-policy"] == CSP, request[:30]
+                assert headers["x-content-type-options"] == "nosniff"
+                assert headers["referrer-policy"] == "no-referrer"
+                assert headers["x-frame-options"] == "DENY"
+            assert statuses == {200, 400, 404, 405, 431}
+            # The policy follows the broker URL the page is given.
+            server.config = console_config("wss://broker.example/mqtt", {"ed25519": "E", "x25519": "X"}, P)
+            _, headers, _ = await _get(server.port, b"GET / HTTP/1.1\r\n" + close)
+            assert headers["content-security-policy"].endswith("; connect-src 'self' wss://broker.example/mqtt")
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("url", ["ws://h:1/x; script-src *", "ws://h:1,https://evil", "http://h:1",
+                                 "ws://h:1/?q=1", "ws://u@h:1", "ws://h:nope", "ws://::1:8083", "ws:///x"])
+def test_a_broker_url_a_policy_cannot_name_is_refused(url: str) -> None:
+    # A URL that would add directives or sources to the policy: never copied into it.
+    with pytest.raises(ValueError):
+        ws_source(url)
+    assert content_security_policy(url).endswith("; connect-src 'self'")
+
+
+def test_console_refuses_such_a_ws_url_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "tether.cli", "console", "--dist", str(_dist(tmp_path)),
+                        "--listen", "127.0.0.1:0", "--ws-url", "ws://h:1/x; script-src *"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 255
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("tether console: --ws-url: "), r.stderr
 
 
 def test_server_reports_a_taken_port(tmp_path: Path) -> None:

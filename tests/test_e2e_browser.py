@@ -11,6 +11,9 @@ repo's mosquitto.conf), a real agent on real PTYs and the recorder.
 6. Sessions page: searching the canary from (1) finds it; the hit starts replay there.
 7. Screenshots of the instances page, a terminal and a replay: in the run's tmp dir, and
    copied to docs/img/ when TETHER_SCREENSHOTS_TO_DOCS=1.
+8. Every page load carries the console's security headers (Content-Security-Policy naming
+   the broker's websocket, nosniff, no-referrer), everything above runs under that policy
+   without one violation, and the policy is enforced (an image from elsewhere is refused).
 
 Node, playwright-core (`npm ci` in client/web) and /usr/bin/chromium are required: this
 fails, never skips, without them (./install.sh installs them).
@@ -25,12 +28,15 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from stack import OS_USER, Spy, Stack, wait_for
+
+from tether.console import content_security_policy
 
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "client" / "web"
@@ -157,14 +163,35 @@ def publish_screenshot(path: Path, name: str) -> None:
         shutil.copyfile(path, REPO / "docs" / "img" / f"console-{name}.png")
 
 
+def security_headers(stack: Stack) -> dict[str, str]:
+    """What every console response must carry: the policy names the broker's websocket
+    URL from /config.json."""
+    with urllib.request.urlopen(stack.console_url + "config.json", timeout=10) as r:
+        ws_url = json.loads(r.read())["ws_url"]
+    return {"content-security-policy": content_security_policy(ws_url),
+            "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
+
+
 def login(b: Browser, stack: Stack, user: str) -> int:
     page = int(b("open"))
-    b("goto", page, url=stack.console_url)
+    headers = b("goto", page, url=stack.console_url)
+    expected = security_headers(stack)
+    assert {k: headers.get(k) for k in expected} == expected
+    assert "connect-src 'self' ws://" in expected["content-security-policy"]
     b("fill", page, selector="#login-user", value=user)
     b("fill", page, selector="#login-pass", value=PASSPHRASE)
     b("click", page, selector="#login-submit")
     b("wait", page, selector="#nav-instances", timeout=60000)  # Argon2id runs in the page
     return page
+
+
+def assert_no_policy_violations(b: Browser, page: int) -> None:
+    """The page worked under its Content-Security-Policy without tripping it once (the
+    driver logs each securitypolicyviolation event; Chromium logs each refusal)."""
+    log = b("consoleLog", page)
+    tripped = [e["text"] for e in log if "securitypolicyviolation" in e["text"]
+               or "Content Security Policy" in e["text"]]
+    assert not tripped, tripped
 
 
 def type_line(b: Browser, page: int, text: str) -> None:
@@ -273,6 +300,15 @@ def test_browser_shell(browser: Browser, console: Stack, tmp_path_factory: pytes
         # websocket listener is slow above that).
         largest = max(len(p) for t, p in seen if "/s/cara.c/" in t and t.endswith("/a2c"))
         assert largest < 4096, largest
+
+        # 5. All of that ran under the console's Content-Security-Policy without tripping
+        # it, and the policy is enforced: an image from elsewhere is refused (and reported).
+        assert_no_policy_violations(b, page)
+        b("evaluate", page, expression=(
+            "(() => { const i = document.createElement('img'); i.src = 'http://127.0.0.1:9/x.png';"
+            " document.body.append(i); return true; })()"))
+        wait_for(lambda: any("securitypolicyviolation: img-src" in e["text"] for e in b("consoleLog", page)),
+                 timeout=10, what="the refused image in the console log")
     finally:
         spy.close()
 
@@ -292,6 +328,7 @@ def test_denial_shows_the_reason_and_no_terminal(browser: Browser, console: Stac
     b("wait", page, selector="[data-agent=local] [data-testid=run-as-denied]", timeout=30000)
     why = str(b("attr", page, selector="[data-agent=local] [data-testid=run-as-denied]", name="title"))
     assert "shell" in why, why
+    assert_no_policy_violations(b, page)
 
 
 def run_as_options(b: Browser, page: int) -> list[str]:
@@ -380,6 +417,7 @@ def test_run_as_reason_keyboard_clipboard_and_reconnect(browser: Browser, consol
     type_line(b, page, "exit 0")
     b("waitFunction", page, timeout=30000, expression=(
         "document.querySelector('[data-testid=exit-code]')?.textContent === '0'"))
+    assert_no_policy_violations(b, page)
 
 
 @pytest.mark.parametrize("stack", ["amqtt", "mosquitto"], indirect=True)
@@ -429,3 +467,4 @@ def test_search_and_replay(browser: Browser, console: Stack, tmp_path_factory: p
     b("screenshot", page, path=str(shot))
     if stack.kind == "amqtt":
         publish_screenshot(shot, "replay")
+    assert_no_policy_violations(b, page)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from tether.encoding import dumps
 
@@ -50,6 +50,22 @@ _HEADERS: Final = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+# The page's Content-Security-Policy, beside the broker's websocket in connect-src. Scripts
+# come only from the bundle; 'wasm-unsafe-eval' lets libsodium compile its WebAssembly
+# (no eval of JavaScript); mqtt.js runs its keepalive timers in a worker it makes from a
+# blob: URL; xterm.js sets inline styles (a <style> per terminal, style attributes for
+# colours). Never framed, no plugins, no <base>, no form sent anywhere.
+_CSP: Final = {
+    "default-src": "'self'",
+    "script-src": "'self' 'wasm-unsafe-eval'",
+    "style-src": "'self' 'unsafe-inline'",
+    "worker-src": "'self' blob:",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'none'",
+    "frame-ancestors": "'none'",
+}
+_URL_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/:[]%")
 _REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
                    431: "Request Header Fields Too Large"}
 
@@ -70,6 +86,35 @@ def dist_dir() -> Path:
 def console_config(ws_url: str, authority: Mapping[str, str], prefix: str) -> dict[str, Any]:
     return {"ws_url": ws_url, "prefix": prefix,
             "authority": {"ed25519": authority["ed25519"], "x25519": authority["x25519"]}}
+
+
+def ws_source(url: str) -> str:
+    """The broker's websocket URL as a CSP source (scheme://host[:port][/path]); ValueError
+    if it is not a plain ws:// or wss:// URL that a policy can name."""
+    if not set(url) <= _URL_SAFE:
+        raise ValueError(f"{url!r} has characters a URL to the broker does not need")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{url!r} is not ws[s]://HOST[:PORT][/PATH]")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{url!r} has a port that is not 1 to 65535")
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def content_security_policy(ws_url: object) -> str:
+    """The policy for every response: the bundle, and connections to itself and `ws_url`
+    (none to the broker if it is not a URL a policy can name: the page then says it cannot
+    connect, rather than connect anywhere)."""
+    connect = "'self'"
+    if isinstance(ws_url, str):
+        with contextlib.suppress(ValueError):
+            connect += " " + ws_source(ws_url)
+    directives = {**_CSP, "connect-src": connect}
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
 
 
 def resolve(root: Path, url_path: str) -> Path | None:
@@ -184,7 +229,9 @@ class ConsoleServer:
                     extra: Mapping[str, str] | None = None) -> None:
         headers = {"Date": formatdate(usegmt=True), "Content-Type": ctype,
                    "Content-Length": str(len(body)), "Cache-Control": cache,
-                   "Connection": "keep-alive" if keep else "close", **_HEADERS, **(extra or {})}
+                   "Connection": "keep-alive" if keep else "close", **_HEADERS,
+                   "Content-Security-Policy": content_security_policy(self.config.get("ws_url")),
+                   **(extra or {})}
         text = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         writer.write(text.encode("latin-1") + (b"" if head_only else body))
@@ -260,8 +307,11 @@ async def _serve(args: argparse.Namespace) -> int:
     check_dist(dist)
     host, port = parse_hostport(args.listen, 8080)
     ws_url = args.ws_url or f"ws://{DEFAULT_WS_LISTEN}"
-    if not ws_url.startswith(("ws://", "wss://")):
-        raise UserError(f"--ws-url {ws_url!r} must start with ws:// or wss://")
+    try:
+        ws_source(ws_url)
+    except ValueError as exc:
+        raise UserError(f"--ws-url: {exc}; give the broker's websocket listener as "
+                        "ws://HOST:PORT or wss://HOST[:PORT][/PATH]") from None
     server = ConsoleServer(dist, console_config(ws_url, authority_keys(), DEFAULT_PREFIX),
                            host, port)
     try:

@@ -14,8 +14,11 @@ const browser = await chromium.launch({
 const pages = [];
 const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
-// The text of a terminal tab's whole buffer (scrollback and screen), trailing blanks trimmed.
-function terminalText(agent, tail = 0) {
+// Runs in the page (Playwright sends its source): the text of a terminal tab's whole
+// buffer (scrollback and screen), trailing blanks trimmed; with `tail`, only the last
+// `tail` lines up to the cursor's; with `pattern` (a JS regex source, multiline), null
+// unless the text matches.
+function terminalText({ agent = null, tail = 0, pattern = null }) {
   const tab = [...document.querySelectorAll('[data-testid=terminal-tab]')].filter((el) => !agent || el.dataset.agent === agent).at(-1);
   const term = tab?.tetherTerm?.term;
   if (!term) return null;
@@ -23,19 +26,35 @@ function terminalText(agent, tail = 0) {
   const lines = [];
   for (let i = tail ? Math.max(0, buf.baseY + buf.cursorY + 1 - tail) : 0; i < buf.length; i += 1) lines.push(buf.getLine(i)?.translateToString(true) ?? '');
   while (lines.length && !lines.at(-1)) lines.pop();
-  return { text: lines.join('\n'), cols: term.cols, rows: term.rows, cursorLine: buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? '' };
+  const text = lines.join('\n');
+  if (pattern !== null && !new RegExp(pattern, 'm').test(text)) return null;
+  return { text, cols: term.cols, rows: term.rows, cursorLine: buf.getLine(buf.baseY + buf.cursorY)?.translateToString(true) ?? '' };
 }
+
+// A test's expression (with `arg` in scope) as a function, compiled here in Node: the
+// page's Content-Security-Policy forbids compiling strings there, and Playwright sends a
+// function's source once instead of evaluating a string on every poll.
+const compile = (expression) => new Function('arg', `return (${expression})`); // eslint-disable-line no-new-func
 
 const ops = {
   async open({ width = 1280, height = 800 }) {
     const context = await browser.newContext({ viewport: { width, height } });
     await context.grantPermissions(['clipboard-read', 'clipboard-write']); // the terminal's Copy and Paste
+    // Every Content-Security-Policy violation, as the page sees it, into the console log.
+    await context.addInitScript(() => document.addEventListener('securitypolicyviolation', (e) => {
+      console.error(`securitypolicyviolation: ${e.effectiveDirective} blocked ${e.blockedURI || '(inline)'}`);
+    }));
     const page = await context.newPage();
     page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`));
+    page.tetherLog = [];
+    page.on('console', (m) => page.tetherLog.push({ type: m.type(), text: m.text() }));
     pages.push(page);
     return pages.length - 1;
   },
-  goto: (p, { url }) => p.goto(url).then(() => null),
+  // The main document's response headers.
+  goto: (p, { url }) => p.goto(url).then((r) => (r ? r.headers() : null)),
+  // What the page has written to its console so far: [{type, text}].
+  consoleLog: (p) => p.tetherLog,
   click: (p, { selector, timeout = 15000 }) => p.click(selector, { timeout }),
   fill: (p, { selector, value, timeout = 15000 }) => p.fill(selector, value, { timeout }),
   focus: (p, { selector }) => p.focus(selector),
@@ -50,19 +69,15 @@ const ops = {
   text: (p, { selector }) => p.textContent(selector),
   count: (p, { selector }) => p.locator(selector).count(),
   attr: (p, { selector, name }) => p.getAttribute(selector, name),
-  // Waits until the terminal's text matches `pattern` (a JS regex source, multiline).
-  // With `tail`, only the last `tail` lines up to the cursor's.
+  // Waits until the terminal's text matches `pattern`.
   async waitTerminal(p, { agent = null, pattern, timeout = 15000, tail = 0 }) {
-    const handle = await p.waitForFunction(({ agent: a, pattern: re, fn, tail: n }) => {
-      const t = new Function(`return (${fn})`)()(a, n); // eslint-disable-line no-new-func
-      return t && new RegExp(re, 'm').test(t.text) ? t : null;
-    }, { agent, pattern, fn: terminalText.toString(), tail }, { timeout, polling: 'raf' });
+    const handle = await p.waitForFunction(terminalText, { agent, pattern, tail }, { timeout, polling: 'raf' });
     return handle.jsonValue();
   },
-  terminal: (p, { agent = null }) => p.evaluate(({ a, fn }) => new Function(`return (${fn})`)()(a), { a: agent, fn: terminalText.toString() }), // eslint-disable-line no-new-func
-  evaluate: (p, { expression, arg = null }) => p.evaluate(({ e, a }) => new Function('arg', `return (${e})`)(a), { e: expression, a: arg }), // eslint-disable-line no-new-func
+  terminal: (p, { agent = null }) => p.evaluate(terminalText, { agent }),
+  evaluate: (p, { expression, arg = null }) => p.evaluate(compile(expression), arg),
   async waitFunction(p, { expression, arg = null, timeout = 15000 }) {
-    const handle = await p.waitForFunction(({ e, a }) => new Function('arg', `return (${e})`)(a), { e: expression, a: arg }, { timeout, polling: 'raf' }); // eslint-disable-line no-new-func
+    const handle = await p.waitForFunction(compile(expression), arg, { timeout, polling: 'raf' });
     return handle.jsonValue();
   },
   screenshot: (p, { path, selector = null }) => (selector ? p.locator(selector).screenshot({ path }) : p.screenshot({ path })).then(() => path),
