@@ -108,9 +108,9 @@ class SlotTokens:
     accepted, and a floor, the highest ts it has let go of.
 
     A token is taken only if its ts is above the floor and its (ts, nonce) is not
-    remembered; whatever is let go of raises the floor to its ts. So every taken token
-    with ts > floor is remembered, every other one is refused, and each token logs in
-    once, whatever the clock does. A slot that logs in more than TOKENS_PER_SLOT times
+    remembered; letting go of a token raises the floor to its ts (and lets go of all the
+    others at or below it). So every taken token with ts > floor is remembered, every
+    other one is refused, and each token logs in once, whatever the clock does. A slot that logs in more than TOKENS_PER_SLOT times
     within FORGET_AFTER raises only its own floor: its newest tokens still log in, an older
     one is refused. (The signature is not part of a token's identity: a re-encoded or
     re-signed copy of a taken token is still a replay.) The same table is
@@ -127,19 +127,22 @@ class SlotTokens:
         if ts <= self.floor or ts_nonce in self.seen:
             return False
         if len(self.seen) >= TOKENS_PER_SLOT:
-            for stale in [k for k, t in self.seen.items() if t < now - FORGET_AFTER]:
-                self._forget(stale)
+            stale = [t for t in self.seen.values() if t < now - FORGET_AFTER]
+            if stale:
+                self._raise_floor(max(stale))
         if len(self.seen) >= TOKENS_PER_SLOT:
-            oldest = min(self.seen, key=self.seen.__getitem__)
-            if ts <= self.seen[oldest]:
-                return False  # it would be the one to go
-            self._forget(oldest)
+            oldest = min(self.seen.values())
+            if ts <= oldest:
+                return False  # it would be among those to go
+            self._raise_floor(oldest)
         self.seen[ts_nonce] = ts
         self.newest = max(self.newest, ts)
         return True
 
-    def _forget(self, ts_nonce: bytes) -> None:
-        self.floor = max(self.floor, self.seen.pop(ts_nonce))
+    def _raise_floor(self, ts: int) -> None:
+        """Refuse every token at or below `ts` from now on: no need to remember them."""
+        self.floor = max(self.floor, ts)
+        self.seen = {k: t for k, t in self.seen.items() if t > self.floor}
 
     def idle(self, now: float) -> bool:
         """Every token it took is stale by its ts: the record may go."""

@@ -119,26 +119,31 @@ static struct tc_slot *new_slot(struct tc_table *table, const char *name, int64_
 	return slot;
 }
 
-/* Let go of seen[i]: from now on its ts is refused. */
-static void forget(struct tc_slot *slot, size_t i)
+/* Refuse every token at or below ts from now on: the slot need not remember them. */
+static void raise_floor(struct tc_slot *slot, int64_t ts)
 {
-	if(slot->seen[i].ts > slot->floor) slot->floor = slot->seen[i].ts;
-	slot->seen[i] = slot->seen[--slot->count];
-}
-
-static void forget_stale(struct tc_slot *slot, int64_t now)
-{
+	if(ts > slot->floor) slot->floor = ts;
 	for(size_t i = 0; i < slot->count;){
-		if(slot->seen[i].ts < now - TC_FORGET_AFTER) forget(slot, i);
+		if(slot->seen[i].ts <= slot->floor) slot->seen[i] = slot->seen[--slot->count];
 		else i++;
 	}
 }
 
-static size_t oldest(const struct tc_slot *slot)
+/* The highest ts of a token of this slot that is stale by now (INT64_MIN if none). */
+static int64_t newest_stale(const struct tc_slot *slot, int64_t now)
 {
-	size_t found = 0;
-	for(size_t i = 1; i < slot->count; i++){
-		if(slot->seen[i].ts < slot->seen[found].ts) found = i;
+	int64_t found = INT64_MIN;
+	for(size_t i = 0; i < slot->count; i++){
+		if(slot->seen[i].ts < now - TC_FORGET_AFTER && slot->seen[i].ts > found) found = slot->seen[i].ts;
+	}
+	return found;
+}
+
+static int64_t oldest(const struct tc_slot *slot)
+{
+	int64_t found = INT64_MAX;
+	for(size_t i = 0; i < slot->count; i++){
+		if(slot->seen[i].ts < found) found = slot->seen[i].ts;
 	}
 	return found;
 }
@@ -149,11 +154,10 @@ static enum tc_verdict take(struct tc_slot *slot, const struct tc_seen *id, int6
 	for(size_t i = 0; i < slot->count; i++){
 		if(same(&slot->seen[i], id)) return TC_REPLAYED;
 	}
-	if(slot->count == TC_PER_SLOT) forget_stale(slot, now);
+	if(slot->count == TC_PER_SLOT) raise_floor(slot, newest_stale(slot, now));
 	if(slot->count == TC_PER_SLOT){
-		size_t i = oldest(slot);
-		if(id->ts <= slot->seen[i].ts) return TC_CROWDED;  /* it would be the one to go */
-		forget(slot, i);
+		if(id->ts <= oldest(slot)) return TC_CROWDED;  /* it would be among those to go */
+		raise_floor(slot, oldest(slot));
 	}
 	slot->seen[slot->count++] = *id;
 	if(id->ts > slot->newest) slot->newest = id->ts;
