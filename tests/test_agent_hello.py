@@ -46,10 +46,12 @@ def test_exec_hello_naming_another_command_than_the_grant_is_refused(stack: Stac
     async def go() -> list[Answer]:
         async with Peer(stack) as peer:
             return [await peer.hello(peer.request(grant=peer.grant(command=["true"]), **change))
-                    for change in ({"command": ["id"]}, {"command": None},
-                                   {"command": ["true", "x"]})]
-    for answer in asyncio.run(go()):
-        assert answer.refused == "the command differs from the one in the grant"
+                    for change in ({"command": ["id"]}, {"command": ["true", "x"]},
+                                   {"command": None})]
+    differs, longer, missing = asyncio.run(go())
+    assert differs.refused == longer.refused == "the command differs from the one in the grant"
+    assert missing.refused == ("an exec session names its command as a non-empty list of "
+                               "strings (tether run AGENT -- COMMAND [ARG...])")
 
 
 # ----- terminal size -----
@@ -62,7 +64,8 @@ def _fd_count(pid: int) -> int:
 def test_bad_terminal_sizes_are_refused_and_leak_nothing(stack: Stack) -> None:
     assert stack.up is not None
     agent_pid = stack.up.pid  # `tether up` runs the agent in its own process
-    peers = [Peer(stack, n) for n in range(3, 8)]  # 20 HELLOs each: within the rate limit
+    # 20 HELLOs on each of slots 1-5, the last on slot 6: all within the rate limit's burst.
+    peers = [Peer(stack, n) for n in range(1, 7)]
 
     async def go() -> tuple[int, list[Answer], Answer]:
         for peer in peers:
@@ -71,7 +74,7 @@ def test_bad_terminal_sizes_are_refused_and_leak_nothing(stack: Stack) -> None:
             before = _fd_count(agent_pid)
             answers = []
             for i in range(100):
-                peer, bad = peers[i % len(peers)], BAD_SIZES[(i // 2) % len(BAD_SIZES)]
+                peer, bad = peers[i % 5], BAD_SIZES[(i // 2) % len(BAD_SIZES)]
                 size = {"cols": bad, "rows": 24} if i % 2 else {"cols": 80, "rows": bad}
                 shell = peer.grant(mode="shell", command=None)
                 # Completed if accepted, so an agent that took the size would start the session.
@@ -79,7 +82,7 @@ def test_bad_terminal_sizes_are_refused_and_leak_nothing(stack: Stack) -> None:
                     peer.request(grant=shell, mode="shell", command=None, term="xterm", **size),
                     confirm=True))
             # The user's one allowed session is still free: nothing wedged holds it.
-            last = await peers[0].hello(peers[0].request(grant=peers[0].grant(max_sessions=1)),
+            last = await peers[5].hello(peers[5].request(grant=peers[5].grant(max_sessions=1)),
                                         confirm=True)
             return before, answers, last
         finally:
