@@ -28,7 +28,8 @@ NAME_RULE = "1-64 letters, digits, '-', '_' or '.', not starting with '-' or '.'
 
 def request_problem(req: dict[str, Any]) -> str | None:
     """Why the request cannot be considered, or None when every field is in bounds."""
-    check = _CHECKS.get(req.get("type"))  # type: ignore[arg-type]
+    kind = req.get("type")
+    check = _CHECKS.get(kind) if isinstance(kind, str) else None  # a list is unhashable
     if check is None:
         return f"unknown request type; expected one of {', '.join(TYPES)}"
     return check(req)

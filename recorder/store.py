@@ -52,9 +52,18 @@ class SessionFile:
         elif event.kind == EventKind.EXIT:
             with contextlib.suppress(ValueError, AttributeError):
                 doc = loads(event.data)
-                self.exit_code, self.exit_signal = doc.get("code"), doc.get("signal")
+                self.exit_code, self.exit_signal = _status(doc.get("code")), _status(doc.get("signal"))
         elif event.kind == EventKind.END:
             self.ended = True
+
+
+def _status(value: object) -> int | None:
+    """An exit code or signal number as the agent writes it, else None: the EXIT event
+    is the agent's text, and a value SQLite cannot bind (an object, 2**64) would fail the
+    group commit that carries every other recording's rows too."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31:
+        return value
+    return None
 
 
 @dataclass

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tether.channel import (
     ACK_DELAY,
+    MAX_NACK_RANGES,
     NACK_HOLDOFF,
     RTO_MAX,
     RTO_MIN,
@@ -384,6 +385,42 @@ def test_frames_far_beyond_the_window_are_dropped_then_recovered() -> None:
     feed(b, originals[:9], 0.0)
     assert b.delivered_seq == 9
     assert [f.seq for f in b.receive(originals[9], 0.0)] == [10]
+
+
+def test_an_ack_with_more_gap_ranges_than_a_peer_sends_is_refused_unread() -> None:
+    # Fuzzing found one ACK carrying 4,095 ranges, each walked seq by seq: about half a
+    # second of the agent's CPU per frame. A peer never sends more than MAX_NACK_RANGES.
+    a, _, _, ka = make_pair()
+    for _ in range(20):
+        a.send(FrameType.DATA, b"z", 0.0)
+    a.take_outgoing()
+    forged = FrameCipher(ka, Direction.A2C)
+    at_limit = struct.pack(">Q", 0) + struct.pack(">QQ", 1, 1) * MAX_NACK_RANGES
+    a.receive(forged.seal(FrameType.ACK, 1, 0, at_limit), 1.0)
+    assert a.stats.bad_frames == 0
+    assert [header(blob)[1] for blob in reliable(a.take_outgoing())] == [1]  # read: seq 1 resent
+    one_past = struct.pack(">Q", 0) + struct.pack(">QQ", 2, 2) * (MAX_NACK_RANGES + 1)
+    a.receive(forged.seal(FrameType.ACK, 2, 0, one_past), 2.0)
+    assert a.stats.bad_frames == 1
+    assert a.take_outgoing() == []  # nothing resent for it
+
+
+def test_out_of_order_frames_are_buffered_up_to_twice_the_window_in_bytes() -> None:
+    window = 1 << 20
+    a, b, _, _ = make_pair()
+    big = 60_000
+    for i in range(50):
+        a.send(FrameType.DATA, bytes([i]) * big, 0.0)  # ignoring credit, on purpose
+    originals = reliable(a.take_outgoing())
+    fits = 2 * window // big  # frames 2.. that fit the receive buffer while 1 is missing
+    for blob in originals[1 : 1 + fits]:
+        assert b.receive(blob, 0.0) == []
+    assert b.stats.dropped == 0
+    assert b.receive(originals[1 + fits], 0.0) == []  # one past: dropped, not buffered
+    assert b.stats.dropped == 1
+    delivered = b.receive(originals[0], 0.0)
+    assert [f.seq for f in delivered] == list(range(1, 2 + fits))
+    assert [f.seq for f in b.receive(originals[1 + fits], 0.0)] == [2 + fits]  # resent: taken
 
 
 # ----- flow control -----

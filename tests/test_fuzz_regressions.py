@@ -124,3 +124,34 @@ def test_audit_reply_that_is_not_a_json_object_is_no_answer(parts: list[str]) ->
     assert [assembler.offer(c) for c in _chunks(recorder, pending, parts)] == [None] * len(parts)
     good = auditq.ReplyAssembler(pending, bytes(recorder.verify_key))
     assert good.offer(_chunks(recorder, pending, [b64e(b'{"ok": true}')])[0]) == {"ok": True}
+
+
+# ----- authority: a request whose type is not a string -----
+
+
+@pytest.mark.parametrize("kind", [[], {}, ["grant"], 3, None])
+def test_request_whose_type_is_not_a_string_is_an_unknown_type(kind: object) -> None:
+    from tether.authority.requests import request_problem
+
+    problem = request_problem({"type": kind, "mode": "shell"})
+    assert problem is not None and problem.startswith("unknown request type")
+
+
+# ----- recorder: an EXIT event whose code or signal SQLite cannot bind -----
+
+
+@pytest.mark.parametrize("bad", [{}, [], "1", 2**63, True, 1.5])
+def test_exit_status_that_sqlite_cannot_bind_is_stored_as_unknown(bad: object) -> None:
+    import sqlite3
+
+    from tether.recevents import Event, EventKind
+    from tether.recorder.store import SessionFile
+
+    row = SessionFile(sid="ab", fd=-1, events=0, log_bytes=0, chain=b"")
+    row.add(Event(0, 1_000, EventKind.EXIT, dumps({"code": bad, "signal": bad})), b"c" * 32)
+    assert (row.exit_code, row.exit_signal) == (None, None)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (code INTEGER, signal INTEGER)")
+    db.execute("INSERT INTO t VALUES (?, ?)", (row.exit_code, row.exit_signal))  # the commit's bind
+    row.add(Event(1, 2_000, EventKind.EXIT, dumps({"code": 3, "signal": 15})), b"d" * 32)
+    assert (row.exit_code, row.exit_signal) == (3, 15)

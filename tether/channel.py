@@ -88,6 +88,7 @@ class Channel:
         self._unacked_bytes = 0
         self._unacked_frames = 0
         self._buffer: dict[int, Frame] = {}
+        self._buffered_bytes = 0
         self._sizes: dict[int, int] = {}
         self._last_peer_ack_no = 0
         self._ack_due: float | None = None
@@ -152,7 +153,10 @@ class Channel:
         self._rto = RTO_MIN
 
     def _on_ack_frame(self, payload: bytes, now: float) -> None:
-        if len(payload) < 8 or (len(payload) - 8) % _RANGE.size:
+        # A peer never reports more than MAX_NACK_RANGES gaps; more is hostile, and
+        # walking thousands of ranges would cost the agent CPU for every frame.
+        ranges, odd = divmod(len(payload) - 8, _RANGE.size)
+        if len(payload) < 8 or odd or ranges > MAX_NACK_RANGES:
             self.stats.bad_frames += 1
             return
         (received,) = _U64.unpack_from(payload)
@@ -197,12 +201,23 @@ class Channel:
             self._schedule_ack(now)  # the peer may have missed our ack
             return []
         self.last_heard = now
-        if seq > self._delivered + 2 * self.window_frames:
+        # An honest sender keeps within a window (its own may be the default even when
+        # ours is smaller), so twice the larger, in frames and bytes, is room for
+        # reordering; past that the frame is dropped (it will be resent).
+        if (
+            seq > self._delivered + 2 * self.window_frames
+            or (
+                seq > self._delivered + 1  # the next in order is delivered, never held
+                and self._buffered_bytes + len(frame.payload) > 2 * max(self.window_bytes, DEFAULT_WINDOW_BYTES)
+            )
+        ):
             self.stats.dropped += 1
             return []
         self._buffer[seq] = frame
+        self._buffered_bytes += len(frame.payload)
         out: list[Frame] = []
         while (nxt := self._buffer.pop(self._delivered + 1, None)) is not None:
+            self._buffered_bytes -= len(nxt.payload)
             self._delivered += 1
             self._sizes[self._delivered] = len(nxt.payload)
             self.stats.bytes_received += len(nxt.payload)
