@@ -26,6 +26,11 @@ def _line(r: dict[str, Any], number: int, problem: str | None) -> str:
     from tether.display import safe
 
     detail = " ".join(f"{k}={safe(r[k])}" for k in ("user", "agent", "mode", "run_as", "jti") if r.get(k))
+    command = r.get("command")
+    if isinstance(command, list) and command and all(isinstance(a, str) for a in command):
+        import shlex
+
+        detail += f" command=[{safe(shlex.join(command))}]"
     why = f" reason={r['reason']!r}" if r.get("reason") else ""
     flag = f"  !! line {number}: {problem}" if problem else ""
     return f"{safe(r.get('ts', '?'))}  {safe(r.get('event', '?')):<14} {detail}{why}{flag}"

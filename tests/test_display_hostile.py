@@ -225,7 +225,7 @@ def test_audit_escapes_fields_written_by_other_principals(tmp_path: Path) -> Non
     log = AuditLog(home.root / "authority" / "audit.jsonl", authority_identity(home).signing_key)
     for i, text in enumerate(HOSTILE):
         log.append("grant-denied", user=f"mallory{text}", agent=f"web{i}{text}", mode=text,
-                   run_as=text, reason=f"because{text}", why="denied")
+                   run_as=text, reason=f"because{text}", why="denied", command=["echo", f"a b{text}"])
     env = dict(os.environ, TETHER_HOME=str(home.root))
     for args in ((), ("--json",)):
         r = subprocess.run([TETHER, "audit", *args], capture_output=True, env=env, timeout=60)
@@ -237,6 +237,7 @@ def test_audit_escapes_fields_written_by_other_principals(tmp_path: Path) -> Non
     lines = r.stdout.decode().splitlines()
     for line, text in zip(lines, HOSTILE, strict=True):
         assert f"mode={safe(text)}" in line and "agent=web" in line and safe(text) in line
+        assert f"command=[echo 'a b{safe(text)}']" in line, line  # what ran, shell-quoted
 
 
 def test_denied_request_with_a_hostile_reason_shows_escaped(stack: Stack) -> None:
