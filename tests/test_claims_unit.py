@@ -1,0 +1,135 @@
+"""Claims of the docs that had no test and are checkable without a broker (docs/testing.md,
+"Claims and the tests that prove them"): the session environment's allow-list
+(threat-model §4, run-as row), the local payload cap (architecture §4), and how often the
+agent signs the recording's chain (threat-model §4, architecture §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import pwd
+from typing import Any
+
+import pytest
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from tether import grants
+from tether.agent.process import DEFAULT_PATH, RunAs, session_env
+from tether.encoding import b64e
+from tether.mqtt import MAX_PAYLOAD, BrokerSettings, MqttConnection
+from tether.recevents import EventKind
+from tether.recording import (
+    CHECKPOINT_EVERY,
+    CHECKPOINT_SECONDS,
+    RecordingReceiver,
+    RecordingSender,
+    open_recording,
+    session_body,
+)
+
+# ----- the environment a session starts with -----
+
+CLIENT_MAY_SET = {"LANG", "LC_ALL", "LC_CTYPE", "COLORTERM"}
+FIXED = {"HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "TERM"}
+
+
+def _run_as() -> RunAs:
+    pw = pwd.getpwuid(os.getuid())
+    return RunAs(pw.pw_name, pw.pw_uid, pw.pw_gid, [], pw.pw_dir, "/bin/sh", False)
+
+
+def test_session_env_is_the_fixed_set_plus_four_client_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The agent's own environment must not leak into sessions.
+    monkeypatch.setenv("TETHER_AGENT_SECRET", "agent-only")
+    monkeypatch.setenv("LD_PRELOAD", "/tmp/evil.so")
+    ra = _run_as()
+    hostile = {"LD_PRELOAD": "/tmp/evil.so", "PATH": "/tmp", "HOME": "/tmp", "BASH_ENV": "/tmp/x",
+               "PROMPT_COMMAND": "id", "LANG": "fr_FR.UTF-8", "LC_ALL": "C", "LC_CTYPE": "C.UTF-8",
+               "COLORTERM": "truecolor", "TETHER_AGENT_SECRET": "x"}
+    env = session_env(ra, "xterm-256color", hostile)
+    assert set(env) == FIXED | CLIENT_MAY_SET
+    assert env["HOME"] == ra.home and env["USER"] == env["LOGNAME"] == ra.name
+    assert env["SHELL"] == ra.shell and env["PATH"] == DEFAULT_PATH and env["TERM"] == "xterm-256color"
+    assert {k: env[k] for k in CLIENT_MAY_SET} == {k: hostile[k] for k in CLIENT_MAY_SET}
+    # Without a TERM (exec) and without client variables: only the fixed set.
+    assert set(session_env(ra, None, {})) == FIXED - {"TERM"}
+
+
+# ----- the local payload cap -----
+
+
+def test_a_payload_over_the_cap_is_refused_before_it_leaves() -> None:
+    assert MAX_PAYLOAD == 128 * 1024 - 512
+
+    async def go() -> None:
+        conn = MqttConnection(BrokerSettings(), lambda _t, _p: None)  # never connected
+        with pytest.raises(ValueError, match=f"exceeds the {MAX_PAYLOAD}-byte cap"):
+            conn.publish("t", bytes(MAX_PAYLOAD + 1), qos=1)
+        conn.publish("t", bytes(MAX_PAYLOAD), qos=0)  # at the cap: accepted (lost offline, as QoS 0)
+
+    asyncio.run(go())
+
+
+# ----- how often the agent signs the chain -----
+
+NOW = 1_700_000_000.0
+AUTHORITY = SigningKey(bytes(range(32)))
+AGENT = SigningKey(bytes(range(1, 33)))
+RECORDER = SigningKey(bytes(range(3, 35)))
+RECORDER_X = PrivateKey(bytes(range(4, 36)))
+
+
+def _pair() -> tuple[RecordingSender, RecordingReceiver]:
+    g = grants.Grant(
+        user="alice", agent="web1", agent_key=b64e(bytes(AGENT.verify_key)),
+        client_key=b64e(bytes(SigningKey.generate().verify_key)), mqtt_name="alice",
+        mode="shell", run_as="alice", command=None, max_duration=3600, idle_timeout=0,
+        recording="required", recorder="rec", reason=None, jti=grants.new_jti(), expires=NOW + 300,
+        recorder_x25519=b64e(bytes(RECORDER_X.public_key)), recorder_ed25519=b64e(bytes(RECORDER.verify_key)))
+    sid = os.urandom(16)
+    body = session_body(sid=sid, grant_token=grants.issue(bytes(AUTHORITY), dataclasses.replace(g), NOW),
+                        agent="web1", client="alice", cols=80, rows=24, term="xterm", started=NOW)
+    s = RecordingSender(sid=sid, signing_key=AGENT, recorder_x25519=bytes(RECORDER_X.public_key),
+                        recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW)
+    s.take_outgoing(NOW)
+    r = RecordingReceiver(open_recording(s.open_message, recorder_name="rec", x25519_secret=bytes(RECORDER_X),
+                                         authority_key=bytes(AUTHORITY.verify_key), agent="web1"))
+    assert s.on_message(r.ack(RECORDER), NOW)
+    return s, r
+
+
+def _events(s: RecordingSender, r: RecordingReceiver, now: float) -> list[Any]:
+    got = []
+    for blob in s.take_outgoing(now):
+        result = r.on_data(blob)
+        assert result.chain_error is None
+        got += [e for e, _ in result.events]
+    r.stored = r.expected
+    s.on_message(r.ack(RECORDER), now)
+    return got
+
+
+def test_the_chain_is_signed_every_1024_events() -> None:
+    assert CHECKPOINT_EVERY == 1024
+    s, r = _pair()
+    for i in range(3 * CHECKPOINT_EVERY):
+        s.record(EventKind.OUTPUT, b"x", NOW + i * 1e-4)  # 0.3 s in all: only the count matters
+    events = _events(s, r, NOW + 1)
+    signed = [e.index for e in events if e.kind == EventKind.CHECKPOINT]
+    assert signed == [CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY + 1, 3 * CHECKPOINT_EVERY + 2]
+    assert r.chain_ok
+
+
+def test_the_chain_is_signed_at_the_first_event_5_s_after_the_last_signature() -> None:
+    assert CHECKPOINT_SECONDS == 5.0
+    s, r = _pair()
+    s.record(EventKind.OUTPUT, b"a", NOW + CHECKPOINT_SECONDS - 0.01)
+    assert [e.kind for e in _events(s, r, NOW + 5)] == [EventKind.OUTPUT]  # not yet
+    # A quiet session is not signed on a timer: nothing until the next event comes...
+    assert _events(s, r, NOW + 60) == []
+    s.record(EventKind.OUTPUT, b"b", NOW + 60)
+    # ...which is then followed by a signature at once.
+    assert [e.kind for e in _events(s, r, NOW + 60)] == [EventKind.OUTPUT, EventKind.CHECKPOINT]
+    assert r.chain_ok
