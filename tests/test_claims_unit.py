@@ -1,7 +1,8 @@
 """Claims of the docs that had no test and are checkable without a broker (docs/testing.md,
 "Claims and the tests that prove them"): the session environment's allow-list
-(threat-model §4, run-as row), the local payload cap (architecture §4), and how often the
-agent signs the recording's chain (threat-model §4, architecture §6)."""
+(threat-model §4, run-as row), the local payload cap (architecture §4), how often the
+agent signs the recording's chain (threat-model §4, architecture §6), and the mode of
+$TETHER_HOME (threat-model §4, key-file hygiene)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import asyncio
 import dataclasses
 import os
 import pwd
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from nacl.signing import SigningKey
 from tether import grants
 from tether.agent.process import DEFAULT_PATH, RunAs, session_env
 from tether.encoding import b64e
+from tether.home import Home
 from tether.mqtt import MAX_PAYLOAD, BrokerSettings, MqttConnection
 from tether.recevents import EventKind
 from tether.recording import (
@@ -133,3 +137,17 @@ def test_the_chain_is_signed_at_the_first_event_5_s_after_the_last_signature() -
     # ...which is then followed by a signature at once.
     assert [e.kind for e in _events(s, r, NOW + 60)] == [EventKind.OUTPUT, EventKind.CHECKPOINT]
     assert r.chain_ok
+
+
+# ----- $TETHER_HOME -----
+
+
+def test_tether_home_is_created_0700_whatever_the_umask(tmp_path: Path) -> None:
+    home = Home(tmp_path / "state" / "tether")
+    old = os.umask(0)
+    try:
+        home.ensure()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(home.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(home.run_dir.stat().st_mode) == 0o700
