@@ -65,7 +65,9 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _fmt(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    from tether.up import format_hostport
+
+    return format_hostport(host, port)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -78,4 +78,8 @@ def show_frame(frame: Frame) -> None:
     elif frame.type == FrameType.STDERR:
         write_all(2, frame.payload)
     elif frame.type == FrameType.NOTICE:
-        stderr_line(f"tether: {frame.payload.decode(errors='replace')}")
+        from tether.display import safe
+
+        # The agent's text, shown outside the session's own output: escaped like every
+        # other field from another principal, so it cannot drive the user's terminal.
+        stderr_line(f"tether: {safe(frame.payload.decode(errors='replace'))}")

@@ -321,3 +321,17 @@ def test_run_escapes_an_agents_refusal(stack: Stack) -> None:
     assert code != 0 and "refused the session" in err, err
     assert printable(err) and not any(c in err for c in RAW), err
     assert "\\x1b]0;pwned\\x07" in err and "\\u202eevil" in err
+
+
+# ----- an agent's NOTICE, as the client prints it beside the session -----
+
+
+def test_agent_notice_is_printed_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from tether.client.terminal import show_frame
+    from tether.frames import Frame, FrameType
+
+    for text in HOSTILE:
+        show_frame(Frame(FrameType.NOTICE, 0, 1, 0, f"recording frozen{text}".encode()))
+        err = capsys.readouterr().err
+        assert err.startswith("tether: recording frozen") and safe(text) in err, err
+        assert not any(c in err.rstrip("\n") for c in RAW), err

@@ -162,8 +162,9 @@ class ConsoleServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        from tether.up import format_hostport
+
+        return f"http://{format_hostport(self.host, self.port)}/"
 
     async def stop(self) -> None:
         server, self._server = self._server, None

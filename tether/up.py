@@ -13,10 +13,17 @@ def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = text, str(default_port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # [::1]:1883
     try:
         return host or "127.0.0.1", int(port)
     except ValueError:
         raise UserError(f"{text!r} is not HOST:PORT") from None
+
+
+def format_hostport(host: str, port: int) -> str:
+    """HOST:PORT as a URL or a listen address wants it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +108,7 @@ async def _up(args: argparse.Namespace) -> int:
         ws_port = broker.ws_port or ws_port
     if not args.no_console and bundle_missing is None:
         console = ConsoleServer(dist_dir(), console_config(
-            f"ws://{ws_host}:{ws_port}", setup.authority.authority, DEFAULT_PREFIX),
+            f"ws://{format_hostport(ws_host, ws_port)}", setup.authority.authority, DEFAULT_PREFIX),
             *parse_hostport(args.console_listen, 8080))
         try:
             await console.start()
