@@ -368,3 +368,77 @@ def test_offline_status_stops_before_the_handshake(driver: Driver) -> None:
     authority_answers(driver)
     assert driver.expect_event("offline")["message"] == "agent 'web1' is offline"
     assert not any(m.get("pub") == TOPICS.handshake(AGENT, SLOT) for m in driver.seen)
+
+
+# ----- presence bounds: the console takes exactly what tether ls takes -----
+
+
+def _presence_variants() -> list[tuple[str, bytes, bytes | None]]:
+    """(what, signed blob, status key) for documents at and one past every bound."""
+    from tether import presence
+    from tether.signed import sign_document
+
+    key = SigningKey(bytes([9]) * 32)
+    good = {"name": "web1", "online": True, "seen": 1.0e9, "ed25519": b64e(bytes(key.verify_key)),
+            "x25519": b64e(bytes(32)), "labels": {"env": "prod"}, "platform": "linux/x86_64 6.1",
+            "version": "0.1.0", "capabilities": ["shell", "exec"]}
+    labels_at = {f"k{i}": "v" for i in range(presence.MAX_LABELS)}
+    changes: list[tuple[str, dict[str, Any]]] = [
+        ("good", {}),
+        ("labels at the limit", {"labels": labels_at}),
+        ("one label too many", {"labels": {**labels_at, "extra": "v"}}),
+        ("label key at the limit", {"labels": {"k" * presence.MAX_LABEL_KEY: "v"}}),
+        ("label key one past", {"labels": {"k" * (presence.MAX_LABEL_KEY + 1): "v"}}),
+        ("label value one past (code points)", {"labels": {"k": "é" * (presence.MAX_LABEL_VALUE + 1)}}),
+        ("label value at the limit (astral)", {"labels": {"k": "😀" * presence.MAX_LABEL_VALUE}}),
+        ("empty label key", {"labels": {"": "v"}}),
+        ("label value not text", {"labels": {"k": 3}}),
+        ("labels null", {"labels": None}),
+        ("labels a list", {"labels": ["a"]}),
+        ("platform one past", {"platform": "p" * (presence.MAX_TEXT + 1)}),
+        ("version null", {"version": None}),
+        ("capabilities one too many", {"capabilities": ["c"] * (presence.MAX_CAPABILITIES + 1)}),
+        ("capability one past", {"capabilities": ["c" * (presence.MAX_CAPABILITY + 1)]}),
+        ("seen a string", {"seen": "yesterday"}),
+        ("seen a boolean", {"seen": True}),
+        ("online a number", {"online": 1}),
+        ("name not valid", {"name": "-web1"}),
+        ("name 'all'", {"name": "all"}),
+        ("x25519 short", {"x25519": b64e(bytes(31))}),
+    ]
+    out: list[tuple[str, bytes, bytes | None]] = []
+    for what, change in changes:
+        out.append((what, sign_document(key, presence.DOMAIN, {**good, **change}), None))
+    big = sign_document(key, presence.DOMAIN, {**good, "labels": {"k": "v" * 250},
+                                               "platform": "p" * 250, "pad": "x" * presence.MAX_PRESENCE_BYTES})
+    out.append(("document over 32 KiB", big, None))
+    vk = bytes(key.verify_key)
+    out.append(("status", status_document(key, True, 1.0e9), vk))
+    out.append(("status over 1 KiB", sign_document(key, presence.STATUS_DOMAIN,
+                                                   {"online": True, "ts": 1.0, "pad": "x" * 1024}), vk))
+    out.append(("status ts a string", sign_document(key, presence.STATUS_DOMAIN, {"online": True, "ts": "x"}), vk))
+    return out
+
+
+def test_console_and_cli_take_the_same_presence_documents(driver: Driver) -> None:
+    from tether.presence import parse_presence, read_status
+    from tether.signed import BadDocument
+
+    taken_by_both = 0
+    for what, blob, status_key in _presence_variants():
+        try:
+            if status_key is None:
+                parse_presence(blob)
+            else:
+                read_status(blob, status_key)
+            python_takes = True
+        except BadDocument:
+            python_takes = False
+        if status_key is None:
+            driver.send(op="presence", b64=b64e(blob))
+        else:
+            driver.send(op="presence", b64=b64e(blob), status=True, key=b64e(status_key))
+        reply = next(m for m in driver.messages() if "taken" in m)
+        assert reply["taken"] is python_takes, (what, reply)
+        taken_by_both += python_takes
+    assert taken_by_both == 5  # good, the three "at the limit" documents, and the status

@@ -10,6 +10,7 @@ import { signingKeyFromSeed } from '../src/proto/crypto.mjs';
 import { SessionCore } from '../src/proto/session.mjs';
 import { Topics } from '../src/proto/topics.mjs';
 import * as authz from '../src/proto/authz.mjs';
+import { readPresence, readStatus } from '../src/proto/presence.mjs';
 
 await ready;
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
@@ -54,6 +55,17 @@ const handlers = {
     const key = signingKeyFromSeed(fromHex(m.seed));
     const p = authz.buildRequest(key, m.user, b64d(m.authority_x25519), m.body, clock.wall());
     out({ request: b64e(p.payload), nonce: p.nonce });
+  },
+  // Whether the console takes a presence (or, with key, status) document, for the
+  // Python test that both sides decide alike.
+  presence(m) {
+    try {
+      if (m.status) readStatus(b64d(m.b64), b64d(m.key));
+      else readPresence(b64d(m.b64));
+      out({ taken: true });
+    } catch (e) {
+      out({ taken: false, why: String(e.message) });
+    }
   },
   stats: () => out({ stats: session.channel?.stats ?? null, ackDue: session.channel?._ackDue ?? null, buffered: session.channel?._buffer.size ?? null, timer: session._timer !== null, timerAt: session._timerAt, now: clock.mono() }),
   exit: () => process.exit(0),
