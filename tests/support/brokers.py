@@ -196,6 +196,7 @@ class RawClient:
     def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self._buf = b""
+        self.timed_out = False  # the last read ended at the socket timeout, not EOF
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -212,7 +213,10 @@ class RawClient:
         while len(self._buf) < n:
             try:
                 chunk = self.sock.recv(65536)
-            except (ConnectionResetError, TimeoutError):
+            except ConnectionResetError:
+                return None
+            except TimeoutError:
+                self.timed_out = True
                 return None
             if not chunk:
                 return None
@@ -246,8 +250,12 @@ class RawClient:
                 return packet
 
     def closed_by_peer(self) -> bool:
-        """True once the broker has closed the connection (reads EOF)."""
-        return self.read_packet() is None
+        """Whether the broker closes the connection (EOF or reset) before the socket's
+        timeout; packets it sends first are skipped. A timeout is not a close."""
+        self.timed_out = False
+        while self.read_packet() is not None:
+            pass
+        return not self.timed_out
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
