@@ -113,6 +113,11 @@ def _labels(text: str) -> dict[str, str]:
         if not sep:
             raise UserError(f"label {item!r} is not KEY=VALUE")
         labels[key.strip()] = value.strip()
+    from tether.presence import label_problem
+
+    problem = label_problem(labels)
+    if problem is not None:
+        raise UserError(f"--labels {text!r}: {problem}")
     return labels
 
 

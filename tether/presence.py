@@ -100,14 +100,25 @@ def _text(doc: dict[str, Any], field: str, limit: int) -> str:
     return value
 
 
-def _labels(value: object) -> dict[str, str]:
+def label_problem(value: object) -> str | None:
+    """Why `value` cannot be an agent's labels, or None. Checked where labels are given
+    (the administrator's command) as well as where presence is read, so an agent is
+    never enrolled with labels that make every reader skip its presence."""
     if not isinstance(value, dict) or len(value) > MAX_LABELS:
-        raise BadDocument(f"labels are not an object of at most {MAX_LABELS} entries")
+        return f"labels are not an object of at most {MAX_LABELS} entries"
     for k, v in value.items():
         if not (isinstance(k, str) and 1 <= len(k) <= MAX_LABEL_KEY
                 and isinstance(v, str) and len(v) <= MAX_LABEL_VALUE):
-            raise BadDocument(f"a label is not KEY (1-{MAX_LABEL_KEY} characters) = "
-                              f"text (at most {MAX_LABEL_VALUE})")
+            return (f"a label is not KEY (1-{MAX_LABEL_KEY} characters) = "
+                    f"text (at most {MAX_LABEL_VALUE})")
+    return None
+
+
+def _labels(value: object) -> dict[str, str]:
+    problem = label_problem(value)
+    if problem is not None:
+        raise BadDocument(problem)
+    assert isinstance(value, dict)
     return dict(value)
 
 
