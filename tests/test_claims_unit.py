@@ -1,8 +1,11 @@
 """Claims of the docs that had no test and are checkable without a broker (docs/testing.md,
 "Claims and the tests that prove them"): the session environment's allow-list
 (threat-model §4, run-as row), the local payload cap (architecture §4), how often the
-agent signs the recording's chain (threat-model §4, architecture §6), and the mode of
-$TETHER_HOME (threat-model §4, key-file hygiene)."""
+agent signs the recording's chain (threat-model §4, architecture §6), the mode of
+$TETHER_HOME (threat-model §4, key-file hygiene), and three decisions of the authority
+service called directly: grants live 300 s (threat-model §4, operations §8), an invalid
+policy denies everything until fixed (operations §4), and agents get no grants
+(protocol.md §15)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import dataclasses
 import os
 import pwd
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,11 @@ from nacl.signing import SigningKey
 
 from tether import grants
 from tether.agent.process import DEFAULT_PATH, RunAs, session_env
+from tether.authority.provision import authority_identity, ensure_local_setup
+from tether.authority.service import GRANT_LIFETIME, AuthorityService
 from tether.encoding import b64e
 from tether.home import Home
+from tether.keys import Identity, write_private_file
 from tether.mqtt import MAX_PAYLOAD, BrokerSettings, MqttConnection
 from tether.recevents import EventKind
 from tether.recording import (
@@ -151,3 +158,48 @@ def test_tether_home_is_created_0700_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(home.root.stat().st_mode) == 0o700
     assert stat.S_IMODE(home.run_dir.stat().st_mode) == 0o700
+
+
+# ----- the authority's decisions, without a broker -----
+
+
+def _authority(tmp_path: Path) -> tuple[AuthorityService, Home, str]:
+    home = Home(tmp_path / "home")
+    ensure_local_setup(home, "127.0.0.1", 1883)
+    service = AuthorityService(authority_identity(home), home)
+    service._refresh()
+    return service, home, Identity.load(home.user_identity).name
+
+
+EXEC_TRUE = {"type": "grant", "agent": "local", "mode": "exec", "run_as": None, "reason": None,
+             "command": ["true"]}
+
+
+def test_the_authority_issues_grants_for_300_seconds(tmp_path: Path) -> None:
+    service, home, user = _authority(tmp_path)
+    now = float(int(time.time()))  # grants carry whole seconds
+    reply = service._decide(user, f"{user}.1", dict(EXEC_TRUE), now)
+    assert reply["ok"], reply
+    grant = grants.decode(authority_identity(home).public_key, reply["grant"])
+    assert grant.expires - now == GRANT_LIFETIME == 300
+
+
+def test_an_invalid_policy_denies_every_grant_until_it_is_fixed(tmp_path: Path) -> None:
+    service, home, user = _authority(tmp_path)
+    good = home.policy.read_bytes()
+    write_private_file(home.policy, good + b"\n[[statement]]\neffect = \"allow\"\nusers = [\n")
+    service._refresh()
+    reply = service._decide(user, f"{user}.1", dict(EXEC_TRUE), time.time())
+    assert not reply["ok"] and "the access policy is invalid" in reply["error"], reply
+    write_private_file(home.policy, good)
+    service._refresh()
+    assert service._decide(user, f"{user}.1", dict(EXEC_TRUE), time.time())["ok"]
+
+
+def test_an_agent_gets_no_grant_even_where_a_users_glob_matches_its_name(tmp_path: Path) -> None:
+    service, home, _user = _authority(tmp_path)
+    write_private_file(home.policy, b'[[statement]]\nid = "all"\neffect = "allow"\nusers = ["*"]\n'
+                                    b'agents = ["*"]\nactions = ["shell", "exec"]\nrun_as = ["root"]\n')
+    service._refresh()
+    reply = service._decide("local", "local", dict(EXEC_TRUE), time.time())
+    assert reply == {"ok": False, "error": "agents may only rotate their keys"}
