@@ -5,7 +5,8 @@ agent signs the recording's chain (threat-model §4, architecture §6), the mode
 $TETHER_HOME (threat-model §4, key-file hygiene), and three decisions of the authority
 service called directly: grants live 300 s (threat-model §4, operations §8), an invalid
 policy denies everything until fixed (operations §4), and agents get no grants
-(protocol.md §15)."""
+(protocol.md §15); the recorder's store and `tether export -o` files are private
+(threat-model §4, operations §7)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
+from test_export import export
+from test_replay import make_store
 
 from tether import grants
 from tether.agent.process import DEFAULT_PATH, RunAs, session_env
@@ -31,6 +34,7 @@ from tether.home import Home
 from tether.keys import Identity, write_private_file
 from tether.mqtt import MAX_PAYLOAD, BrokerSettings, MqttConnection
 from tether.recevents import EventKind
+from tether.recorder import db as recdb
 from tether.recording import (
     CHECKPOINT_EVERY,
     CHECKPOINT_SECONDS,
@@ -203,3 +207,36 @@ def test_an_agent_gets_no_grant_even_where_a_users_glob_matches_its_name(tmp_pat
     service._refresh()
     reply = service._decide("local", "local", dict(EXEC_TRUE), time.time())
     assert reply == {"ok": False, "error": "agents may only rotate their keys"}
+
+
+# ----- the recorder's store and exports are private -----
+
+
+def test_the_store_is_created_private_whatever_the_umask(tmp_path: Path) -> None:
+    store = tmp_path / "recordings"
+    old = os.umask(0)
+    try:
+        db = recdb.connect(store)
+        db.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    assert stat.S_IMODE((store / "logs").stat().st_mode) == 0o700
+    files = [p for p in store.iterdir() if p.is_file()]
+    assert recdb.db_path(store) in files
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
+
+
+def test_export_to_a_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
+    store = tmp_path / "recordings"
+    sid = make_store(store, [(0.0, EventKind.OUTPUT, b"secret output\r\n")])
+    old = os.umask(0)
+    try:
+        for fmt in ("asciicast", "text"):
+            out = tmp_path / f"s.{fmt}"
+            r = export([sid, "--store", str(store), "--format", fmt, "-o", str(out)])
+            assert r.returncode == 0, r.stderr
+            assert b"secret output" in out.read_bytes()
+            assert stat.S_IMODE(out.stat().st_mode) == 0o600, fmt
+    finally:
+        os.umask(old)
