@@ -6,15 +6,18 @@ $TETHER_HOME (threat-model §4, key-file hygiene), and three decisions of the au
 service called directly: grants live 300 s (threat-model §4, operations §8), an invalid
 policy denies everything until fixed (operations §4), and agents get no grants
 (protocol.md §15); the recorder's store and `tether export -o` files are private
-(threat-model §4, operations §7)."""
+(threat-model §4, operations §7); the CLI's stdin holds one chunk while the session
+cannot send (architecture §4)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import os
 import pwd
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from tether import grants
 from tether.agent.process import DEFAULT_PATH, RunAs, session_env
 from tether.authority.provision import authority_identity, ensure_local_setup
 from tether.authority.service import GRANT_LIFETIME, AuthorityService
+from tether.client.stdin import CHUNK, StdinReader
 from tether.encoding import b64e
 from tether.home import Home
 from tether.keys import Identity, write_private_file
@@ -240,3 +244,52 @@ def test_export_to_a_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
             assert stat.S_IMODE(out.stat().st_mode) == 0o600, fmt
     finally:
         os.umask(old)
+
+
+# ----- the CLI's stdin holds at most one chunk while the session has no credit -----
+
+
+def test_stdin_waits_with_one_chunk_while_the_session_cannot_send() -> None:
+    total = 4 << 20
+    written = [0]
+
+    def writer(fd: int) -> None:
+        block = b"x" * 65536
+        try:
+            while written[0] < total:
+                written[0] += os.write(fd, block)
+        finally:
+            os.close(fd)
+
+    async def go() -> None:
+        r, w = os.pipe()
+        loop = asyncio.get_running_loop()
+        credit = loop.create_future()
+        chunks: list[int] = []
+
+        def on_chunk(data: bytes) -> asyncio.Future[None] | None:
+            chunks.append(len(data))
+            return credit if len(chunks) == 1 else None  # the first send finds no credit
+
+        reader = StdinReader(on_chunk, r)
+        thread = threading.Thread(target=writer, args=(w,), daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not chunks:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            # Nothing more is read while the session cannot send: the writer fills the
+            # pipe and blocks. (The wait is the test: it shows reads that did not happen.)
+            await asyncio.sleep(0.5)
+            assert chunks == [CHUNK]
+            assert written[0] <= CHUNK + fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)  # one chunk read, the rest in the pipe
+            credit.set_result(None)
+            await asyncio.wait_for(reader.eof.wait(), 30)
+            assert sum(chunks) == total
+        finally:
+            reader.close()
+            thread.join(10)
+            os.close(r)
+
+    asyncio.run(go())
