@@ -7,7 +7,8 @@ service called directly: grants live 300 s (threat-model §4, operations §8), a
 policy denies everything until fixed (operations §4), and agents get no grants
 (protocol.md §15); the recorder's store and `tether export -o` files are private
 (threat-model §4, operations §7); the CLI's stdin holds one chunk while the session
-cannot send (architecture §4)."""
+cannot send (architecture §4); the recorder refuses an OPEN whose grant names another
+client connection (threat-model §4)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from tether.keys import Identity, write_private_file
 from tether.mqtt import MAX_PAYLOAD, BrokerSettings, MqttConnection
 from tether.recevents import EventKind
 from tether.recorder import db as recdb
+from tether.recorder.service import RecorderService
 from tether.recording import (
     CHECKPOINT_EVERY,
     CHECKPOINT_SECONDS,
@@ -47,6 +49,7 @@ from tether.recording import (
     open_recording,
     session_body,
 )
+from tether.topics import REC, Topics
 
 # ----- the environment a session starts with -----
 
@@ -291,5 +294,40 @@ def test_stdin_waits_with_one_chunk_while_the_session_cannot_send() -> None:
             reader.close()
             thread.join(10)
             os.close(r)
+
+    asyncio.run(go())
+
+
+# ----- the recorder takes an OPEN only from the grant's own client connection -----
+
+
+def test_the_recorder_refuses_an_open_whose_grant_names_another_connection(tmp_path: Path) -> None:
+    authority, agent = SigningKey.generate(), SigningKey.generate()
+    recorder = Identity.generate("rec", "recorder", with_x25519=True)
+    recorder.authority = {"ed25519": b64e(bytes(authority.verify_key))}
+    now = time.time()
+    grant = grants.Grant(
+        user="alice", agent="web1", agent_key=b64e(bytes(agent.verify_key)),
+        client_key=b64e(bytes(SigningKey.generate().verify_key)), mqtt_name="alice.1", mode="exec",
+        run_as="alice", command=["true"], max_duration=60, idle_timeout=0, recording="required",
+        recorder="rec", reason=None, jti=grants.new_jti(), expires=now + 300,
+        recorder_x25519=b64e(recorder.x25519_public), recorder_ed25519=b64e(recorder.public_key))
+    sid = os.urandom(16)
+    body = session_body(sid=sid, grant_token=grants.issue(bytes(authority), grant, now), agent="web1",
+                        client="alice.1", cols=80, rows=24, term=None, started=now)
+    sender = RecordingSender(sid=sid, signing_key=agent, recorder_x25519=recorder.x25519_public,
+                             recorder_ed25519=recorder.public_key, body=body, now=now)
+    topics = Topics()
+
+    async def go() -> None:
+        service = RecorderService(recorder, tmp_path / "recordings")
+        try:
+            # The same OPEN, as it would arrive from another of alice's connections.
+            service._on_message(topics.session("web1", "alice.2", sid.hex(), REC), sender.open_message)
+            assert service.stats["rejected"] == 1 and sid.hex() not in service.live
+            service._on_message(topics.session("web1", "alice.1", sid.hex(), REC), sender.open_message)
+            assert service.stats["rejected"] == 1 and sid.hex() in service.live
+        finally:
+            await service.stop()
 
     asyncio.run(go())
