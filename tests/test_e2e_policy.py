@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import subprocess
 import time
 
@@ -37,47 +40,79 @@ def test_deny_wins_over_allow(stack: Stack) -> None:
         assert r.returncode == 255 and b"no-exec" in r.stderr, r.stderr
 
 
-def _start_first(stack: Stack) -> subprocess.Popen[bytes]:
-    """The one allowed session. In a full CI run the agent twice still counted an earlier
-    session of this user when it started (cause not found; logged by the agent), so a
-    refusal of this first one is retried for a while; the assertions below are unchanged."""
+LIVE = ("sh", "-c", "echo ready; exec sleep 60")
+
+
+def _live_session(stack: Stack) -> subprocess.Popen[bytes]:
+    """`tether run local` with a command that is running once `ready` is printed: the
+    agent has started its process, so it counts this session."""
+    proc = stack.popen("run", "local", "--", *LIVE, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    out = b""
     deadline = time.monotonic() + 20
-    while True:
-        first = stack.popen("run", "local", "--", "sleep", "20", stdout=-1, stderr=-1)
-        try:
-            first.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            return first  # running
-        err = first.communicate()[1]
-        assert b"allowed sessions" in err and time.monotonic() < deadline, (err, stack.log_tail())
+    while b"ready" not in out:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"the session did not start: {out!r} {err!r}\n{stack.log_tail()}")
+        if select.select([proc.stdout], [], [], 0.5)[0]:
+            out += os.read(proc.stdout.fileno(), 4096)
+    return proc
 
 
 def test_max_sessions(stack: Stack) -> None:
     with policy(stack, statement(max_sessions="1")):
-        first = _start_first(stack)
+        first = _live_session(stack)
         try:
-            deadline = time.monotonic() + 15
-            while True:
-                assert first.poll() is None, (first.communicate()[1], stack.log_tail())
-                second = stack.tether("run", "local", "--", "true")
-                if b"allowed sessions" in second.stderr:
-                    break
-                assert time.monotonic() < deadline, "the second session was never refused"
-            assert second.returncode == 255
-            assert b"already has 1 of 1 allowed sessions" in second.stderr
+            second = stack.tether("run", "local", "--", "true")
+            assert second.returncode == 255, (second.stderr, stack.log_tail())
+            assert b"already has 1 of 1 allowed sessions" in second.stderr, second.stderr
+            assert first.poll() is None, "the refusal ended the first session"
+            # Ctrl-C reaches the remote command; once the client has its exit status the
+            # agent no longer counts the session, so the next one is allowed at once.
+            first.send_signal(signal.SIGINT)
+            first.communicate(timeout=10)
+            assert first.returncode == 128 + signal.SIGINT
+            started = time.monotonic()
+            third = stack.tether("run", "local", "--", "true")
+            took = time.monotonic() - started
+            assert third.returncode == 0, (third.stderr, stack.log_tail())
+            print(f"max_sessions: a new session allowed {took:.2f} s after the first ended")
+            assert took <= 5.0, took
         finally:
-            first.kill()
-            first.wait()
+            if first.poll() is None:
+                first.kill()
+                first.wait()
 
 
 def test_max_duration_ends_a_session(stack: Stack) -> None:
     with policy(stack, statement(max_duration="3")):
-        start = time.monotonic()
-        r = stack.tether("run", "local", "--", "sleep", "60", timeout=30)
-        elapsed = time.monotonic() - start
-        assert r.returncode == 128 + 1, r.stderr  # SIGHUP
-        assert b"maximum duration" in r.stderr
-        assert 2.5 < elapsed < 15
+        # The agent starts the 3 s clock when it spawns the command: after the command was
+        # launched here and before `ready` is seen here.
+        launched = time.monotonic()
+        proc = stack.popen("run", "local", "--", "sh", "-c", "echo ready; exec sleep 60",
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            out = b""
+            while b"ready" not in out:
+                assert proc.poll() is None and time.monotonic() - launched < 30, out
+                if select.select([proc.stdout], [], [], 0.5)[0]:
+                    out += os.read(proc.stdout.fileno(), 4096)
+            running = time.monotonic()
+            _, err = proc.communicate(timeout=30)
+            ended = time.monotonic()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGHUP, err
+        assert b"maximum duration" in err, err
+        print(f"max_duration 3 s: ended {ended - running:.2f} s after the command was seen "
+              f"running, {ended - launched:.2f} s after launch")
+        assert ended - launched >= 3.0
+        assert ended - running <= 3.0 + 2.0
 
 
 def _shell(stack: Stack) -> PtyClient:
@@ -89,14 +124,21 @@ def _shell(stack: Stack) -> PtyClient:
 
 def test_idle_timeout_ends_an_idle_shell(stack: Stack) -> None:
     with policy(stack, statement(idle_timeout="2")):
-        client = _shell(stack)
+        client = PtyClient(stack, "shell", "local")
         try:
-            start = time.monotonic()
-            client.expect(rb"idle for 2 s", timeout=15)
+            client.send(b"export PS1='[t''p]$ '\r")
+            typed = time.monotonic()  # the last input; the agent's idle clock starts after it
+            client.expect(PROMPT)
+            prompted = time.monotonic()  # the last output was before this
+            client.expect(rb"idle for 2 s", timeout=2.0 + 2.0)
             assert client.drain_until_exit() != 0
-            assert 1.5 < time.monotonic() - start < 10
+            ended = time.monotonic()
         finally:
             client.close()
+        print(f"idle_timeout 2 s: ended {ended - prompted:.2f} s after the prompt was seen, "
+              f"{ended - typed:.2f} s after the last input")
+        assert ended - typed >= 2.0
+        assert ended - prompted <= 2.0 + 2.0
 
 
 def test_idle_timeout_spares_a_silent_foreground_job(stack: Stack) -> None:
@@ -104,8 +146,14 @@ def test_idle_timeout_spares_a_silent_foreground_job(stack: Stack) -> None:
         client = _shell(stack)
         try:
             client.send(b"sleep 5; echo sur''vived\r")
-            client.expect(rb"survived", timeout=15)
-            client.expect(rb"idle for 2 s", timeout=15)  # and idle again afterwards
+            sent = time.monotonic()
+            client.expect(rb"survived", timeout=5.0 + 2.0)
+            client.expect(PROMPT)
+            prompted = time.monotonic()
+            assert prompted - sent >= 5.0  # the silent 5 s job outlived the 2 s idle limit
+            client.expect(rb"idle for 2 s", timeout=2.0 + 2.0)  # and idle again afterwards
+            print(f"idle_timeout 2 s after a silent job: ended {time.monotonic() - prompted:.2f} s "
+                  "after its prompt")
         finally:
             client.close()
 
