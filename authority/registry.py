@@ -101,7 +101,7 @@ class Registry:
         for p in self.principals.values():
             for m in p.mqtt_names:
                 if p.console and m == console_slot(p.name):
-                    # Logs in with one-time tokens only (protocol.md §17.1): no password opens it.
+                    # Logs in with one-time tokens only (protocol.md §13.1): no password opens it.
                     users.append(BrokerUser(m, p.kind, hash_password(secrets.token_urlsafe(32)), p.ed25519))
                 else:
                     users.append(BrokerUser(m, p.kind, p.mqtt_hash))

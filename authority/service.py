@@ -430,7 +430,7 @@ class AuthorityService:
     def _decide_audit(self, user: str, mqtt_name: str, req: dict[str, Any],
                       now: float) -> dict[str, Any]:
         """An audit grant: its audience is a recorder, which answers queries over its
-        recordings (docs/protocol.md §17) after checking the grant offline."""
+        recordings (docs/protocol.md §13) after checking the grant offline."""
         name = req.get("agent")
         recorder = (self.registry.principals.get(str(name)) if name else self._recorder())
         if recorder is None or recorder.kind != "recorder" or not recorder.x25519:

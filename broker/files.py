@@ -1,5 +1,5 @@
 """The files both brokers read: ``passwd`` (Mosquitto ``$7$`` hashes), ``acl``, and
-``console-keys`` (the Ed25519 keys that check web console logins, protocol.md §17.1; read
+``console-keys`` (the Ed25519 keys that check web console logins, protocol.md §13.1; read
 by the embedded broker and by Mosquitto's tether plugin, broker/mosquitto-plugin/).
 
 The registry of principals lives in the authority; whenever it changes, the authority

@@ -1,5 +1,5 @@
 """Audit queries over MQTT: the recorder answers sealed, grant-checked questions about its
-recordings (docs/protocol.md §17), for the web console's sessions page.
+recordings (docs/protocol.md §13), for the web console's sessions page.
 
 Authentication and authorisation run on the event loop (a sealed-box open and two
 signature checks). The answer is computed on a thread of this module's own, with a

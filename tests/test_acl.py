@@ -59,7 +59,7 @@ def test_role_rules_table() -> None:
     assert set(role_rules("user")[2:]) == {
         Rule("deny", f"{P}/a/+/s/%u/+/rec"),
         Rule("deny", f"{P}/a/+/s/%u/+/rack"),
-        Rule("write", f"{P}/rec/+/q/%u"),  # audit queries (docs/protocol.md §17)
+        Rule("write", f"{P}/rec/+/q/%u"),  # audit queries (docs/protocol.md §13)
         Rule("read", f"{P}/rec/+/r/%u"),
     }
     assert role_rules("authority") == (

@@ -1,4 +1,4 @@
-"""Web console broker logins (protocol.md §17.1) on both real brokers: the console slot
+"""Web console broker logins (protocol.md §13.1) on both real brokers: the console slot
 NAME.c logs in only with a one-time token signed by the user's registered key, each
 token once; a reload keeps a live console connected while its key is registered. The
 embedded broker checks tokens itself, Mosquitto through tether's plugin

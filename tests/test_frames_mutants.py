@@ -1,4 +1,4 @@
-"""tether.frames against the numbers docs/protocol.md fixes (§9, §14), written out here rather
+"""tether.frames against the numbers docs/protocol.md fixes (§9, §17), written out here rather
 than imported, so that a changed constant in frames.py fails a test (mutation testing,
 tools/mutation/run.py, found that every other test reads the constants from the module)."""
 
@@ -21,7 +21,7 @@ from tether.frames import (
     FrameType,
 )
 
-# docs/protocol.md §14: the session keys of the vector handshake and the frames sealed with them.
+# docs/protocol.md §17: the session keys of the vector handshake and the frames sealed with them.
 K_C2A = bytes.fromhex("ba16cded70d432aeab467a5cc0cd3579decd565aa19769d9aa7165decbbf365c")
 DATA_SEQ1 = bytes.fromhex("01010000000000000000000000000100000000000000004b2405129e2587c400f857"
                           "79531e017aecceed")

@@ -1,6 +1,6 @@
 """Audit queries between a client (the web console) and a recorder (sans-IO).
 
-docs/protocol.md §17. The client holds an `audit` grant whose audience is the recorder.
+docs/protocol.md §13. The client holds an `audit` grant whose audience is the recorder.
 
 Query, on rec/{recorder}/q/{client slot}: a sealed box to the recorder's X25519 key (from
 the grant's authority reply), holding a document signed by the client key the grant binds

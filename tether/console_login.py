@@ -10,7 +10,7 @@ with libsodium).
 The salt binds the key to one authority and one user name, so the same passphrase gives
 unrelated keys elsewhere. The seed never leaves the browser.
 
-The console slot NAME.c logs in with a fresh token each time (protocol.md §17.1):
+The console slot NAME.c logs in with a fresh token each time (protocol.md §13.1):
 
     password = "tc1." + b64url(ts (8 bytes, big-endian Unix seconds) || nonce (16) || sig (64))
     sig      = Ed25519(seed, "tether-console-mqtt-v1" 0x00 username 0x00 client_id 0x00 ts nonce)

@@ -73,7 +73,7 @@ class Topics:
         return f"{self.prefix}/authz/bulletin"
 
     def audit_query(self, recorder: str, client: str) -> str:
-        """A client's sealed audit query to a recorder (docs/protocol.md §17)."""
+        """A client's sealed audit query to a recorder (docs/protocol.md §13)."""
         return f"{self.prefix}/rec/{recorder}/q/{client}"
 
     def audit_queries(self, recorder: str) -> str:

@@ -1,7 +1,7 @@
 /*
  * The console-login decision of tether's Mosquitto plugin, without Mosquitto: token
  * parsing, signature check and the per-slot table of taken tokens (docs/protocol.md
- * section 17.1; tether/console_login.py is the reference). Only libsodium; the plugin
+ * section 13.1; tether/console_login.py is the reference). Only libsodium; the plugin
  * (tether_console_auth.c) and the fuzz harness (tools/fuzz_plugin/) call it.
  *
  * Replay protection with bounded memory, per console slot: a slot remembers the (ts,

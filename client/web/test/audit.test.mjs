@@ -1,4 +1,4 @@
-// The audit-query client (src/proto/audit.mjs) against the Python reference of §17
+// The audit-query client (src/proto/audit.mjs) against the Python reference of §13
 // (tether/auditq.py, as recorder/queries.py uses it), live: tests/support/audit_peer.py
 // plays authority and recorder on a pipe and hands the client back what a broker would.
 import assert from 'node:assert/strict';
@@ -57,7 +57,7 @@ function client({ life = 300, log = [] } = {}) {
   return c;
 }
 
-test('a query is a §17.3 document the reference opens, and one grant serves many queries', async () => {
+test('a query is a §13.3 document the reference opens, and one grant serves many queries', async () => {
   const log = [];
   const c = client({ log });
   assert.deepEqual(c.subscriptions(), ['tether/v1/authz/rep/carol.c', 'tether/v1/rec/+/r/carol.c']);

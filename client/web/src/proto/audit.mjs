@@ -1,4 +1,4 @@
-// Audit over MQTT, the client's end: docs/protocol.md §17 (normative; the Python side is
+// Audit over MQTT, the client's end: docs/protocol.md §13 (normative; the Python side is
 // tether/auditq.py and recorder/queries.py). The console asks the authority for a grant
 // with mode "audit" whose `agent` is the recorder (null: the deployment's recorder); the
 // reply's `agent` object names the recorder and its keys. Each query is then
@@ -14,7 +14,7 @@
 //      "verify" {sid} -> {sid, ok, events, checkpoints, ended, problems, notes}.
 // One grant serves any number of queries; a new one is asked for 30 s before it expires.
 // Chunks are 2816 bytes: every reply packet stays under 4 KiB, which Mosquitto's websocket
-// listener needs (FIELD-NOTES); the embedded broker takes them as well.
+// listener needs (docs/sources.md#mosquitto-websockets); the embedded broker takes them too.
 import { AuthorityAsker } from './authz.mjs';
 import { randomBytes, sodium, x25519Pair } from './crypto.mjs';
 import { b64d, b64e, concat, float, hex, loads } from './encoding.mjs';
@@ -24,7 +24,7 @@ import { BadDocument, openDocument, signDocument } from './signed.mjs';
 export const QUERY = 'audit-query';
 export const ANSWER = 'audit-reply';
 export const TIMEOUT = 10.0;
-export const CHUNK = 2816; // §17.3: reply packets under 4 KiB (Mosquitto's websocket listener)
+export const CHUNK = 2816; // §13.3: reply packets under 4 KiB (Mosquitto's websocket listener)
 
 export class AuditError extends Error {}
 

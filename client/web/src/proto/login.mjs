@@ -1,4 +1,4 @@
-// Console login (docs/protocol.md §17.1, tether/console_login.py): the Ed25519 identity
+// Console login (docs/protocol.md §13.1, tether/console_login.py): the Ed25519 identity
 // key is derived in the browser from the passphrase with Argon2id, and the broker login
 // of the console slot NAME.c is a one-time token signed with it, made for each connection;
 // neither the server nor the broker ever sees the passphrase or the signing key, and no

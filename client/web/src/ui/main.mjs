@@ -50,7 +50,7 @@ class Bus {
 }
 
 // The console slot logs in with a one-time token signed by the user's key, a fresh one for
-// every connection attempt (the broker takes each token once; protocol.md §17.1).
+// every connection attempt (the broker takes each token once; protocol.md §13.1).
 function connect(config, slot, key) {
   return new Promise((resolve, reject) => {
     const token = () => brokerToken(key, slot, slot, clock.wall());

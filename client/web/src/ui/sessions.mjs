@@ -153,7 +153,7 @@ function verification(s) {
   return h('span', { class: 'verify-bad' }, `broken: ${s.chain}`);
 }
 
-// The recorder's full offline check (§17.5 verify): {ok, events, checkpoints, ended,
+// The recorder's full offline check (§13.5 verify): {ok, events, checkpoints, ended,
 // signed_through, unsigned, problems, notes}. Only `ok` (every event intact and signed by
 // the agent) reads "verified"; an unsigned tail (aborted, live) is not verified.
 function verifyText(v) {
