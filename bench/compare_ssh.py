@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tether versus OpenSSH, side by side in one run (DESIGN §6).
+"""tether versus OpenSSH, side by side in one run (docs/sources.md#performance-budget).
 
 Starts a throwaway sshd and a whole tether deployment on a real Mosquitto (the repo's
 mosquitto.conf, through tests/stack.py), both on 127.0.0.1, then measures, alternating
@@ -1022,7 +1022,7 @@ def render_markdown(rows: list[Row], refs: list[str], cpu: list[tuple[str, str, 
         md.append(f"- machine load: {meta['load']}")
     md.append(f"- parameters: {meta['params']}")
     md.append("")
-    md.append("| metric | unit | ssh | tether | tether/ssh | better | goal (DESIGN §6) | met "
+    md.append("| metric | unit | ssh | tether | tether/ssh | better | goal (budget) | met "
               "| others' CPU |")
     md.append("|---|---|---:|---:|---:|---|---|---|---:|")
     for row in rows:

@@ -1,4 +1,5 @@
-"""Screen reconstruction on pyte, with pyte's silent losses fixed (FIELD-NOTES, pyte 0.8.2).
+"""Screen reconstruction on pyte, with pyte's silent losses fixed (pyte 0.8.2;
+docs/sources.md#pyte-losses).
 
 - Text after a zero-width character that is not "combining" (VS16 as in ❤️, ZWJ, ZWSP)
   was dropped: such characters now attach to the previous cell and drawing goes on.

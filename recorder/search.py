@@ -4,9 +4,9 @@ FTS5 trigram MATCH on the whole query as one phrase (a substring, case-insensiti
 matches read newest-indexed first (rowid order follows indexing, which runs close
 behind the sessions) and filtered by session metadata and time, stopping at `limit`
 accepted or at a time budget; the accepted ones are ordered by wall time. Nothing ranks
-an unbounded set (FIELD-NOTES, FTS5). With filters, only the rowid ranges where the
-chosen sessions / times have rows (`text_spans`) are read, so a selective filter does
-not walk every match of a common word.
+an unbounded set (docs/sources.md#fts5-ranking-cost). With filters, only the rowid ranges
+where the chosen sessions / times have rows (`text_spans`) are read, so a selective filter
+does not walk every match of a common word.
 The web console reuses `search()`.
 """
 

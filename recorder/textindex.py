@@ -12,7 +12,7 @@ A text already indexed for the session within DEDUP_SECONDS is not indexed again
 redrawing `top` or a row seen at a snapshot and later scrolled off costs one row.
 
 FTS5 with the trigram tokenizer (substring match, queries of 3+ characters) over an
-external-content table, so metadata stays in ordinary columns (FIELD-NOTES, SQLite FTS5).
+external-content table, so metadata stays in ordinary columns (docs/sources.md#fts5-trigram).
 
 Commands come from OSC 133 marks when the shell emits them (source `osc133`), else from
 the cursor line when Enter is typed (source `enter`). Both are advisory: the marks are

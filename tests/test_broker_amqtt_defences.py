@@ -1,4 +1,4 @@
-"""Each amqtt 0.12.1 bug from FIELD-NOTES, attacked against OUR embedded broker.
+"""Each amqtt 0.12.1 bug (docs/sources.md#amqtt-bug-1 to -5), attacked against OUR embedded broker.
 
 Every test reproduces the attack with a raw socket or paho and shows that it fails here.
 The broker runs as `tether broker` in its own process, as in production.

@@ -334,8 +334,9 @@ def test_restart(own_broker: BrokerProcess) -> None:
             # persistence true: retained presence survives a broker restart.
             assert alice.wait_for(f"{P}/a/web1/presence").payload == b"online"
         else:
-            # amqtt keeps retained messages in memory only (FIELD-NOTES); agents re-publish
-            # presence when they reconnect.
+            # amqtt keeps retained messages in memory only
+            # (docs/sources.md#amqtt-keeps-state-in-memory); agents re-publish presence when
+            # they reconnect.
             assert not alice.received(f"{P}/a/web1/presence")
 
 

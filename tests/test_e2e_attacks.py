@@ -246,7 +246,8 @@ def test_stream_survives_broker_restart(fresh_stack: Stack, tmp_path: Path) -> N
     wait_for(lambda: fresh_stack.agent_status("local") == "online", what="agent back online")
 
 
-# ----- a hostile principal with full broker access (DESIGN §2: the broker is untrusted) -----
+# ----- a hostile principal with full broker access -----
+# The broker is untrusted for content (docs/sources.md#the-broker-is-untrusted-for-content).
 
 
 def test_admin_cannot_open_a_session_without_a_grant(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""Screen reconstruction: each pyte loss from FIELD-NOTES, shown on stock pyte and fixed."""
+"""Screen reconstruction: each pyte loss (docs/sources.md#pyte-losses), on stock pyte and fixed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Broker topic ACLs (DESIGN §3): one rule table, two enforcers. Pure, sans-IO.
+"""Broker topic ACLs (docs/sources.md#topics-and-broker-acls): one rule table, two enforcers.
+Pure, sans-IO.
 
 The rule table below is rendered into a Mosquitto 2.0 ``acl_file`` by
 :func:`render_mosquitto_acl`. The embedded amqtt broker does not get a second copy of the
@@ -95,7 +96,8 @@ class Rule:
 
 
 # ---------------------------------------------------------------------------------------
-# The rule table (DESIGN §3). Topics are built from the same layout as tether.topics.
+# The rule table (docs/sources.md#topics-and-broker-acls). Topics are built from the same
+# layout as tether.topics.
 # ---------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ CHUNK_MIN: Final = 1024
 CHUNK_MAX: Final = 64 * 1024
 CHUNK_DEFAULT: Final = 48 * 1024
 # Keeps every reply message (and its MQTT packet) under 4 KiB: Mosquitto's websocket
-# listener is slow for larger packets (FIELD-NOTES).
+# listener is slow for larger packets (docs/sources.md#mosquitto-websockets).
 CHUNK_SMALL: Final = 2816
 OPS: Final = ("list", "search", "commands", "fetch", "verify")
 _NONCE = re.compile(r"[0-9a-f]{32}")

@@ -1,6 +1,7 @@
-"""Topic layout (DESIGN §3). Every topic tether uses is built here and nowhere else.
+"""Topic layout (docs/protocol.md §3). Every topic tether uses is built here and nowhere else.
 
-At most 7 slashes per topic, so the layout also fits AWS IoT Core.
+At most 7 slashes per topic, so the layout also fits AWS IoT Core
+(docs/sources.md#mqtt-311-and-portable-topics).
 """
 
 from __future__ import annotations
