@@ -254,3 +254,16 @@ def test_a_cut_at_a_checkpoint_is_signed_but_not_ended(session: Stored) -> None:
     assert any("aborted" in n for n in report.notes), report.notes
     closed = session.verify(log=session.log[:records[last_checkpoint + 1].offset])
     assert failed(closed, "without the agent's signed end manifest"), closed
+
+
+def test_a_changed_byte_is_pinned_to_its_event_alone(session: Stored) -> None:
+    """The walk carries on from the stored chain value, so one changed byte (hashes not
+    recomputed) is reported at its event only, and the later signatures still verify."""
+    records = session.records()
+    victim = next(r for r in records if r.event.data == b"line 1\r\n")
+    log = bytearray(session.log)
+    log[victim.offset + 21 + len(victim.event.data) - 3] ^= 0x01  # "line 1" -> "line 0"
+    report = session.verify(log=bytes(log))
+    assert report.problems == [p for p in report.problems if f"event {victim.event.index} " in p]
+    assert len(report.problems) == 1 and "was changed" in report.problems[0], report
+    assert report.signed_through == report.events - 1

@@ -496,18 +496,27 @@ def main(argv: list[str] | None = None) -> int:
                                       "commit": _git("rev-parse", "HEAD"),
                                       "dirty": bool(_git("status", "--porcelain", "--", r.module)),
                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                # Another invocation may have saved other modules meanwhile: merge, not clobber.
+                if results_file.exists():
+                    saved = json.loads(results_file.read_text())
                 if args.rerun_survivors and r.module in saved:
                     entry["seconds"] = saved[r.module]["seconds"]
-                    entry["rerun_seconds"] = r.seconds
+                    entry["rerun_seconds"] = saved[r.module].get("rerun_seconds", 0) + r.seconds
                 saved[r.module] = entry
                 results_file.write_text(json.dumps(saved, indent=1, sort_keys=True))
                 print(f"{r.module}: {r.mutants} mutants, {r.rate:.1f} % killed, "
                       f"{r.seconds:.0f} s", flush=True)
+    # The figures come from the sessions themselves (results.json may be older, e.g. when a
+    # --rerun-survivors of one module ran beside a full run).
+    if results_file.exists():
+        saved = json.loads(results_file.read_text())
     results = []
     for m in modules:
-        if m in saved:
-            d = {k: v for k, v in saved[m].items() if k in ModuleResult.__dataclass_fields__}
-            results.append(ModuleResult(**d))
+        session = workdir / f"{slug(m)}.sqlite"
+        if session.exists():
+            r = summarize(m, session, (ROOT / m).read_text())
+            r.seconds = saved.get(m, {}).get("seconds", 0.0) + saved.get(m, {}).get("rerun_seconds", 0.0)
+            results.append(r)
     print(report(results))
     print(f"\nresults: {results_file}")
     return 0

@@ -1,0 +1,152 @@
+"""tether.channel at its exact edges (found by mutation testing, tools/mutation/run.py):
+the receive buffer's byte bound, the number of gap ranges an ACK carries, consumption
+counting, what counts as received, and the first ACK number. Simulated time, no sleeps."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from test_channel import exchange, feed, make_pair, parse_ack, reliable
+
+from tether.channel import (
+    ACK_DELAY,
+    DEFAULT_WINDOW_BYTES,
+    KEEPALIVE,
+    MAX_NACK_RANGES,
+    NACK_HOLDOFF,
+    RTO_MIN,
+)
+from tether.frames import Direction, FrameCipher, FrameType
+
+
+def test_out_of_order_buffer_holds_exactly_twice_the_window_in_bytes() -> None:
+    """2 MiB of held frames fit (frame 1 missing); one byte more does not."""
+    a, b, _, _ = make_pair()
+    full = 65536
+    count = 32  # 2 MiB: twice the default window (docs/protocol.md §10: 1 MiB)
+    assert DEFAULT_WINDOW_BYTES == 1 << 20
+    a.send(FrameType.DATA, b"1", 0.0)  # "lost"
+    for i in range(count):
+        a.send(FrameType.DATA, bytes([i]) * full, 0.0)
+    a.send(FrameType.DATA, b"!", 0.0)
+    originals = reliable(a.take_outgoing())
+    for blob in originals[1 : count + 1]:  # frames 2..33: exactly 2 MiB held
+        assert b.receive(blob, 0.0) == []
+    assert b.stats.dropped == 0
+    assert b.receive(originals[count + 1], 0.0) == []  # one byte over the bound
+    assert b.stats.dropped == 1
+
+
+def test_an_ack_carries_at_most_32_gap_ranges_and_the_sender_accepts_it() -> None:
+    a, b, _, ka = make_pair()
+    for i in range(2 * MAX_NACK_RANGES + 10):
+        a.send(FrameType.DATA, bytes([i]), 0.0)
+    originals = reliable(a.take_outgoing())
+    feed(b, originals[1::2], 0.0)  # every other frame: a gap before each one
+    b.tick(0.0)
+    ack = [blob for blob, _ in b.take_outgoing()]
+    assert len(ack) == 1
+    _, ranges = parse_ack(ka, Direction.A2C, ack[0])
+    assert len(ranges) == MAX_NACK_RANGES == 32
+    feed(a, ack, 1.0)
+    assert a.stats.bad_frames == 0
+    assert len(reliable(a.take_outgoing())) == 32  # each gap resent
+
+
+def test_consuming_one_frame_counts_one_frame() -> None:
+    """window_frames 8: consuming frames one by one asks for an ack at the second, not the first."""
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False, "window_frames": 8})
+    for _ in range(3):
+        a.send(FrameType.DATA, b"z", 0.0)
+    exchange(a, b, 0.0)
+    b.tick(ACK_DELAY)
+    b.take_outgoing()
+    b.consume(1, 1.0)
+    assert b.next_deadline() is None
+    b.consume(2, 2.0)
+    assert b.next_deadline() == 2.0  # 2 frames of 8 is a quarter: due now
+
+
+def test_resend_all_skips_frames_received_but_not_consumed() -> None:
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False})
+    for i in range(4):
+        a.send(FrameType.DATA, bytes([i]), 0.0)
+    originals = reliable(a.take_outgoing())
+    feed(b, originals[:2], 0.0)
+    b.tick(ACK_DELAY)
+    exchange(b, a, ACK_DELAY)  # received = 2, consumed = 0
+    a.resend_all(1.0)
+    assert reliable(a.take_outgoing()) == originals[2:]
+
+
+def test_everything_received_is_all_acked_before_it_is_consumed() -> None:
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False})
+    a.send(FrameType.DATA, b"1", 0.0)
+    a.send(FrameType.DATA, b"2", 0.0)
+    exchange(a, b, 0.0)
+    assert not a.all_acked
+    b.tick(ACK_DELAY)
+    exchange(b, a, ACK_DELAY)
+    assert a.all_acked  # received = 2 although nothing was consumed (credit still out)
+    assert a.send_capacity() < a.window_bytes
+
+
+def test_an_ack_numbered_zero_is_never_taken() -> None:
+    """ACK numbers start at 1; an authentic ACK numbered 0 (not one a peer sends) is a duplicate."""
+    a, _, _, ka = make_pair()
+    zero = FrameCipher(ka, Direction.A2C).seal(FrameType.ACK, 0, 0, bytes(8))
+    assert a.receive(zero, 5.0) == []
+    assert a.stats.duplicates == 1 and a.last_heard is None
+
+
+def test_rto_resend_skips_frames_received_but_not_consumed() -> None:
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False})
+    for i in range(3):
+        a.send(FrameType.DATA, bytes([i]), 0.0)
+    originals = reliable(a.take_outgoing())
+    feed(b, originals[:2], 0.0)
+    b.tick(ACK_DELAY)
+    exchange(b, a, ACK_DELAY)
+    a.tick(RTO_MIN)
+    assert reliable(a.take_outgoing()) == originals[2:]
+
+
+def test_the_timers_are_the_protocols() -> None:
+    """docs/protocol.md §10: an ACK no later than 20 ms after a frame; an idle client acks
+    at least every 30 s."""
+    assert (ACK_DELAY, KEEPALIVE) == (0.02, 30.0)
+    a, b, _, _ = make_pair()
+    a.send(FrameType.DATA, b"x", 1.0)
+    exchange(a, b, 1.0)
+    assert b.next_deadline() == pytest.approx(1.02)
+    b.tick(1.01)
+    assert b.take_outgoing() == []  # not yet: acks are batched for 20 ms
+    b.tick(1.02)
+    assert len(b.take_outgoing()) == 1
+
+
+def test_consumption_acks_at_exactly_a_quarter_of_the_byte_window() -> None:
+    """window_bytes 4000: 999 consumed bytes do not ask for an ack, 1000 do, counting from
+    zero before any ack was sent."""
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False, "window_bytes": 4000})
+    a.send(FrameType.DATA, b"a" * 999, 0.0)
+    a.send(FrameType.DATA, b"b", 0.0)
+    exchange(a, b, 0.0)
+    b.consume(1, 0.0)
+    assert b.next_deadline() == ACK_DELAY  # only the receive ack, not yet due
+    b.consume(2, 0.0)
+    assert b.next_deadline() == 0.0
+
+
+def test_a_gap_range_reaching_below_what_was_received_resends_only_the_gap() -> None:
+    """A range is clipped to above the ACK's `received`: frames the peer has are not resent
+    even if a (buggy or hostile) range names them."""
+    a, _, _, ka = make_pair()
+    for i in range(4):
+        a.send(FrameType.DATA, bytes([i]), 0.0)
+    originals = reliable(a.take_outgoing())
+    payload = struct.pack(">Q", 2) + struct.pack(">QQ", 1, 3)
+    ack = FrameCipher(ka, Direction.A2C).seal(FrameType.ACK, 1, 0, payload)
+    a.receive(ack, NACK_HOLDOFF)
+    assert reliable(a.take_outgoing()) == [originals[2]]
