@@ -5,7 +5,7 @@ agent signs the recording's chain (threat-model §4, architecture §6), the mode
 $TETHER_HOME (threat-model §4, key-file hygiene), and three decisions of the authority
 service called directly: grants live 300 s (threat-model §4, operations §8), an invalid
 policy denies everything until fixed (operations §4), and agents get no grants
-(protocol.md §15); the recorder's store and `tether export -o` files are private
+(protocol.md §18); the recorder's store and `tether export -o` files are private
 (threat-model §4, operations §7); the CLI's stdin holds one chunk while the session
 cannot send (architecture §4); the recorder refuses an OPEN whose grant names another
 client connection (threat-model §4)."""
