@@ -132,7 +132,8 @@ def test_queue_limits_agree_and_fit_the_credit_windows() -> None:
     assert int(conf["max_queued_messages"]) == MAX_QUEUED
     assert int(conf["max_queued_bytes"]) == MAX_QUEUED_BYTES
     assert "message_size_limit" not in conf  # it would drop after acking (see mosquitto.conf)
-    # DESIGN §5: a session's window is at most a quarter of one client's queue...
+    # The design (docs/sources.md#flow-control-and-chunking): a session's window is at most
+    # a quarter of one client's queue...
     assert 4 * DEFAULT_WINDOW_FRAMES <= MAX_QUEUED
     assert 4 * DEFAULT_WINDOW_BYTES <= MAX_QUEUED_BYTES
     # ...and a recorder holds 32 busy recorded sessions before its queue is full.
