@@ -267,3 +267,63 @@ def test_a_changed_byte_is_pinned_to_its_event_alone(session: Stored) -> None:
     assert report.problems == [p for p in report.problems if f"event {victim.event.index} " in p]
     assert len(report.problems) == 1 and "was changed" in report.problems[0], report
     assert report.signed_through == report.events - 1
+
+
+# ----- what the report says, exactly (mutation testing: the messages name the events) -----
+
+
+def test_removed_events_are_named_and_nothing_else_is_reported(session: Stored) -> None:
+    """Records cut out of the log as stored (their neighbours' chain values untouched)."""
+    records = session.records()
+
+    def without(*indexes: int) -> bytes:
+        spans = [(r.offset, r.offset + 21 + len(r.event.data) + 32) for r in records
+                 if r.event.index in indexes]
+        log = session.log
+        for a, b in reversed(spans):
+            log = log[:a] + log[b:]
+        return log
+
+    # The gap is the only problem: the next event's chain is not compared (it chains from
+    # the removed one) and the later signatures cover the stored chain, which is intact.
+    report = session.verify(log=without(1))
+    assert report.problems == [f"event 1 removed: the log goes from event 0 to event 2 at "
+                               f"byte {records[1].offset}"], report
+    report = session.verify(log=without(1, 2))
+    assert report.problems == [f"events 1-2 removed: the log goes from event 0 to event 3 at "
+                               f"byte {records[1].offset}"], report
+
+
+def test_a_cut_inside_a_record_names_the_last_whole_event(session: Stored) -> None:
+    records = session.records()
+    report = session.verify(log=session.log[:records[3].offset + 5])
+    assert any(f"inside the record after event 2, at byte {records[3].offset}" in p
+               for p in report.problems), report
+    start = session.verify(log=session.log[:5])
+    assert any("after the start, at byte 0" in p for p in start.problems), start
+
+
+def test_a_corrupt_record_names_the_event_before_it(session: Stored) -> None:
+    records = session.records()
+    log = bytearray(session.log)
+    log[records[3].offset + 16] = 200  # the kind byte: no such kind
+    report = session.verify(log=bytes(log))
+    assert any(p.startswith("the log is corrupt after event 2:") for p in report.problems), report
+
+
+@pytest.mark.parametrize("tail", [1, 3])
+def test_the_unsigned_tail_note_names_its_events(tail: int) -> None:
+    stored = record(end=False, tail=tail)
+    report = stored.verify(status="aborted")
+    first, last = report.signed_through + 1, report.events - 1
+    assert report.unsigned == last - first + 1 == tail + 1  # line 5 and the tail
+    assert any(n.startswith(f"events {first}-{last} come after the agent's last signature")
+               for n in report.notes), report.notes
+
+
+def test_no_unsigned_tail_note_when_the_cut_is_at_a_signature(session: Stored) -> None:
+    records = session.records()
+    last_checkpoint = max(r.event.index for r in records if r.event.kind == EventKind.CHECKPOINT)
+    report = session.verify(log=session.log[:records[last_checkpoint + 1].offset], status="aborted")
+    assert report.unsigned == 0
+    assert not any("come after" in n for n in report.notes), report.notes
