@@ -3,7 +3,7 @@
 #   - Debian packages: mosquitto (the production broker, used by the tests), python3-venv,
 #     for the web console's build and browser tests nodejs, npm and chromium, and for the
 #     Mosquitto plugin's fuzz harness clang-14 with libFuzzer (libclang-rt-14-dev);
-#   - tether's Mosquitto plugin for web console logins, built from broker/mosquitto-plugin/
+#   - tether's Mosquitto plugin (web console logins, presence rate), built from broker/mosquitto-plugin/
 #     into build/mosquitto/ (and, as root, installed in /usr/local/lib/tether/);
 #   - the web console's npm packages, exactly as client/web/package-lock.json pins them;
 #   - a virtualenv in ./.venv with tether (editable) and the test tools;
@@ -47,7 +47,8 @@ fi
 mkdir -p build/mosquitto
 # Built beside and renamed: a Mosquitto that has the old one loaded keeps its copy.
 cc -shared -fPIC -O2 -Wall -Wextra -Werror -o build/mosquitto/tether_console_auth.so.new \
-  broker/mosquitto-plugin/tether_console_auth.c broker/mosquitto-plugin/console_token.c -lsodium
+  broker/mosquitto-plugin/tether_console_auth.c broker/mosquitto-plugin/console_token.c \
+  broker/mosquitto-plugin/presence_throttle.c -lsodium
 mv build/mosquitto/tether_console_auth.so.new build/mosquitto/tether_console_auth.so
 if [ "$(id -u)" = 0 ]; then
   install -D -m 0644 build/mosquitto/tether_console_auth.so /usr/local/lib/tether/tether_console_auth.so
