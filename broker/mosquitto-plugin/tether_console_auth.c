@@ -3,7 +3,7 @@
  * presence fanned out at a bounded rate per publisher.
  *
  * The browser console logs in to its slot NAME.c with a fresh token each time
- * (docs/protocol.md section 17.1; tether/console_login.py is the reference):
+ * (docs/protocol.md section 13.1; tether/console_login.py is the reference):
  *
  *   password = "tc1." base64url(ts (8 bytes, big-endian Unix seconds) || nonce (16) || sig (64))
  *   sig      = Ed25519(user key, "tether-console-mqtt-v1" 0 username 0 client_id 0 ts nonce)
