@@ -327,3 +327,16 @@ def test_no_unsigned_tail_note_when_the_cut_is_at_a_signature(session: Stored) -
     report = session.verify(log=session.log[:records[last_checkpoint + 1].offset], status="aborted")
     assert report.unsigned == 0
     assert not any("come after" in n for n in report.notes), report.notes
+
+
+def test_a_missing_end_manifest_names_the_last_event_and_byte(session: Stored) -> None:
+    records = session.records()
+    cut = records[5].offset
+    report = session.verify(log=session.log[:cut])
+    assert any(p.startswith(f"the tail is truncated: the log ends after event 4 (byte {cut}) "
+                            "without the agent's signed end manifest") for p in report.problems), report
+    short = session.verify(log=session.log[:cut], stored_events=len(records))
+    assert any(p.endswith(f"after event 4 (byte {cut}), but the recorder stored "
+                          f"{len(records)} events") for p in short.problems), short
+    empty = session.verify(log=b"")
+    assert any("the log ends after no events" in p for p in empty.problems), empty
