@@ -7,11 +7,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from test_channel import exchange, feed, make_pair, parse_ack, reliable
+from test_channel import exchange, feed, header, make_pair, parse_ack, reliable
 
 from tether.channel import (
     ACK_DELAY,
     DEFAULT_WINDOW_BYTES,
+    DEFAULT_WINDOW_FRAMES,
     KEEPALIVE,
     MAX_NACK_RANGES,
     NACK_HOLDOFF,
@@ -116,6 +117,7 @@ def test_the_timers_are_the_protocols() -> None:
     """docs/protocol.md §10: an ACK no later than 20 ms after a frame; an idle client acks
     at least every 30 s."""
     assert (ACK_DELAY, KEEPALIVE) == (0.02, 30.0)
+    assert (DEFAULT_WINDOW_BYTES, DEFAULT_WINDOW_FRAMES) == (1 << 20, 512)
     a, b, _, _ = make_pair()
     a.send(FrameType.DATA, b"x", 1.0)
     exchange(a, b, 1.0)
@@ -150,3 +152,26 @@ def test_a_gap_range_reaching_below_what_was_received_resends_only_the_gap() -> 
     ack = FrameCipher(ka, Direction.A2C).seal(FrameType.ACK, 1, 0, payload)
     a.receive(ack, NACK_HOLDOFF)
     assert reliable(a.take_outgoing()) == [originals[2]]
+
+
+def test_consumption_acks_at_exactly_a_quarter_of_the_frame_window() -> None:
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False, "window_frames": 8})
+    a.send(FrameType.DATA, b"a", 0.0)
+    a.send(FrameType.DATA, b"b", 0.0)
+    exchange(a, b, 0.0)
+    b.consume(1, 0.0)
+    assert b.next_deadline() == ACK_DELAY
+    b.consume(2, 0.0)
+    assert b.next_deadline() == 0.0
+
+
+def test_a_reply_frame_carries_the_ack_so_no_ack_frame_follows() -> None:
+    """Everything delivered is consumed and acked in the header of b's own frame."""
+    a, b, _, _ = make_pair()
+    a.send(FrameType.DATA, b"ping", 0.0)
+    exchange(a, b, 0.0)
+    b.send(FrameType.DATA, b"pong", 0.001)
+    b.tick(ACK_DELAY)
+    out = b.take_outgoing()
+    assert [header(blob)[0] for blob, _ in out] == [FrameType.DATA]
+    assert header(out[0][0])[2] == 1  # the piggybacked ack: frame 1 consumed
