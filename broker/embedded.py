@@ -63,7 +63,9 @@ Found while building this, and fixed the same way:
   floods its presence reaches every subscriber (each console, ``tether ls``, the
   recorder) at that rate whatever it sends. Updates over the rate are held, only the
   newest per topic, so the last state still goes out; the retained copy is updated at
-  once. Mosquitto has no such limit; there the readers bound what they keep.
+  once. On Mosquitto tether's plugin applies the same figures and rule
+  (broker/mosquitto-plugin/presence_throttle.c), except that a held update becomes the
+  retained copy only when it is released.
 * Requests to the authority (``authz/req``, ``enrol/req``) over twice the authority's own
   rate per publisher (tether.limits) are dropped before they are queued: every message
   waits in one broadcast queue, so a flood would delay every other principal's request

@@ -298,6 +298,32 @@ def test_presence_flood_reaches_subscribers_at_a_bounded_rate(fresh_broker: Brok
             root.publish(topic, b"", qos=1, retain=True)
 
 
+def test_an_agents_presence_topics_share_one_rate_and_nothing_else_is_limited(
+    fresh_broker: BrokerProcess,
+) -> None:
+    """Status and anything else under an agent's presence topic count against the same
+    bucket (the embedded broker's rule; the plugin matches PREFIX/a/NAME/presence and
+    under it), so no second presence topic doubles the rate; the newest update of each
+    held topic still goes out. Topics merely starting with "presence" are not presence."""
+    broker = fresh_broker
+    status, extra, other = f"{P}/a/web1/presence/status", f"{P}/a/web1/presence/x/y", f"{P}/a/web1/presencex"
+    with connected(broker, "root", pw("root")) as root, connected(broker, "web1", pw("web1")) as web1:
+        root.subscribe(f"{P}/a/web1/#", 1)
+        start = time.monotonic()
+        for i in range(30):
+            web1.publish(status, b"status-%d" % i, qos=1)
+            web1.publish(extra, b"extra-%d" % i, qos=1)
+            web1.publish(other, b"other-%d" % i, qos=1)
+        root.wait_for(other, b"other-29", timeout=10)
+        assert [m.payload for m in root.received(other)] == [b"other-%d" % i for i in range(30)]
+        root.wait_for(status, b"status-29", timeout=15)
+        root.wait_for(extra, b"extra-29", timeout=15)
+        elapsed = time.monotonic() - start
+        presence = len(root.received(status)) + len(root.received(extra))
+        print(f"{broker.kind}: {presence} of 60 presence updates in {elapsed:.2f} s")
+        assert presence <= PRESENCE_BURST + 1 + elapsed * PRESENCE_RATE, (presence, elapsed)
+
+
 class _TimedProbe(ProbeClient):
     """A ProbeClient that notes when each message arrived."""
 

@@ -3,7 +3,8 @@
  * in): the C twin of tether/throttle.py (Throttle) and tether/ratelimit.py (RateLimiter),
  * with the embedded broker's figures (broker/embedded.py PRESENCE_*). Only libc; the
  * Mosquitto plugin (tether_console_auth.c) and the test harness
- * (tests/test_mosquitto_presence_throttle.py) call it.
+ * (tests/support/presence_throttle_harness.c, run by tests/test_presence_throttle_plugin.py)
+ * call it.
  *
  * Presence is retained state: a reader only ever needs an agent's newest document. So an
  * update over its publisher's rate is not dropped (the last one of a burst would be lost

@@ -28,6 +28,8 @@
  * MOSQ_EVT_MESSAGE, and each subscriber still gets them only through its read ACL. The
  * topic is matched by suffix, so the plugin needs no prefix: the acl lets an agent write
  * only under its own PREFIX/a/USERNAME/, and elsewhere the suffix is nobody's presence.
+ * (So an admin, whose acl lets it write any agent's presence, is not limited here; the
+ * embedded broker limits every publisher on every agent's presence.)
  * Unlike the embedded broker, a held update becomes the retained copy only when it is
  * released (Mosquitto retains a message as it fans it out). Mosquitto 2.0.11 runs the
  * tick only with per_listener_settings false (as mosquitto.conf has it).
