@@ -4,7 +4,8 @@ Facts the code and docs rely on live in docs/sources.md, each under its own head
 No tracked file may point at design or field-notes files that are not in the repository,
 at a sibling checkout, or at a path on the machine that built it; and every relative link
 in the docs must land on a file that exists and, for an #anchor into a Markdown file, on
-a heading it has.
+a heading it has. References from any file to docs/sources.md#anchor, or to a numbered
+section of protocol.md, must name one that exists.
 """
 
 from __future__ import annotations
@@ -178,3 +179,35 @@ def test_anchors_come_from_headings_outside_code_blocks(tmp_path: Path) -> None:
     doc = tmp_path / "a.md"
     doc.write_text("# Title\n\n## 2. Second part\n\n```\n# not a heading\n```\n", encoding="utf-8")
     assert anchors_of(doc) == {"title", "2-second-part"}
+
+
+# ----- references from code and other files -----
+
+SOURCES_REF = re.compile(r"docs/sources\.md#([\w-]+)")
+PROTOCOL_REF = re.compile(r"protocol(?:\.md)? (?:§|section )(\d+(?:\.\d+)?)")
+
+
+def protocol_sections() -> set[str]:
+    numbers: set[str] = set()
+    for _lineno, line in prose_lines((ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")):
+        m = re.match(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", line)
+        if m:
+            numbers.add(m.group(1))
+    return numbers
+
+
+def test_references_to_sources_and_protocol_sections_resolve() -> None:
+    anchors = anchors_of(ROOT / "docs" / "sources.md")
+    sections = protocol_sections()
+    assert {"1", "6.1", "13.1", "18"} <= sections
+    problems = []
+    for rel in tracked_files():
+        text = text_of(rel)
+        if text is None or rel in PENDING:  # their rewrite also renumbers (see PENDING)
+            continue
+        for lineno, line in enumerate(text.splitlines(), 1):
+            problems += [f"{rel}:{lineno}: sources.md#{a}" for a in SOURCES_REF.findall(line)
+                         if a not in anchors]
+            problems += [f"{rel}:{lineno}: protocol §{n}" for n in PROTOCOL_REF.findall(line)
+                         if n not in sections]
+    assert not problems, "\n".join(problems)
