@@ -4,7 +4,7 @@ Facts the code and docs rely on live in docs/sources.md, each under its own head
 No tracked file may point at design or field-notes files that are not in the repository,
 at a sibling checkout, or at a path on the machine that built it; and every relative link
 in the docs must land on a file that exists and, for an #anchor into a Markdown file, on
-a heading it has. References from any file to docs/sources.md#anchor, or to a numbered
+a heading it has. References from any file to an anchor of docs/sources.md, or to a numbered
 section of protocol.md, must name one that exists.
 """
 
