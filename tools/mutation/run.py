@@ -331,7 +331,7 @@ def _cr(args: list[str], cwd: Path, log: Path) -> None:
 
 
 def run_module(module: str, workdir: Path, fresh: bool, rerun_survivors: bool,
-               timeout: float | None) -> ModuleResult:
+               timeout: float | None, limit: int | None = None) -> ModuleResult:
     started = time.monotonic()
     tree = workdir / f"tree-{slug(module)}"
     session = workdir / f"{slug(module)}.sqlite"
@@ -364,7 +364,7 @@ def run_module(module: str, workdir: Path, fresh: bool, rerun_survivors: bool,
     if fresh or stale or not session.exists():
         session.unlink(missing_ok=True)
         _cr(["init", str(config), str(session)], tree, log)
-        mark_skipped(session, module, source)
+        mark_skipped(session, module, source, limit)
         stamp.write_text(digest)
     elif rerun_survivors:
         with sqlite3.connect(session) as db:
@@ -379,7 +379,7 @@ def run_module(module: str, workdir: Path, fresh: bool, rerun_survivors: bool,
     return result
 
 
-def mark_skipped(session: Path, module: str, source: str) -> None:
+def mark_skipped(session: Path, module: str, source: str, limit: int | None = None) -> None:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -387,6 +387,7 @@ def mark_skipped(session: Path, module: str, source: str) -> None:
     annotations = annotation_spans(source)
     with use_db(str(session), WorkDB.Mode.open) as db:
         skipped = []
+        kept = []
         for item in db.pending_work_items:
             mutation = item.mutations[0]
             line = mutation.start_pos[0]
@@ -394,6 +395,11 @@ def mark_skipped(session: Path, module: str, source: str) -> None:
             in_annotation = any(a <= tuple(mutation.start_pos) < b for a, b in annotations)
             if operator_excluded(mutation.operator_name) or out_of_scope or in_annotation:
                 skipped.append(item.job_id)
+            else:
+                kept.append((tuple(mutation.start_pos), mutation.operator_name,
+                             mutation.occurrence, item.job_id))
+        if limit is not None:  # a smoke run: the first `limit` mutants of the file
+            skipped += [job for *_, job in sorted(kept)[limit:]]
         db.set_multiple_results(skipped, WorkResult(output="excluded by tools/mutation/run.py",
                                                     worker_outcome=WorkerOutcome.SKIPPED))
 
@@ -462,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per mutant (default: max(30, 10 x the unmutated run))")
     ap.add_argument("--fresh", action="store_true", help="discard saved sessions")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="only the first N mutants of each module (a smoke run; implies --fresh)")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="run the saved survivors again (after adding tests)")
     ap.add_argument("--report", action="store_true", help="only print the saved results")
@@ -488,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(h["killed"] for h in hand) else 1
     if not args.report:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = {pool.submit(run_module, m, workdir, args.fresh, args.rerun_survivors,
-                                   args.timeout): m for m in modules}
+            futures = {pool.submit(run_module, m, workdir, args.fresh or args.limit is not None,
+                                   args.rerun_survivors, args.timeout, args.limit): m
+                       for m in modules}
             for fut in concurrent.futures.as_completed(futures):
                 r = fut.result()
                 entry = r.__dict__ | {"rate": r.rate,
