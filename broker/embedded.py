@@ -12,7 +12,7 @@ It reads the same ``passwd`` and ``acl`` files as a production Mosquitto
   through :func:`tether.acl.permits` on the parsed acl file, so both brokers enforce
   literally the same text.
 
-amqtt 0.12.1 has bugs that matter to tether (docs: /work/shared/FIELD-NOTES.md). The
+amqtt 0.12.1 has bugs that matter to tether (docs/sources.md, 'amqtt bug 1' to 'amqtt bug 5'). The
 broker subclass below defends against each; ``tests/test_broker_amqtt_defences.py``
 reproduces every attack against this broker:
 
