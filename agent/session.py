@@ -140,6 +140,7 @@ class AgentSession:
         self._last_io = time.monotonic()
         self._watchdog: asyncio.TimerHandle | None = None
         self._frozen = False  # a required recording stalled: no output, no input
+        self._recording_lost = False  # ended for it: held output can never be sent
         self._input_hidden = False  # echo is off: input is not recorded
 
     # ----- lifecycle -----
@@ -283,8 +284,8 @@ class AgentSession:
         self._exit_status = (rc, None) if rc >= 0 else (None, -rc)
         log.debug("%s: process exited %s", self.topic_out, self._exit_status)
         # Let buffered output drain; a background job holding the PTY open must not keep
-        # the session alive once the shell has gone.
-        self.loop.call_later(EXIT_DRAIN_GRACE, self._begin_end)
+        # the session alive once the shell has gone. Nothing drains once the recording is lost.
+        self.loop.call_later(0 if self._recording_lost else EXIT_DRAIN_GRACE, self._begin_end)
         self._maybe_end()
 
     def _maybe_end(self) -> None:
@@ -305,7 +306,10 @@ class AgentSession:
             # background job that inherited the pipe or PTY keeps writing.
             self._read_into(out, len(out.buf) + (1 << 20))
             out.eof = True
-        while any(o.buf for o in self._outputs) and time.monotonic() < deadline:
+        # Output held for a required recording that is lost was never recorded, so it may not
+        # be shown either: dropped at once, not after the deadline.
+        while (any(o.buf for o in self._outputs) and not self._recording_lost
+               and time.monotonic() < deadline):
             self._send_buffered(final=True)
             if any(o.buf for o in self._outputs):
                 await asyncio.sleep(0.01)
@@ -477,6 +481,7 @@ class AgentSession:
         if not self.recording.required or self._done:
             return
         if silent >= END_AFTER and not self._finishing:
+            self._recording_lost = True
             self._send(FrameType.NOTICE, f"session closed: recording is required and the recorder "
                        f"has not acknowledged for {END_AFTER:.0f} s".encode())
             self.terminate(signal.SIGHUP)

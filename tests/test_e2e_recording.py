@@ -12,12 +12,28 @@ import time
 from pathlib import Path
 
 import pytest
-from stack import TETHER, PtyClient, Stack, policy, statement, wait_for
+from stack import TETHER, PtyClient, Spy, Stack, policy, statement, wait_for
 
+from tether.agent.recording_link import END_AFTER, FREEZE_AFTER, OPEN_TIMEOUT
 from tether.encoding import loads
 from tether.recevents import EventKind, iter_log
 
 PROMPT = rb"\[tp\]\$ "
+MARGIN = 2.0  # seconds a timed limit may overrun on a loaded machine
+
+
+class _HelloClock(Spy):
+    """A spy that notes when the first HELLO reached the broker: the agent's recorder wait
+    (OPEN_TIMEOUT) starts when the agent takes that HELLO."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.hello_at: float | None = None
+        super().__init__(stack)
+
+    def _on_message(self, c: object, u: object, msg: object) -> None:
+        if self.hello_at is None and "/hs/" in getattr(msg, "topic", ""):
+            self.hello_at = time.monotonic()
+        super()._on_message(c, u, msg)
 
 
 def _shell(stack: Stack) -> PtyClient:
@@ -154,12 +170,21 @@ def test_required_recording_without_a_recorder_starts_nothing(fresh_stack: Stack
     stack.start_up("--no-recorder")
     marker = stack.root / "ran"
     with policy(stack, statement(recording='"required"')):
-        start = time.monotonic()
-        r = stack.tether("run", "local", "--", "touch", str(marker))
+        spy = _HelloClock(stack)
+        try:
+            start = time.monotonic()
+            r = stack.tether("run", "local", "--", "touch", str(marker))
+            ended = time.monotonic()
+        finally:
+            spy.close()
         assert r.returncode == 255
         assert b"recording is required" in r.stderr and b"tether recorder" in r.stderr, r.stderr
-        assert time.monotonic() - start < 12
         assert not marker.exists()
+        assert spy.hello_at is not None, "the spy saw no HELLO"
+        print(f"required recording, no recorder: refused {ended - spy.hello_at:.2f} s after the "
+              f"HELLO ({ended - start:.2f} s after launch)")
+        assert ended - start >= OPEN_TIMEOUT
+        assert ended - spy.hello_at <= OPEN_TIMEOUT + MARGIN
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -183,14 +208,19 @@ def test_recorder_loss_freezes_then_a_restart_resumes_completely(fresh_stack: St
             killed = time.monotonic()
             client.send(b"echo during-$((6*7))\r")
             client.expect(rb"during-42")  # within the window the session goes on...
-            client.expect(rb"recording stalled", timeout=25)  # ...until 10 s of silence
+            # ...until 10 s of silence, counted from the recorder's last ack (just before the kill)
+            client.expect(rb"recording stalled",
+                          timeout=max(0.1, killed + FREEZE_AFTER + MARGIN - time.monotonic()))
             frozen = time.monotonic() - killed
-            assert 9 <= frozen <= 20, frozen
+            print(f"recorder killed: frozen after {frozen:.2f} s")
+            assert FREEZE_AFTER - MARGIN <= frozen <= FREEZE_AFTER + MARGIN, frozen
             client.send(b"echo frozen-$((6*7))\r")
             with pytest.raises(AssertionError):
                 client.expect(rb"frozen-42", timeout=2)  # held while frozen
             recorder = stack.start_recorder()
+            restarted = time.monotonic()
             client.expect(rb"recording resumed", timeout=20)
+            print(f"recorder restarted: resumed after {time.monotonic() - restarted:.2f} s")
             client.expect(rb"frozen-42")  # the held input reaches the shell now
             client.expect(PROMPT)
             client.send(b"exit\r")
@@ -217,10 +247,17 @@ def test_recorder_gone_for_good_ends_the_session(fresh_stack: Stack) -> None:
             _kill(recorder)
             killed = time.monotonic()
             client.send(b"echo x\r")
-            client.expect(rb"recording stalled", timeout=25)
-            client.expect(rb"session closed: recording is required", timeout=40)
-            assert client.drain_until_exit(timeout=20) != 0
-            assert 28 <= time.monotonic() - killed <= 60
+            client.expect(rb"recording stalled",
+                          timeout=max(0.1, killed + FREEZE_AFTER + MARGIN - time.monotonic()))
+            client.expect(rb"session closed: recording is required",
+                          timeout=max(0.1, killed + END_AFTER + MARGIN - time.monotonic()))
+            closed = time.monotonic() - killed
+            assert client.drain_until_exit(timeout=30) != 0
+            ended = time.monotonic() - killed
+            print(f"recorder gone: session closed after {closed:.2f} s, client exited after "
+                  f"{ended:.2f} s")
+            assert closed >= END_AFTER - MARGIN
+            assert ended <= END_AFTER + MARGIN
         finally:
             client.close()
 
