@@ -311,7 +311,7 @@ def test_a_corrupt_record_names_the_event_before_it(session: Stored) -> None:
     assert any(p.startswith("the log is corrupt after event 2:") for p in report.problems), report
 
 
-@pytest.mark.parametrize("tail", [1, 3])
+@pytest.mark.parametrize("tail", [0, 1, 3])
 def test_the_unsigned_tail_note_names_its_events(tail: int) -> None:
     stored = record(end=False, tail=tail)
     report = stored.verify(status="aborted")
@@ -340,3 +340,19 @@ def test_a_missing_end_manifest_names_the_last_event_and_byte(session: Stored) -
                           f"{len(records)} events") for p in short.problems), short
     empty = session.verify(log=b"")
     assert any("the log ends after no events" in p for p in empty.problems), empty
+
+
+def test_a_stored_count_equal_to_the_log_is_not_a_truncation(session: Stored) -> None:
+    records = session.records()
+    assert session.verify(stored_events=len(records)).ok
+    last_checkpoint = max(r.event.index for r in records if r.event.kind == EventKind.CHECKPOINT)
+    cut = session.verify(log=session.log[:records[last_checkpoint + 1].offset], status="aborted",
+                         stored_events=last_checkpoint + 1)
+    assert cut.ok and not cut.problems, cut
+
+
+def test_the_options_are_keyword_only(session: Stored) -> None:
+    """So a caller cannot swap the grant token and the authority key."""
+    with pytest.raises(TypeError):
+        verify_log(session.sid, session.log, session.grant_token, AUTHORITY_KEY,  # type: ignore[misc]
+                   session.open_message)

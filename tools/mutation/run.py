@@ -159,6 +159,11 @@ HAND_MUTANTS = [
                "        return not self.problems\n",
                "report an unsigned tail as verified"),
     HandMutant("recorder/verify.py",
+               "    except (grants.GrantError, ValueError) as exc:\n",
+               "    except ValueError as exc:\n",
+               "let a grant that does not verify raise instead of being reported (cosmic-ray's "
+               "ExceptionReplacer crashes on this line)"),
+    HandMutant("recorder/verify.py",
                "        if changed:\n",
                "        if False:\n",
                "accept a session row that differs from its grant"),
