@@ -76,7 +76,9 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "tether/grants.py": (["tests/test_grants.py"], []),
     "tether/paseto.py": (["tests/test_paseto.py"], []),
     "tether/authz.py": (["tests/test_authz.py"], []),
-    "tether/recording.py": (["tests/test_recording.py"], []),
+    # recorder/verify.py's tests are the ones that check open_signer_matches and read
+    # what RecordingSender/RecordingReceiver produce.
+    "tether/recording.py": (["tests/test_recording.py", "tests/test_verify_log.py"], []),
     "tether/recevents.py": (["tests/test_recording.py", "tests/test_verify_log.py"], []),
     # The CLI tests run the installed `tether` executable (the checkout, not the mutated copy),
     # and the dumps round-trip property exercises only the excluded writer: both are left out.

@@ -1,0 +1,246 @@
+"""tether.recording against docs/protocol.md §12 (numbers, OPEN construction, timers) and at
+its exact edges (found by mutation testing, tools/mutation/run.py). Pure, simulated time."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+from nacl.signing import SigningKey
+from test_recording import AGENT, NOW, RECORDER, handshake, pump, sender, token
+
+from tether.recevents import EventKind
+from tether.recording import (
+    CHECKPOINT_EVERY,
+    CHECKPOINT_SECONDS,
+    MAX_MESSAGE_DATA,
+    OPTIONAL_BUFFER,
+    REC_VERSION,
+    REC_WINDOW,
+    RTO_MAX,
+    RTO_MIN,
+    RecordingError,
+    RecordingReceiver,
+    RecType,
+    open_signer_matches,
+    refuse,
+    session_body,
+)
+
+
+def test_numbers_are_the_protocols() -> None:
+    """§12.3-12.4: version 0x84, types 1-4, 60 KiB of events per DATA, a checkpoint every
+    1024 events or 5 s, timers 0.5-4 s, 4 MiB window, 8 MiB optional buffer."""
+    assert REC_VERSION == 0x84
+    assert {t.name: int(t) for t in RecType} == {"OPEN": 1, "DATA": 2, "ACK": 3, "REFUSE": 4}
+    assert (MAX_MESSAGE_DATA, CHECKPOINT_EVERY, CHECKPOINT_SECONDS) == (60 * 1024, 1024, 5.0)
+    assert (RTO_MIN, RTO_MAX, REC_WINDOW, OPTIONAL_BUFFER) == (0.5, 4.0, 4 << 20, 8 << 20)
+    s = sender()
+    assert s.open_message[:18] == b"\x84\x01" + s.sid
+    r = handshake(s)
+    assert r.ack(RECORDER)[:18] == b"\x84\x03" + s.sid
+    s.record(EventKind.OUTPUT, b"x", NOW)
+    [data] = s.take_outgoing(NOW)
+    assert data[:18] == b"\x84\x02" + s.sid
+    assert refuse(s.open_message, RECORDER, "no")[:18] == b"\x84\x04" + s.sid  # type: ignore[index]
+
+
+def test_open_is_built_as_documented() -> None:
+    """H names the recording, and the agent's signature covers the grant's digest G."""
+    s = sender()
+    assert s.open_hash == hashlib.blake2b(s.open_message, digest_size=32,
+                                          person=b"tether-rec-open").digest()
+    g = hashlib.blake2b(str(s.body["grant"]).encode(), digest_size=32,
+                        person=b"tether-rec-grant").digest()
+    AGENT.verify_key.verify(b"tether-rec-open\x00" + g + s.open_message[:-64], s.open_message[-64:])
+    assert open_signer_matches(s.open_message, s.sid, bytes(AGENT.verify_key), str(s.body["grant"]))
+    assert not open_signer_matches(s.open_message, os.urandom(16), bytes(AGENT.verify_key),
+                                   str(s.body["grant"]))
+    assert not open_signer_matches(s.open_message, s.sid, bytes(AGENT.verify_key), token())
+    assert not open_signer_matches(s.open_message[:-1], s.sid, bytes(AGENT.verify_key),
+                                   str(s.body["grant"]))
+    assert not open_signer_matches(s.open_message[:80], s.sid, bytes(AGENT.verify_key),
+                                   str(s.body["grant"]))
+    assert not open_signer_matches(b"\x84\x01" + s.sid, s.sid, bytes(AGENT.verify_key), "")
+    assert not open_signer_matches(b"", s.sid, bytes(AGENT.verify_key), "")
+    assert not open_signer_matches(s.open_message, s.sid, b"short", str(s.body["grant"]))
+
+
+def test_open_is_resent_after_half_a_second_doubling_to_four() -> None:
+    s = sender()
+    sent = [t for t in [NOW + x / 100 for x in range(0, 1400, 5)] if s.take_outgoing(t)]
+    assert [round(t - NOW, 2) for t in sent] == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5]
+
+
+def test_unacked_data_goes_back_n_after_the_timeout_doubling_to_four() -> None:
+    s = sender()
+    handshake(s)
+    s.record(EventKind.OUTPUT, b"lost", NOW)
+    assert s.resends == 0 and s.acked == 0
+    assert len(s.take_outgoing(NOW)) == 1
+    assert s.next_deadline() == NOW + 0.5
+    times = []
+    t = NOW
+    while len(times) < 5:
+        t = s.next_deadline()  # type: ignore[assignment]
+        assert s.take_outgoing(t)
+        times.append(round(t - NOW, 2))
+    assert times == [0.5, 1.5, 3.5, 7.5, 11.5]
+    assert s.resends == 5
+
+
+def test_a_checkpoint_follows_5_s_or_1024_events() -> None:
+    s = sender()
+    s.record(EventKind.OUTPUT, b"a", NOW + 4.999)
+    assert s.next_index == 1
+    s.record(EventKind.OUTPUT, b"b", NOW + 5.0)
+    assert s.next_index == 3  # b, then a checkpoint
+    c = sender()
+    for _ in range(CHECKPOINT_EVERY - 1):
+        c.record(EventKind.OUTPUT, b"x", NOW)
+    assert c.next_index == 1023
+    c.record(EventKind.OUTPUT, b"x", NOW)
+    assert c.next_index == 1025
+    for _ in range(CHECKPOINT_EVERY - 1):
+        c.record(EventKind.OUTPUT, b"x", NOW)
+    assert c.next_index == 1025 + 1023  # counted again from the checkpoint
+
+
+def test_event_times_are_microseconds_since_the_start() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"a", NOW + 1.5)
+    s.record(EventKind.OUTPUT, b"b", NOW - 3.0)  # a clock step back: never negative
+    events = [e for e, _ in pump(s, r, NOW + 2)]
+    assert [e.t_us for e in events] == [1_500_000, 0]
+
+
+def test_a_full_size_event_is_one_message_and_messages_hold_at_most_60_kib() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, bytes(MAX_MESSAGE_DATA), NOW)
+    assert len(s.take_outgoing(NOW)) == 1
+    s2 = sender()
+    handshake(s2)
+    for _ in range(4):
+        s2.record(EventKind.OUTPUT, bytes(20 * 1024 - 21), NOW)  # 20 KiB encoded each
+    out = s2.take_outgoing(NOW)
+    assert len(out) == 2  # 3 fill 60 KiB exactly, the 4th starts a message
+    assert [len(b) for b in out] == [18 + 8 + 24 + 60 * 1024 + 16, 18 + 8 + 24 + 20 * 1024 + 16]
+    assert r.opened is not None
+
+
+def test_defaults_record_required_and_count_from_zero() -> None:
+    s = sender()
+    assert s.required and not s.opened and s.acked == 0 and s.resends == 0
+    assert s.lost_bytes == 0 and s.refused is None
+
+
+def test_optional_buffer_bound_is_8_mib() -> None:
+    s = sender(required=False)
+    handshake(s)
+    assert not s.record(EventKind.OUTPUT, bytes(OPTIONAL_BUFFER + 1), NOW)
+    assert s.lost_bytes == OPTIONAL_BUFFER + 1
+    t = sender(required=False)
+    handshake(t)
+    assert t.record(EventKind.OUTPUT, bytes(OPTIONAL_BUFFER), NOW)
+    assert not t.record(EventKind.OUTPUT, b"x", NOW)
+
+
+def test_silence_is_never_negative() -> None:
+    s = sender()
+    s.record(EventKind.OUTPUT, b"x", NOW)
+    assert s.silent_for(NOW - 10) == 0.0
+    assert s.silent_for(NOW + 3) == 3.0
+
+
+def test_an_ack_that_leaves_nothing_outstanding_stops_the_timer() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"x", NOW)
+    pump(s, r, NOW)
+    assert s.acked == 1 and s.next_deadline() is None
+    s.record(EventKind.OUTPUT, b"y", NOW)
+    s.record(EventKind.OUTPUT, b"z", NOW)
+    blobs = s.take_outgoing(NOW + 1)
+    r.on_data(blobs[0])
+    r.stored = 2
+    assert s.on_message(r.ack(RECORDER), NOW + 1)  # progress: True
+    assert s.next_deadline() == NOW + 1 + RTO_MIN  # still one outstanding
+    assert not s.on_message(r.ack(RECORDER), NOW + 1)  # the same ack again: no progress
+
+
+def test_refusals_need_more_than_a_signature_and_garbage_gets_none() -> None:
+    s = sender()
+    prefix = b"\x84\x04" + s.sid
+    sig = RECORDER.sign(b"tether-rec-refuse\x00" + s.open_hash + prefix).signature
+    assert not s.on_message(prefix + sig, NOW)  # an empty reason is not a refusal
+    assert s.refused is None
+    assert refuse(b"\x00", RECORDER, "no") is None
+    assert refuse(b"\x84\x02" + s.sid, RECORDER, "no") is None  # not an OPEN
+    good = refuse(s.open_message, RECORDER, "full")
+    assert good is not None and s.on_message(good, NOW) and s.refused == "full"
+
+
+def test_data_message_bounds_and_authentication() -> None:
+    s = sender()
+    r = handshake(s)
+    head = b"\x84\x02" + s.sid + bytes(8)
+    with pytest.raises(RecordingError, match="too short"):
+        r.on_data(head + bytes(24 + 15))
+    with pytest.raises(RecordingError, match="failed authentication"):
+        r.on_data(head + bytes(24 + 16))
+
+
+def test_a_resend_that_repeats_stored_events_yields_only_the_new_ones() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"a", NOW)
+    s.record(EventKind.OUTPUT, b"b", NOW)
+    [both] = s.take_outgoing(NOW)
+    assert [e.data for e, _ in r.on_data(both).events] == [b"a", b"b"]
+    assert r.on_data(both).events == []  # the same message again: nothing new
+    r.stored = 1  # only a is durable yet
+    assert s.on_message(r.ack(RECORDER), NOW)
+    s.record(EventKind.OUTPUT, b"c", NOW)
+    assert len(s.take_outgoing(NOW)) == 1  # c alone: lost on the way
+    [resent] = s.take_outgoing(NOW + RTO_MIN)  # go back to b: b and c in one message
+    chain_before = r.chain
+    got = r.on_data(resent)
+    assert [e.data for e, _ in got.events] == [b"c"]  # b skipped, c taken after it
+    assert got.events[0][1] != chain_before and r.expected == 3
+
+
+def test_nothing_is_taken_after_the_end_manifest() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"a", NOW)
+    s.finish(NOW)
+    pump(s, r, NOW)
+    assert r.ended
+    s._ended = False  # type: ignore[attr-defined]  # a sender that goes on regardless
+    s.record(EventKind.OUTPUT, b"after", NOW)
+    [blob] = s.take_outgoing(NOW)
+    assert r.on_data(blob).events == []
+
+
+def test_session_body_keeps_a_given_start_or_takes_the_clock() -> None:
+    kw = dict(sid=bytes(16), grant_token="t", agent="a", client="c", cols=80, rows=24, term=None)
+    assert session_body(**kw, started=5.0)["started"] == 5.0  # type: ignore[arg-type]
+    before = time.time()
+    assert before <= session_body(**kw)["started"] <= time.time()  # type: ignore[arg-type]
+
+
+def test_a_receiver_for_another_agent_key_flags_the_first_bad_signature_once() -> None:
+    s = sender()
+    r = handshake(s)
+    s.checkpoint(NOW)
+    s.checkpoint(NOW)
+    forged = RecordingReceiver(r.opened)
+    forged._verify = SigningKey.generate().verify_key  # type: ignore[attr-defined]
+    blobs = s.take_outgoing(NOW)
+    got = forged.on_data(blobs[0])
+    assert got.chain_error == "the agent's signature at event 0 does not verify"
+    assert not forged.chain_ok and len(got.events) == 2
