@@ -85,6 +85,10 @@ async def connect(identity: Identity, slot: Slot, on_message: MessageHandler) ->
     return conn
 
 
+class AuthorityTimeout(UserError):
+    """The authority sent no reply in time (as opposed to a reply that refuses)."""
+
+
 class GrantRequester:
     """Sends one grant request and waits for the authority's signed reply."""
 
@@ -126,7 +130,7 @@ class GrantRequester:
         try:
             return await asyncio.wait_for(self._reply, AUTHORITY_TIMEOUT)
         except TimeoutError:
-            raise UserError(
+            raise AuthorityTimeout(
                 f"the authority did not answer within {AUTHORITY_TIMEOUT:.0f} s via the broker at "
                 f"{self.conn.settings.address}. Is `tether up` (or `tether authority`) running? "
                 "(It also ignores a user who sends too many requests at once: wait a minute.)"

@@ -13,7 +13,7 @@ from typing import Any
 
 from tether.channel import KEEPALIVE, Channel
 from tether.cli import UserError
-from tether.client.connect import GrantRequester, Slot, acquire_slot, connect
+from tether.client.connect import AuthorityTimeout, GrantRequester, Slot, acquire_slot, connect
 from tether.deadline import DeadlineTimer
 from tether.display import safe
 from tether.encoding import b64d, loads
@@ -23,7 +23,7 @@ from tether.keys import Identity
 from tether.mqtt import MqttConnection
 from tether.presence import read_status
 from tether.revocation import BulletinTracker
-from tether.signed import BadDocument
+from tether.signed import BadDocument, peek_document
 from tether.topics import A2C, C2A, Topics
 
 log = logging.getLogger("tether.client")
@@ -93,7 +93,14 @@ class ClientSession:
         body = {"type": "grant", "agent": self.agent, "mode": self.mode,
                 "run_as": self.request.get("run_as"), "reason": self.request.get("reason"),
                 "command": self.request.get("command")}
-        reply = await self._grants.request(body)
+        try:
+            reply = await self._grants.request(body)
+        except AuthorityTimeout as exc:
+            # Both usually stop together (`tether up` runs both): say the one the user acts on.
+            if self._status_hint_offline():
+                raise UserError(f"agent {self.agent!r} is offline, by its last status (unverified: "
+                                f"the authority holds its key). {exc}") from None
+            raise
         if not reply.get("ok"):
             raise UserError(safe(reply.get("error", "the authority refused")))
         agent_info = reply.get("agent") or {}
@@ -142,6 +149,16 @@ class ClientSession:
         status = self._verified_status()
         if status is not None and not status.get("online"):
             raise UserError(f"agent {self.agent!r} is offline. `tether ls` shows which agents are online.")
+
+    def _status_hint_offline(self) -> bool:
+        """Whether the retained status says offline, read without the agent's key (which
+        only the authority's reply gives): a hint for an error message, never a decision."""
+        if self._status_raw is None:
+            return False
+        try:
+            return peek_document(self._status_raw).get("online") is False
+        except BadDocument:
+            return False
 
     def _verified_status(self) -> dict[str, Any] | None:
         """The agent's retained status, if it carries the agent's signature."""
