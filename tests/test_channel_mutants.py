@@ -17,6 +17,7 @@ from tether.channel import (
     MAX_NACK_RANGES,
     NACK_HOLDOFF,
     RTO_MIN,
+    Channel,
 )
 from tether.frames import Direction, FrameCipher, FrameType
 
@@ -175,3 +176,143 @@ def test_a_reply_frame_carries_the_ack_so_no_ack_frame_follows() -> None:
     out = b.take_outgoing()
     assert [header(blob)[0] for blob, _ in out] == [FrameType.DATA]
     assert header(out[0][0])[2] == 1  # the piggybacked ack: frame 1 consumed
+
+
+def test_the_first_ack_frame_is_taken() -> None:
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False})
+    a.send(FrameType.DATA, b"1", 0.0)
+    exchange(a, b, 0.0)
+    b.tick(ACK_DELAY)
+    exchange(b, a, ACK_DELAY)
+    assert a.stats.duplicates == 0 and a.all_acked
+
+
+def _backed_off() -> tuple[Channel, Channel]:
+    """a sent one frame that was lost and has resent it twice: its RTO is 2 s."""
+    a, b, _, _ = make_pair()
+    a.send(FrameType.DATA, b"lost", 0.0)
+    a.take_outgoing()
+    a.tick(RTO_MIN)
+    a.tick(RTO_MIN + 2 * RTO_MIN)
+    a.take_outgoing()
+    assert a.next_deadline() == 1.5 + 2.0
+    return a, b
+
+
+def test_an_ack_of_nothing_does_not_reset_the_backoff() -> None:
+    """An ACK saying 'received 0' (a keepalive) and a frame whose header acks 0 are no
+    progress: the RTO stays where the backoff took it."""
+    a, b = _backed_off()
+    b.keepalive(2.0)
+    b.tick(2.0)
+    b.send(FrameType.DATA, b"hello", 2.0)  # its header acks 0
+    exchange(b, a, 2.0)
+    a.tick(2.0 + ACK_DELAY)  # a acks b's frame
+    a.take_outgoing()
+    assert a.next_deadline() == 1.5 + 2.0
+
+
+def test_a_first_gap_at_time_zero_is_nacked_at_once() -> None:
+    a, b, _, _ = make_pair()
+    a.send(FrameType.DATA, b"1", 0.0)
+    a.send(FrameType.DATA, b"2", 0.0)
+    feed(b, reliable(a.take_outgoing())[1:], 0.0)
+    assert b.next_deadline() == 0.0
+
+
+def test_nack_holdoff_is_50_ms_from_the_last_nack() -> None:
+    a, b, _, _ = make_pair()
+    for i in range(6):
+        a.send(FrameType.DATA, bytes([i]), 0.0)
+    frames = reliable(a.take_outgoing())
+    feed(b, [frames[1]], 0.0)  # gap at 1
+    b.tick(0.0)  # NACK sent at 0.0
+    assert len(b.take_outgoing()) == 1
+    feed(b, [frames[3]], 0.01)  # another gap within the holdoff: the normal ack delay
+    assert b.next_deadline() == pytest.approx(0.03)
+    b.tick(0.03)
+    b.take_outgoing()
+    feed(b, [frames[5]], 0.05 + 0.03)  # 50 ms after the last NACK (at 0.03): at once
+    assert b.next_deadline() == 0.08
+
+
+def test_capacity_is_never_negative() -> None:
+    a, _, _, _ = make_pair(a_kw={"window_bytes": 1000})
+    a.send(FrameType.DATA, bytes(1500), 0.0)  # a caller ignoring credit
+    assert a.send_capacity() == 0
+
+
+def test_a_header_ack_one_past_what_was_sent_is_ignored() -> None:
+    a, b, _, ka = make_pair(a_kw={"window_bytes": 1000})
+    a.send(FrameType.DATA, b"x" * 100, 0.0)
+    first = reliable(a.take_outgoing())
+    bogus = FrameCipher(ka, Direction.A2C).seal(FrameType.DATA, 1, 2, b"")  # acks seq 2
+    a.receive(bogus, 0.0)
+    assert a.send_capacity() == 900  # frame 1 still counts
+    a.send(FrameType.DATA, b"y" * 100, 0.0)
+    feed(b, first, 0.0)
+    exchange(a, b, 0.0)
+    b.tick(ACK_DELAY)
+    exchange(b, a, ACK_DELAY)
+    assert a.send_capacity() == 1000
+
+
+def test_the_reorder_window_is_twice_window_frames_past_the_delivered() -> None:
+    a, b, _, _ = make_pair(b_kw={"window_frames": 4})
+    for i in range(10):
+        a.send(FrameType.DATA, bytes([i]), 0.0)
+    frames = reliable(a.take_outgoing())
+    assert b.receive(frames[7], 0.0) == [] and b.stats.dropped == 0  # seq 8 = 0 + 2 * 4: held
+    assert b.receive(frames[8], 0.0) == [] and b.stats.dropped == 1  # seq 9: dropped
+
+
+def test_only_the_next_frame_in_order_passes_a_full_buffer() -> None:
+    a, b, _, _ = make_pair()
+    a.send(FrameType.DATA, b"1", 0.0)
+    a.send(FrameType.DATA, b"2", 0.0)
+    for i in range(32):
+        a.send(FrameType.DATA, bytes([i]) * 65536, 0.0)
+    frames = reliable(a.take_outgoing())
+    for blob in frames[2:]:  # frames 3..34: 2 MiB held
+        b.receive(blob, 0.0)
+    assert b.stats.dropped == 0
+    assert b.receive(frames[1], 0.0) == [] and b.stats.dropped == 1  # frame 2: over the bound
+    delivered = b.receive(frames[0], 0.0)  # frame 1, next in order: always taken
+    assert [f.seq for f in delivered] == [1]
+
+
+def test_a_gap_keeps_its_nack_due_when_a_reply_frame_goes_out() -> None:
+    """A frame's header carries only the cumulative ack, not the gap: the NACK still goes."""
+    a, b, _, ka = make_pair()
+    a.send(FrameType.DATA, b"1", 0.0)
+    a.send(FrameType.DATA, b"2", 0.0)
+    feed(b, reliable(a.take_outgoing())[1:], 0.0)
+    b.send(FrameType.DATA, b"reply", 0.0)
+    b.tick(0.0)
+    acked = [blob for blob, _ in b.take_outgoing() if header(blob)[0] == FrameType.ACK]
+    assert len(acked) == 1 and parse_ack(ka, Direction.A2C, acked[0]) == (0, [(1, 1)])
+
+
+def test_quarter_window_bytes_are_counted_afresh_after_each_ack() -> None:
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False, "window_bytes": 4000})
+    a.send(FrameType.DATA, b"a" * 10, 0.0)
+    a.send(FrameType.DATA, b"b" * 999, 0.0)
+    a.send(FrameType.DATA, b"c", 0.0)
+    exchange(a, b, 0.0)
+    b.consume(1, 0.0)
+    b.tick(ACK_DELAY)  # an ack goes out: the count restarts
+    assert len(b.take_outgoing()) == 1
+    b.consume(2, 1.0)
+    assert b.next_deadline() is None  # 999 bytes since the ack
+    b.consume(3, 1.0)
+    assert b.next_deadline() == 1.0  # 1000
+
+
+def test_a_gap_range_up_to_the_last_frame_sent_resends_it() -> None:
+    a, _, _, ka = make_pair()
+    for i in range(4):
+        a.send(FrameType.DATA, bytes([i]), 0.0)
+    originals = reliable(a.take_outgoing())
+    payload = struct.pack(">Q", 0) + struct.pack(">QQ", 1, 4)
+    a.receive(FrameCipher(ka, Direction.A2C).seal(FrameType.ACK, 1, 0, payload), NACK_HOLDOFF)
+    assert reliable(a.take_outgoing()) == originals
