@@ -77,10 +77,21 @@ def test_replayed_client_frames_do_not_keep_an_abandoned_session_alive(fresh_sta
             return [(t, p) for t, p in spy.snapshot()
                     if t.endswith("/" + C2A) and p[:1] != b"\x81"]
 
-        frames = wait_for(client_frames, what="a frame from the client")
+        seen = len(wait_for(client_frames, what="a frame from the client"))
+        # Input just before the kill: the agent has just heard from the client, so the
+        # session is alive when the client goes, and the DATA frame is one to replay too.
+        assert client.stdin is not None
+        client.stdin.write(b"x\n")
+        client.stdin.flush()
+        frames = wait_for(lambda: len(client_frames()) > seen and client_frames(),
+                          what="the client's input frame")
+        assert os.path.exists(f"/proc/{pid}"), "the session ended while its client was there"
         client.send_signal(signal.SIGKILL)  # gone without a word: no CLOSE
         client.wait(10)
-        gone_by = time.monotonic() + CLIENT_TIMEOUT + 6.0
+        killed = time.monotonic()
+        # The client was last heard before the kill; the agent checks every quarter of the
+        # timeout; 2 s of margin for a loaded machine.
+        gone_by = killed + CLIENT_TIMEOUT + CLIENT_TIMEOUT / 4 + 2.0
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < gone_by:
             for topic, payload in frames:
                 spy.publish(topic, payload, 1)
@@ -88,6 +99,7 @@ def test_replayed_client_frames_do_not_keep_an_abandoned_session_alive(fresh_sta
         assert not os.path.exists(f"/proc/{pid}"), (
             "the replayed frames kept the session alive past --client-timeout\n"
             + fresh_stack.log_tail())
+        print(f"replayed frames: the session ended {time.monotonic() - killed:.2f} s after the kill")
         assert "client silent" in fresh_stack.log_tail(20000)
     finally:
         spy.close()
