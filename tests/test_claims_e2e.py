@@ -11,15 +11,19 @@ import re
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from stack import TETHER, PtyClient, Stack, wait_for
+import pytest
+from stack import TETHER, PtyClient, Spy, Stack, running_stack, wait_for
 from support.requester import Requester
 
 from tether import authz
 from tether.encoding import b64d
+from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
+from tether.topics import Topics
 
 SLOW_FSYNC = Path(__file__).parent / "support" / "slow_fsync.py"
 FSYNC_DELAY = 0.2  # seconds each fsync takes on the slowed disk
@@ -234,3 +238,48 @@ def test_the_roles_open_no_listening_socket(fresh_stack: Stack) -> None:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(30)
+
+
+# ----- row 99: the embedded broker's flood guard on requests to the authority -----
+
+FLOOD = 3000
+
+
+def test_the_embedded_broker_drops_requests_over_twice_the_authoritys_rate(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Mosquitto has no such guard (the claim is the embedded broker's): there the authority's
+    own limit (row 98) is all there is."""
+    with running_stack("amqtt", tmp_path_factory.mktemp("flood-amqtt")) as stack:
+        spy = Spy(stack)
+        bob = Requester(stack.port, stack.bob_identity)
+        alice = Requester(stack.port, stack.home.user_identity)
+        try:
+            flood_topic = Topics().authz_request(f"{bob.identity.name}.6")
+            # Each request is a fresh valid one (the broker cannot tell them apart anyway).
+            payloads = [bob.request(dict(ACCESS)).payload for _ in range(50)]
+            took: list[float] = []
+            flood = threading.Thread(target=lambda: took.append(bob.flood(payloads, FLOOD, stack.port)))
+            flood.start()
+            # Another principal asks meanwhile: every one of its requests gets through.
+            mine = [alice.request(dict(ACCESS)).payload for _ in range(20)]
+            for payload in mine:
+                alice.send(payload)
+            flood.join(120)
+            assert not flood.is_alive() and took
+            wait_for(lambda: set(mine) <= {p for _, p in spy.snapshot()}, timeout=30,
+                     what="alice's 20 requests at the subscriber")
+            # A marker from bob's other connection, published once the flood's connection has
+            # closed, reaches the spy after everything of the flood that got through.
+            marker = bob.request(dict(ACCESS)).payload
+            bob.send(marker)
+            wait_for(lambda: any(p == marker for _, p in spy.snapshot()), timeout=30,
+                     what="the marker after the flood")
+            passed = sum(1 for t, _ in spy.snapshot() if t == flood_topic)
+        finally:
+            alice.close()
+            bob.close()
+            spy.close()
+        rate, burst = 2 * AUTHORITY_REQUEST_RATE, 2 * AUTHORITY_REQUEST_BURST
+        print(f"flood of {FLOOD} in {took[0]:.2f} s: {passed} reached a subscriber "
+              f"(bound {burst} + {rate:g}/s x t = {burst + rate * took[0]:.0f})")
+        assert burst <= passed <= burst + rate * took[0] + 1, (passed, took)
