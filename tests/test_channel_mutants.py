@@ -316,3 +316,31 @@ def test_a_gap_range_up_to_the_last_frame_sent_resends_it() -> None:
     payload = struct.pack(">Q", 0) + struct.pack(">QQ", 1, 4)
     a.receive(FrameCipher(ka, Direction.A2C).seal(FrameType.ACK, 1, 0, payload), NACK_HOLDOFF)
     assert reliable(a.take_outgoing()) == originals
+
+
+def test_an_ack_repeating_what_was_received_does_not_reset_the_backoff() -> None:
+    a, b, _, _ = make_pair()
+    a.send(FrameType.DATA, b"1", 0.0)
+    a.send(FrameType.DATA, b"2", 0.0)
+    feed(b, reliable(a.take_outgoing())[:1], 0.0)  # 2 is lost
+    b.tick(ACK_DELAY)
+    exchange(b, a, ACK_DELAY)  # received = 1
+    a.tick(ACK_DELAY + RTO_MIN)
+    a.tick(ACK_DELAY + 3 * RTO_MIN)  # 2 resent twice (lost): RTO 2 s
+    a.take_outgoing()
+    assert a.next_deadline() == ACK_DELAY + 3 * RTO_MIN + 2.0
+    b.keepalive(1.7)
+    b.tick(1.7)  # received = 1 again: no progress
+    exchange(b, a, 1.7)
+    assert a.next_deadline() == ACK_DELAY + 3 * RTO_MIN + 2.0
+
+
+def test_consumption_acks_at_a_quarter_of_twelve_frames() -> None:
+    a, b, _, _ = make_pair(b_kw={"auto_consume": False, "window_frames": 12})
+    for _ in range(3):
+        a.send(FrameType.DATA, b"f", 0.0)
+    exchange(a, b, 0.0)
+    b.consume(2, 0.0)
+    assert b.next_deadline() == ACK_DELAY
+    b.consume(3, 0.0)
+    assert b.next_deadline() == 0.0
