@@ -268,15 +268,21 @@ def test_browser_shell(browser: Browser, console: Stack, tmp_path_factory: pytes
 
         # 3. A second terminal: `yes` floods it, the UI stays responsive, Ctrl-C is quick.
         open_terminal(b, page)
+
+        def round_trip() -> float:
+            """To the instances tab and back to the terminal, each switch waited for."""
+            began = time.monotonic()
+            b("click", page, selector="#nav-instances")
+            b("wait", page, selector="#nav-instances-panel", timeout=10000)
+            assert b("attr", page, selector="#nav-instances", name="aria-selected") == "true"
+            b("click", page, selector="[role=tab][id^=term-]:last-of-type")
+            b("wait", page, selector="[data-testid=terminal-tab]:not([hidden])", timeout=10000)
+            return time.monotonic() - began
+
+        quiet_took = round_trip()
         type_line(b, page, "yes tether-flood")
         b("waitTerminal", page, pattern=r"(^tether-flood\n){20}", tail=25, timeout=30000)
-        flooding = time.monotonic()
-        b("click", page, selector="#nav-instances")
-        b("wait", page, selector="#nav-instances-panel", timeout=10000)
-        assert b("attr", page, selector="#nav-instances", name="aria-selected") == "true"
-        b("click", page, selector="[role=tab][id^=term-]:last-of-type")
-        b("wait", page, selector="[data-testid=terminal-tab]:not([hidden])", timeout=10000)
-        click_took = time.monotonic() - flooding
+        click_took = round_trip()
         b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
         still = b("terminal", page, tail=3)
         assert "tether-flood" in still["text"], still  # the flood was still running
@@ -284,7 +290,12 @@ def test_browser_shell(browser: Browser, console: Stack, tmp_path_factory: pytes
         b("press", page, key="Control+c")
         b("waitTerminal", page, pattern=PROMPT, tail=1, timeout=60000)
         prompt_took = time.monotonic() - pressed
-        print(f"flood: UI round trip {click_took:.2f} s, prompt back {prompt_took:.2f} s after Ctrl-C")
+        print(f"flood: UI round trip {click_took:.2f} s (without the flood {quiet_took:.2f} s), "
+              f"prompt back {prompt_took:.2f} s after Ctrl-C")
+        # No figure is claimed for the click ("the UI stays responsive"): the flood may add
+        # at most 2 s to the same two tab switches without it (measured: about 1 s more, on
+        # both brokers under load; the quiet round trip is mostly the driver's own calls).
+        assert click_took < quiet_took + 2.0, (click_took, quiet_took)
         assert prompt_took < 2.0, prompt_took
         type_line(b, page, "exit 0")
         b("waitFunction", page, expression=(
