@@ -6,11 +6,25 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from typing import Any
 
 import pytest
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
+from nacl.public import PrivateKey
 from nacl.signing import SigningKey
-from test_recording import AGENT, NOW, RECORDER, handshake, pump, sender, token
+from test_recording import (
+    AGENT,
+    AUTHORITY,
+    NOW,
+    RECORDER,
+    RECORDER_X,
+    handshake,
+    pump,
+    sender,
+    token,
+)
 
+from tether.encoding import loads
 from tether.recevents import EventKind
 from tether.recording import (
     CHECKPOINT_EVERY,
@@ -24,6 +38,9 @@ from tether.recording import (
     RecordingError,
     RecordingReceiver,
     RecType,
+    _dh,
+    _kdf,
+    open_recording,
     open_signer_matches,
     refuse,
     session_body,
@@ -244,3 +261,110 @@ def test_a_receiver_for_another_agent_key_flags_the_first_bad_signature_once() -
     got = forged.on_data(blobs[0])
     assert got.chain_error == "the agent's signature at event 0 does not verify"
     assert not forged.chain_ok and len(got.events) == 2
+
+
+def _gap(events: list[Any]) -> dict[str, int]:
+    [gap] = [e for e, _ in events if e.kind == EventKind.GAP]
+    return loads(gap.data)  # type: ignore[no-any-return]
+
+
+def test_each_gap_counts_only_its_own_losses() -> None:
+    s = sender(required=False)
+    r = handshake(s)
+    assert s.record(EventKind.OUTPUT, bytes(OPTIONAL_BUFFER), NOW)
+    assert not s.record(EventKind.OUTPUT, b"12345", NOW)
+    pump(s, r, NOW)  # acked: room again
+    s.record(EventKind.OUTPUT, b"ok", NOW)
+    assert _gap(pump(s, r, NOW)) == {"lost_bytes": 5, "lost_events": 1}
+    assert s.record(EventKind.OUTPUT, bytes(OPTIONAL_BUFFER), NOW)
+    assert not s.record(EventKind.OUTPUT, b"1234567", NOW)
+    pump(s, r, NOW)
+    s.record(EventKind.OUTPUT, b"ok", NOW)
+    assert _gap(pump(s, r, NOW)) == {"lost_bytes": 7, "lost_events": 1}
+
+
+def test_an_empty_record_is_one_event() -> None:
+    s = sender()
+    s.record(EventKind.OUTPUT, b"", NOW)
+    assert s.next_index == 1
+
+
+def test_a_message_holds_at_most_60_kib_to_the_byte() -> None:
+    s = sender()
+    handshake(s)
+    enc = 20 * 1024
+    for size in (enc, enc, enc, enc, enc, enc + 1):  # 3 fill one message; then 61441 bytes
+        s.record(EventKind.OUTPUT, bytes(size - 21), NOW)
+    out = s.take_outgoing(NOW)
+    assert [len(b) - (18 + 8 + 24 + 16) for b in out] == [3 * enc, 2 * enc, enc + 1]
+
+
+def test_garbage_and_overclaiming_acks_are_not_taken() -> None:
+    s = sender()
+    r = handshake(s)
+    assert not s.on_message(b"garbage", NOW)
+    assert not s.on_message(b"\x83\x03" + s.sid + bytes(72), NOW)
+    s.record(EventKind.OUTPUT, b"x", NOW)
+    r.stored = 5  # a recorder claiming more than was ever recorded
+    assert not s.on_message(r.ack(RECORDER), NOW)
+    assert s.acked == 0
+
+
+def test_open_recording_refuses_what_is_not_an_open() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"x" * 200, NOW)
+    [data] = s.take_outgoing(NOW)
+    kw: dict[str, Any] = dict(recorder_name="rec", x25519_secret=bytes(RECORDER_X),
+                              authority_key=bytes(AUTHORITY.verify_key))
+    with pytest.raises(RecordingError, match="not a recording OPEN"):
+        open_recording(data, **kw)
+    head = b"\x84\x01" + s.sid + bytes(PrivateKey.generate().public_key)
+    with pytest.raises(RecordingError, match="not a recording OPEN"):
+        open_recording(head + bytes(16 + 64 - 1), **kw)
+    with pytest.raises(RecordingError, match="not sealed to this recorder"):
+        open_recording(head + bytes(16 + 64), **kw)
+    del r
+
+
+def test_an_open_whose_body_is_not_json_is_refused() -> None:
+    eph = PrivateKey.generate()
+    sid = os.urandom(16)
+    head = b"\x84\x01" + sid + bytes(eph.public_key)
+    rx = bytes(RECORDER_X.public_key)
+    key = _kdf(_dh(bytes(eph), rx), b"tether-rec-body", head + rx)
+    sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(b"\xff{", head, bytes(24), key)
+    blob = head + sealed + AGENT.sign(head + sealed).signature
+    with pytest.raises(RecordingError, match="not JSON"):
+        open_recording(blob, recorder_name="rec", x25519_secret=bytes(RECORDER_X),
+                       authority_key=bytes(AUTHORITY.verify_key))
+
+
+def test_data_for_another_session_or_of_another_type_is_refused_as_such() -> None:
+    s, t = sender(), sender()
+    r = handshake(s)
+    handshake(t)
+    t.record(EventKind.OUTPUT, b"x", NOW)
+    [foreign] = t.take_outgoing(NOW)
+    with pytest.raises(RecordingError, match="not a DATA message for this session"):
+        r.on_data(foreign)
+    with pytest.raises(RecordingError, match="not a DATA message for this session"):
+        r.on_data(r.ack(RECORDER) + bytes(64))
+
+
+def test_data_whose_events_do_not_parse_is_refused() -> None:
+    s = sender()
+    r = handshake(s)
+    head = b"\x84\x02" + s.sid + bytes(8)
+    nonce = os.urandom(24)
+    blob = head + nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(5), head, nonce,
+                                                                    r.opened.key)
+    with pytest.raises(RecordingError, match="malformed"):
+        r.on_data(blob)
+
+
+def test_a_refusal_reason_is_cut_to_512_bytes() -> None:
+    s = sender()
+    blob = refuse(s.open_message, RECORDER, "x" * 600)
+    assert blob is not None and s.on_message(blob, NOW)
+    assert s.refused == "x" * 512
