@@ -344,3 +344,17 @@ def test_consumption_acks_at_a_quarter_of_twelve_frames() -> None:
     assert b.next_deadline() == ACK_DELAY
     b.consume(3, 0.0)
     assert b.next_deadline() == 0.0
+
+
+def test_an_ack_claiming_one_more_frame_than_was_sent_is_ignored() -> None:
+    """Otherwise the next frame would count as received and never be resent."""
+    a, _, _, ka = make_pair()
+    a.send(FrameType.DATA, b"1", 0.0)
+    a.take_outgoing()
+    bogus = FrameCipher(ka, Direction.A2C).seal(FrameType.ACK, 1, 0, struct.pack(">Q", 2))
+    a.receive(bogus, 0.0)
+    a.send(FrameType.DATA, b"2", 0.0)
+    sent = reliable(a.take_outgoing())
+    assert not a.all_acked
+    a.tick(RTO_MIN)
+    assert reliable(a.take_outgoing())[-1] == sent[0]  # frame 2 resent
