@@ -187,3 +187,11 @@ def test_expired_entries_are_forgotten_once_there_are_more_than_64() -> None:
     _accepted(agent, TS)
     agent.hs.open_hello(make_client(agent).hello(later), later)
     assert seen == {}
+
+
+def test_a_stale_hello_says_how_far_off_it_is() -> None:
+    agent = make_agent()
+    with pytest.raises(HelloRejected, match=r"handshake timestamp is \+130 s off"):
+        agent.hs.open_hello(make_client(agent).hello(TS - 130), TS)
+    with pytest.raises(HelloRejected, match=r"handshake timestamp is -130 s off"):
+        agent.hs.open_hello(make_client(agent).hello(TS + 130), TS)
