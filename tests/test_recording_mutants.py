@@ -37,9 +37,11 @@ from tether.recording import (
     RTO_MIN,
     RecordingError,
     RecordingReceiver,
+    RecordingSender,
     RecType,
     _dh,
     _kdf,
+    message_type,
     open_recording,
     open_signer_matches,
     refuse,
@@ -289,14 +291,20 @@ def test_an_empty_record_is_one_event() -> None:
     assert s.next_index == 1
 
 
-def test_a_message_holds_at_most_60_kib_to_the_byte() -> None:
+K20 = 20 * 1024  # one event of this many bytes encoded; three fill a DATA message exactly
+
+
+@pytest.mark.parametrize(("sizes", "messages"), [
+    ([K20] * 8 + [K20 + 1], [3 * K20, 3 * K20, 2 * K20, K20 + 1]),  # 60 KiB fits, in any message
+    ([K20, K20, K20 + 1], [2 * K20, K20 + 1]),  # 60 KiB + 1 does not, in the first either
+])
+def test_a_message_holds_at_most_60_kib_to_the_byte(sizes: list[int], messages: list[int]) -> None:
     s = sender()
     handshake(s)
-    enc = 20 * 1024
-    for size in (enc, enc, enc, enc, enc, enc + 1):  # 3 fill one message; then 61441 bytes
+    for size in sizes:
         s.record(EventKind.OUTPUT, bytes(size - 21), NOW)
     out = s.take_outgoing(NOW)
-    assert [len(b) - (18 + 8 + 24 + 16) for b in out] == [3 * enc, 2 * enc, enc + 1]
+    assert [len(b) - (18 + 8 + 24 + 16) for b in out] == messages
 
 
 def test_garbage_and_overclaiming_acks_are_not_taken() -> None:
@@ -368,3 +376,43 @@ def test_a_refusal_reason_is_cut_to_512_bytes() -> None:
     blob = refuse(s.open_message, RECORDER, "x" * 600)
     assert blob is not None and s.on_message(blob, NOW)
     assert s.refused == "x" * 512
+
+
+def test_message_type_reads_an_18_byte_prefix_and_refuses_unknown_types() -> None:
+    sid = os.urandom(16)
+    assert message_type(b"\x84\x01" + sid) == (RecType.OPEN, sid)
+    with pytest.raises(RecordingError, match="too short"):
+        message_type(b"\x84\x01" + sid[:15])
+    with pytest.raises(RecordingError, match="unknown recording message 9"):
+        message_type(b"\x84\x09" + sid)
+    with pytest.raises(RecordingError, match="unsupported recording version 131"):
+        message_type(b"\x83\x01" + sid)
+
+
+def test_a_sender_records_required_unless_told_otherwise() -> None:
+    sid = os.urandom(16)
+    body = session_body(sid=sid, grant_token=token(), agent="web1", client="u-alice", cols=80,
+                        rows=24, term=None, started=NOW)
+    s = RecordingSender(sid=sid, signing_key=AGENT, recorder_x25519=bytes(RECORDER_X.public_key),
+                        recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW)
+    assert s.required
+    assert s.record(EventKind.OUTPUT, bytes(OPTIONAL_BUFFER + 1), NOW)  # never drops
+
+
+def test_an_ack_of_the_wrong_length_is_not_read() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"x", NOW)
+    r.stored = 1
+    ack = r.ack(RECORDER)
+    assert not s.on_message(ack + b"\x00", NOW)
+    assert not s.on_message(ack[:-1], NOW)
+    assert s.acked == 0
+    assert s.on_message(ack, NOW) and s.acked == 1
+
+
+def test_open_recording_takes_its_options_by_keyword_only() -> None:
+    s = sender()
+    with pytest.raises(TypeError):
+        open_recording(s.open_message, "rec", bytes(RECORDER_X),  # type: ignore[misc]
+                       bytes(AUTHORITY.verify_key))
