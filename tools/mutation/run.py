@@ -11,7 +11,7 @@ Usage (from the repository root; the tool is cosmic-ray, pinned in the ``test`` 
 How it works, and why it is safe to run in a shared working tree:
 
 * Each module is mutated in a private copy of the Python tree (tether/, agent/, authority/,
-  recorder/, client/, broker/, tests/, pyproject.toml) under ``--workdir`` (default
+  recorder/, client/, broker/, tests/, docs/, pyproject.toml) under ``--workdir`` (default
   ``$TMPDIR/tether-mutation``). The checkout itself is never written to, so nobody else's test
   run can import a mutant, and an interrupted run cannot leave mutated source behind. The copy is
   made afresh on every invocation, so a mutant left in a copy by a killed run is discarded.
@@ -64,7 +64,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_MAP = {"agent": "agent", "authority": "authority", "recorder": "recorder",
                "client": "client", "broker": "broker"}
-COPY_DIRS = ["tether", "agent", "authority", "recorder", "client", "broker", "tests"]
+COPY_DIRS = ["tether", "agent", "authority", "recorder", "client", "broker", "tests", "docs"]
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", ".hypothesis",
                                      ".mypy_cache", "dist", "*.so")
 
