@@ -331,3 +331,26 @@ def test_the_recorder_refuses_an_open_whose_grant_names_another_connection(tmp_p
             await service.stop()
 
     asyncio.run(go())
+
+
+# ----- a recorder that re-acks an old count is silent (docs/testing.md row 83) -----
+
+
+def test_acks_without_progress_do_not_answer_what_the_recorder_owes() -> None:
+    """A recorder whose disk refuses writes resumes the session from its log at each resend
+    and acks the same count again; that must not keep a required session from freezing
+    (10 s) and ending (30 s), nor keep an optional one paced."""
+    s, r = _pair()
+    s.record(EventKind.OUTPUT, b"kept", NOW + 1)
+    assert [e.data for e in _events(s, r, NOW + 1)] == [b"kept"]
+    s.record(EventKind.OUTPUT, b"never stored", NOW + 2)
+    for blob in s.take_outgoing(NOW + 2):
+        r.on_data(blob)  # received, but the disk refuses it: not stored
+    stale = r.ack(RECORDER)  # the count before "never stored"
+    for t in range(3, 40):
+        s.on_message(stale, NOW + t)
+    assert s.acked == r.stored and s.unacked_bytes > 0
+    assert s.silent_for(NOW + 39) == pytest.approx(37)  # owed since NOW + 2
+    r.stored = r.expected  # stored at last: progress, heard
+    s.on_message(r.ack(RECORDER), NOW + 40)
+    assert s.silent_for(NOW + 40) == 0

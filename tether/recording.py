@@ -331,9 +331,13 @@ class RecordingSender:
                 return False
             if stored > self._next:
                 return False
-            self._last_heard = now
             first = not self.opened
             self.opened = True
+            if stored > self.acked or first:
+                # Only progress answers what the recorder owes: one that re-acks an old count
+                # while it cannot store (a disk that refuses writes) stays silent, so a required
+                # session freezes and ends, and an optional one stops being paced.
+                self._last_heard = now
             if stored > self.acked:
                 while self._queue and self._queue[0].index < stored:
                     self._unacked -= len(self._queue.popleft().encoded)
@@ -342,7 +346,7 @@ class RecordingSender:
                 self._deadline = now + self._rto if self._sent_upto > self.acked else None
                 return True
             # An ack without progress (a duplicate, or an answer to a message that came out
-            # of order) only shows the recorder is alive; the timer resends what was lost.
+            # of order) is not an answer to what is owed; the timer resends what was lost.
             if first:
                 self._deadline = None
                 self._rto = RTO_MIN
