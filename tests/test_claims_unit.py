@@ -354,3 +354,28 @@ def test_acks_without_progress_do_not_answer_what_the_recorder_owes() -> None:
     r.stored = r.expected  # stored at last: progress, heard
     s.on_message(r.ack(RECORDER), NOW + 40)
     assert s.silent_for(NOW + 40) == 0
+
+
+# ----- console passphrases: at least 12 characters (docs/testing.md row 103) -----
+
+
+@pytest.mark.parametrize("passphrase, accepted", [
+    ("a" * 11, False), ("a" * 12, True),
+    ("é" * 11, False), ("é" * 12, True),  # characters, not bytes: 22 and 24 bytes
+])
+def test_a_console_passphrase_needs_12_characters(tmp_path: Path, passphrase: str, accepted: bool) -> None:
+    import subprocess
+
+    from stack import TETHER
+
+    from tether.authority.registry import Registry
+
+    home = Home(tmp_path / "home")
+    ensure_local_setup(home, "127.0.0.1", 1883)
+    env = dict(os.environ, TETHER_HOME=str(home.root))
+    r = subprocess.run([TETHER, "authority", "user", "add", "dave", "--console", "--passphrase-stdin"],
+                       input=passphrase.encode() + b"\n", capture_output=True, env=env, timeout=60)
+    registered = "dave" in Registry.load(home.registry).principals
+    assert (r.returncode == 0) is accepted and registered is accepted, (r.stdout, r.stderr)
+    if not accepted:
+        assert b"at least 12 characters" in r.stderr, r.stderr
