@@ -379,3 +379,37 @@ def test_a_console_passphrase_needs_12_characters(tmp_path: Path, passphrase: st
     assert (r.returncode == 0) is accepted and registered is accepted, (r.stdout, r.stderr)
     if not accepted:
         assert b"at least 12 characters" in r.stderr, r.stderr
+
+
+# ----- console HTTP request head: 16 KiB (docs/testing.md row 113) -----
+
+
+def test_a_console_request_head_of_16_kib_is_served_and_one_byte_more_gets_431(tmp_path: Path) -> None:
+    """16 KiB counts the request line and header lines up to the blank line (the final
+    CRLF CRLF not included): asyncio's readuntil limit, which the server sets to MAX_HEADER."""
+    from test_console import _dist, _get
+
+    from tether.console import ConsoleServer, console_config
+
+    config = console_config("ws://127.0.0.1:8083", {"ed25519": "E", "x25519": "X"}, "P")
+
+    def request(head_bytes: int) -> bytes:
+        start = b"GET / HTTP/1.1\r\nConnection: close\r\nX-Pad: "
+        return start + b"y" * (head_bytes - len(start)) + b"\r\n\r\n"
+
+    async def main() -> None:
+        server = ConsoleServer(_dist(tmp_path), config, "127.0.0.1", 0)
+        await server.start()
+        try:
+            at_limit = request(16 * 1024)
+            assert len(at_limit) == 16 * 1024 + 4
+            status, _, body = await _get(server.port, at_limit)
+            assert status == 200 and body
+            # One byte more: 431, and the connection is closed (_get reads to EOF).
+            status, headers, body = await asyncio.wait_for(_get(server.port, request(16 * 1024 + 1)), 10)
+            assert status == 431 and body == b"request headers too large\n", (status, body)
+            assert headers.get("connection") == "close"
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
