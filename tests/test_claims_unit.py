@@ -31,6 +31,7 @@ from test_replay import make_store
 
 from tether import grants
 from tether.agent.process import DEFAULT_PATH, RunAs, session_env
+from tether.agent.service import AgentService
 from tether.authority.provision import authority_identity, ensure_local_setup
 from tether.authority.service import GRANT_LIFETIME, AuthorityService
 from tether.client.stdin import CHUNK, StdinReader
@@ -413,3 +414,57 @@ def test_a_console_request_head_of_16_kib_is_served_and_one_byte_more_gets_431(t
             await server.stop()
 
     asyncio.run(main())
+
+
+# ----- the agent's HELLO limit: 10 a second, burst 20, per client connection (row 100) -----
+
+
+def test_the_agent_takes_20_hellos_at_once_then_10_a_second_per_connection(tmp_path: Path) -> None:
+    agent = Identity.generate("local", "agent", with_x25519=True)
+    agent.authority = {"ed25519": b64e(bytes(AUTHORITY.verify_key))}
+    limit = AgentService(agent, replay_file=tmp_path / "replay.json")._hello_limit
+    t = 1000.0
+    assert [limit.allow("bob.1", t) for _ in range(21)] == [True] * 20 + [False]
+    assert limit.allow("bob.2", t)  # another connection of the same user has its own
+    # 10 a second: one more every 0.1 s, and not sooner.
+    assert not limit.allow("bob.1", t + 0.099)
+    assert limit.allow("bob.1", t + 0.1) and not limit.allow("bob.1", t + 0.1)
+    assert [limit.allow("bob.1", t + 1.1) for _ in range(11)] == [True] * 10 + [False]
+    # Saved up to 20, no more, however long the pause.
+    assert [limit.allow("bob.1", t + 3600) for _ in range(21)] == [True] * 20 + [False]
+
+
+def test_the_agent_limits_hellos_by_the_connection_they_came_from(tmp_path: Path) -> None:
+    """The service's own check (real clock): one connection's flood does not use up another's."""
+    agent = Identity.generate("local", "agent", with_x25519=True)
+    agent.authority = {"ed25519": b64e(bytes(AUTHORITY.verify_key))}
+    service = AgentService(agent, replay_file=tmp_path / "replay.json")
+    flood = [service._hello_allowed("bob.1") for _ in range(200)]
+    # At most 20 plus 10 a second over the (short) time these calls took.
+    assert 20 <= sum(flood) <= 25 and service.stats["hello_rate_limited"] == 200 - sum(flood)
+    assert all(service._hello_allowed("bob.2") for _ in range(20))  # the same user, another connection
+
+
+# ----- the authority's nonce cap: 100,000 live (row 19) -----
+
+
+def test_the_authority_keeps_100000_live_nonces_and_refuses_past_that(tmp_path: Path) -> None:
+    from tether.authority.nonces import NonceJournal
+    from tether.encoding import dumps
+
+    path = tmp_path / "nonces.jsonl"
+    now = time.time()
+    # 99,999 live nonces from before a restart, as the authority's journal holds them.
+    write_private_file(path, b"".join(dumps([f"n{i}", now + (1 if i == 0 else 240)]) + b"\n"
+                                      for i in range(99_999)))
+    journal = NonceJournal(path, now)  # as AuthorityService opens it: the default cap
+    try:
+        assert len(journal.cache) == 99_999
+        assert journal.remember("the 100000th", now + 240, now) is None
+        assert journal.remember("one more", now + 240, now) == "too many requests in the last minutes"
+        assert "one more" not in journal.cache
+        # Room again as soon as one expires (n0, at now + 1).
+        assert journal.remember("one more", now + 240, now + 2) is None
+        assert journal.remember("and another", now + 240, now + 2) == "too many requests in the last minutes"
+    finally:
+        journal.close()
