@@ -416,3 +416,51 @@ def test_open_recording_takes_its_options_by_keyword_only() -> None:
     with pytest.raises(TypeError):
         open_recording(s.open_message, "rec", bytes(RECORDER_X),  # type: ignore[misc]
                        bytes(AUTHORITY.verify_key))
+
+
+@pytest.mark.parametrize("point", [bytes(32), (1).to_bytes(32, "little")])
+def test_low_order_keys_are_refused(point: bytes) -> None:
+    head = b"\x84\x01" + os.urandom(16) + point
+    with pytest.raises(RecordingError, match="low-order public key"):
+        open_recording(head + bytes(16 + 64), recorder_name="rec", x25519_secret=bytes(RECORDER_X),
+                       authority_key=bytes(AUTHORITY.verify_key))
+    with pytest.raises(RecordingError, match="low-order public key"):
+        RecordingSender(sid=os.urandom(16), signing_key=AGENT, recorder_x25519=point,
+                        recorder_ed25519=bytes(RECORDER.verify_key), body={"grant": "t"}, now=NOW)
+
+
+def test_silence_counts_from_the_first_event_the_recorder_owes() -> None:
+    s = sender()
+    handshake(s)
+    s.record(EventKind.OUTPUT, b"a", NOW + 10)  # nothing was owed: the clock starts here
+    s.record(EventKind.OUTPUT, b"b", NOW + 20)  # already owed: it keeps running
+    assert s.silent_for(NOW + 25) == 15
+
+
+def test_a_manual_checkpoint_restarts_the_count_of_1024() -> None:
+    s = sender()
+    s.checkpoint(NOW)
+    for _ in range(1023):
+        s.record(EventKind.OUTPUT, b"x", NOW)
+    assert s.next_index == 1 + 1023
+    s.record(EventKind.OUTPUT, b"x", NOW)
+    assert s.next_index == 1 + 1024 + 1  # the 1024th event is followed by a checkpoint
+
+
+def test_the_open_timer_is_the_next_deadline_until_an_ack() -> None:
+    s = sender()
+    assert s.next_deadline() == NOW
+    s.take_outgoing(NOW)
+    assert s.next_deadline() == NOW + RTO_MIN
+
+
+def test_an_ack_frees_exactly_the_events_it_covers() -> None:
+    s = sender()
+    r = handshake(s)
+    for data in (b"a", b"bb", b"ccc"):
+        s.record(EventKind.OUTPUT, data, NOW)
+    [blob] = s.take_outgoing(NOW)
+    r.on_data(blob)
+    r.stored = 2
+    assert s.on_message(r.ack(RECORDER), NOW)
+    assert s.unacked_bytes == 21 + 3  # "ccc" is not durable yet: kept for a resend
