@@ -29,6 +29,7 @@ from tether import authz
 from tether.agent.recording_link import WATCH_PERIOD
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.encoding import b64d, loads
+from tether.keys import Identity
 from tether.recevents import EventKind, TruncatedRecord, iter_log
 from tether.recording import INDEX, PREFIX, RecType, message_type
 from tether.topics import Topics
@@ -512,3 +513,39 @@ def test_a_client_silent_for_one_and_a_half_keepalives_is_dropped_and_its_will_s
             assert raw.closed_by_peer()
     print(f"keepalive {keepalive} s: will after {after:.2f} s")
     assert 1.5 * keepalive - 0.05 <= after <= 1.5 * keepalive + 1.0, after
+
+
+# ----- row 26: 8 commands at once, each on its own slot; a 9th is refused clearly -----
+
+
+def test_eight_commands_run_at_once_and_a_ninth_is_refused(fresh_stack: Stack) -> None:
+    stack = fresh_stack
+    user = Identity.load(stack.home.user_identity).name
+    spy = Spy(stack)
+    runs = [stack.popen("run", "local", "--", "sh", "-c", f"echo up-{i}; exec cat", stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(8)]
+    try:
+        for i, run in enumerate(runs):
+            assert run.stdout is not None
+            r, _, _ = select.select([run.stdout], [], [], 90)
+            assert r and run.stdout.readline() == f"up-{i}\n".encode(), stack.log_tail()
+        # All 8 are running at once, each connected on a slot of its own.
+        topics = Topics()
+        slots = {p[1] for p in (topics.parse_session(t) for t, _ in spy.snapshot()) if p is not None}
+        assert slots == {user} | {f"{user}.{i}" for i in range(1, 8)}, slots
+        ninth = stack.tether("run", "local", "--", "echo", "ninth", timeout=60)
+        assert ninth.returncode == 255 and ninth.stdout == b"", ninth
+        assert (f"8 tether commands are already connected as '{user}'; close one first".encode()
+                in ninth.stderr), ninth.stderr
+        # One ends: its slot is free for the next command.
+        assert runs[3].stdin is not None
+        runs[3].stdin.close()
+        assert runs[3].wait(60) == 0
+        again = stack.tether("run", "local", "--", "echo", "ninth", timeout=60)
+        assert again.returncode == 0 and again.stdout == b"ninth\n", again
+    finally:
+        spy.close()
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
