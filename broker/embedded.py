@@ -67,7 +67,8 @@ Found while building this, and fixed the same way:
   (broker/mosquitto-plugin/presence_throttle.c), except that a held update becomes the
   retained copy only when it is released.
 * Requests to the authority (``authz/req``, ``enrol/req``) over twice the authority's own
-  rate per publisher (tether.limits) are dropped before they are queued: every message
+  rate per principal (tether.limits; a user's slots share one count, as at the
+  authority) are dropped before they are queued: every message
   waits in one broadcast queue, so a flood would delay every other principal's request
   behind it. The authority keeps the rate itself; Mosquitto delivers floods fast enough.
 * Only the topics tether's protocol retains (each agent's presence and status, the
@@ -110,6 +111,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OUTGOING, Session
 
 from tether.acl import AclFile, Action, valid_topic
+from tether.authority.registry import principal_of_slot
 from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files, read_console_keys
 from tether.broker.passwd import verify_password
 from tether.console_login import TokenChecker, is_console_slot
@@ -729,7 +731,8 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         every other publisher's messages wait in."""
         if not topic.startswith(self._request_topics):
             return False
-        key = session.username or session.client_id or ""
+        # Per principal, as the authority counts: all of a user's slots share one bucket.
+        key = principal_of_slot(session.username or session.client_id or "")
         now = time.monotonic()
         if self._requests.allow(key, now):
             return False
