@@ -195,3 +195,11 @@ def test_a_stale_hello_says_how_far_off_it_is() -> None:
         agent.hs.open_hello(make_client(agent).hello(TS - 130), TS)
     with pytest.raises(HelloRejected, match=r"handshake timestamp is -130 s off"):
         agent.hs.open_hello(make_client(agent).hello(TS + 130), TS)
+
+
+def test_a_client_handshake_takes_its_keys_by_keyword_only() -> None:
+    """So the agent's signing key and its X25519 key cannot be swapped by position."""
+    agent_sign = bytes(SigningKey(bytes([2]) * 32).verify_key)
+    agent_x = bytes(PrivateKey(bytes([3]) * 32).public_key)
+    with pytest.raises(TypeError):
+        ClientHandshake(SigningKey(bytes([1]) * 32), agent_x, agent_sign, SID, {})  # type: ignore[misc]
