@@ -4,7 +4,7 @@ the console is offered, and a command-limited deny. Pure; no CLI."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pytest
@@ -119,3 +119,37 @@ def test_access_is_offered_when_only_a_named_or_a_glob_run_as_is_allowed() -> No
     g = access(glob, req())
     assert g.other and not g.run_as and g.default == "" and g.allowed
     assert MONDAY_10.weekday() == 0
+
+
+def test_an_exec_without_a_command_fails_at_the_command_depth() -> None:
+    only_ls = Statement(**BASE, run_as=["ubuntu"], commands=["ls"], id="d2")
+    no_command = {**REQUEST, "command": None}
+    for low, high in ((FAILS[1], only_ls), (only_ls, FAILS[3])):
+        for order in ([low, high], [high, low]):
+            d = evaluate(Policy(order), req(**no_command))
+            assert d.statement_id == high.id, d.reason
+    d = evaluate(Policy([only_ls]), req(**no_command))
+    assert d.reason.startswith("only listed commands may run on 'db1', and no command was given")
+
+
+class _NoOffset(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+@pytest.mark.parametrize("now", [datetime(2024, 5, 6, 10), datetime(2024, 5, 6, 10, tzinfo=_NoOffset())])
+def test_a_time_without_an_offset_is_refused(now: datetime) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        evaluate(Policy(), req(now=now))
+
+
+def test_a_deny_names_the_run_as_it_refused() -> None:
+    p = Policy([Statement(**{**BASE, "actions": ["shell"]}, run_as=["ubuntu"]),
+                Statement(**{**BASE, "actions": ["shell"]}, effect="deny", run_as=["ubuntu"])])
+    d = evaluate(p, req())
+    assert not d.allowed and d.run_as == "ubuntu" and d.statement == 1
+
+
+def test_a_statement_naming_no_agents_and_no_labels_applies_to_nothing() -> None:
+    p = Policy([Statement(users=["alice"], actions=["shell"], run_as=["ubuntu"])])
+    assert not evaluate(p, req()).allowed
