@@ -80,10 +80,10 @@ def test_access_counts_groups_from_the_policy_and_from_the_registry(where: str) 
         groups = ["ops"]
         agents = ["*"]
         actions = ["shell"]
-        run_as = ["ubuntu"]
+        run_as = ["ubuntu", "postgres"]
     """)
     a = access(p, req(groups=["ops"] if where == "registry" else []))
-    assert a.allowed and [c.name for c in a.run_as] == ["ubuntu"]
+    assert a.allowed and [c.name for c in a.run_as] == ["ubuntu", "postgres"]
 
 
 def test_access_puts_the_default_first_even_when_a_statement_before_names_another() -> None:
