@@ -3,6 +3,7 @@ its exact edges (found by mutation testing, tools/mutation/run.py). Pure, simula
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -464,3 +465,33 @@ def test_an_ack_frees_exactly_the_events_it_covers() -> None:
     r.stored = 2
     assert s.on_message(r.ack(RECORDER), NOW)
     assert s.unacked_bytes == 21 + 3  # "ccc" is not durable yet: kept for a resend
+
+
+def test_a_re_ack_without_progress_does_not_count_as_hearing_from_the_recorder() -> None:
+    """A recorder that cannot store re-acks its old count; that must not look like an answer."""
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"a", NOW)
+    pump(s, r, NOW)
+    assert s.acked == 1
+    s.record(EventKind.OUTPUT, b"b", NOW + 1)  # owed from NOW + 1
+    s.take_outgoing(NOW + 1)
+    assert not s.on_message(r.ack(RECORDER), NOW + 5)  # stored is still 1
+    assert s.silent_for(NOW + 6) == 5
+
+
+def test_after_everything_is_acked_the_next_send_arms_a_fresh_timer() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"a", NOW)
+    pump(s, r, NOW + 1)
+    s.record(EventKind.OUTPUT, b"b", NOW + 10)
+    assert s.take_outgoing(NOW + 10)
+    assert s.next_deadline() == NOW + 10 + RTO_MIN
+
+
+def test_an_opened_recording_is_immutable() -> None:
+    s = sender()
+    r = handshake(s)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.opened.key = bytes(32)  # type: ignore[misc]
