@@ -495,3 +495,15 @@ def test_an_opened_recording_is_immutable() -> None:
     r = handshake(s)
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.opened.key = bytes(32)  # type: ignore[misc]
+
+
+def test_every_ack_with_progress_counts_as_hearing_from_the_recorder() -> None:
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"a", NOW + 1)
+    s.record(EventKind.OUTPUT, b"b", NOW + 1)
+    [blob] = s.take_outgoing(NOW + 1)
+    r.on_data(blob)
+    r.stored = 1
+    assert s.on_message(r.ack(RECORDER), NOW + 3)  # progress, and not the first ack
+    assert s.silent_for(NOW + 4) == 1  # b is still owed, counted from the ack
