@@ -7,6 +7,10 @@ Usage (from the repository root; the tool is cosmic-ray, pinned in the ``test`` 
     .venv/bin/python tools/mutation/run.py --report              # print the table from the saved sessions
     .venv/bin/python tools/mutation/run.py --rerun-survivors     # after adding tests: retry survivors only
     .venv/bin/python tools/mutation/run.py --list                # modules and the tests each one runs
+    .venv/bin/python tools/mutation/run.py --hand                # the hand-written verify_log mutants
+    .venv/bin/python tools/mutation/run.py --module tether/authz.py --limit 3   # a smoke run
+
+Results, survivors and why each is equivalent: docs/testing.md, "Mutation testing".
 
 How it works, and why it is safe to run in a shared working tree:
 
