@@ -31,6 +31,7 @@ from tether.home import Home
 
 _BESIDE = Path(sys.executable).parent / "tether"
 TETHER = str(_BESIDE) if _BESIDE.exists() else (shutil.which("tether") or "tether")
+SLOW_FSYNC = Path(__file__).parent / "support" / "slow_fsync.py"  # Stack.start_role(slow_disk=True)
 OS_USER = getpass.getuser()
 
 
@@ -184,22 +185,31 @@ class Stack:
 
     # ----- the recorder -----
 
-    def start_recorder(self) -> subprocess.Popen[bytes]:
-        """A recorder of its own (after `start_up("--no-recorder")`), so tests can kill it."""
-        proc = subprocess.Popen([TETHER, "recorder"], env=self.env, cwd=self.root,
+    def start_role(self, *args: str, ready: bytes | None = None, env: dict[str, str] | None = None,
+                   slow_disk: bool = False, preexec_fn: Any = None,
+                   timeout: float = 60) -> subprocess.Popen[bytes]:
+        """`tether ARGS` as a process of its own (killed with the stack), its output drained;
+        with `ready`, once that text has been printed. `slow_disk` runs it under
+        support/slow_fsync.py (every fsync slowed and logged, see there)."""
+        cmd = [sys.executable, str(SLOW_FSYNC), *args] if slow_disk else [TETHER, *args]
+        proc = subprocess.Popen(cmd, env=env or self.env, cwd=self.root, preexec_fn=preexec_fn,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         assert proc.stdout is not None
         seen = b""
-        deadline = time.monotonic() + 30
-        while b"recorder is up" not in seen:
+        deadline = time.monotonic() + timeout
+        while ready is not None and ready not in seen:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError(f"tether recorder did not start: {seen.decode(errors='replace')}")
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready:
+                raise AssertionError(f"tether {' '.join(args)} did not start: {seen.decode(errors='replace')}")
+            r, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if r:
                 seen += os.read(proc.stdout.fileno(), 4096)
         self._drain_log(proc, seen)
         return proc
+
+    def start_recorder(self) -> subprocess.Popen[bytes]:
+        """A recorder of its own (after `start_up("--no-recorder")`), so tests can kill it."""
+        return self.start_role("recorder", ready=b"recorder is up", timeout=30)
 
     def recorded(self, sid: str | None = None) -> dict[str, Any]:
         """The recorder's row for a session (the newest one if sid is None)."""

@@ -13,7 +13,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack import TETHER, PtyClient, Spy, Stack, policy, running_stack, statement, wait_for
+from stack import PtyClient, Spy, Stack, policy, running_stack, statement, wait_for
 from support.brokers import BrokerProcess, RawClient, connected, start_embedded
 from support.requester import Requester, _packet, _string
 from test_recorder_ack_after_fsync import TimedSpy
@@ -35,7 +34,6 @@ from tether.recevents import EventKind, TruncatedRecord, iter_log
 from tether.recording import INDEX, PREFIX, RecType, message_type
 from tether.topics import Topics
 
-SLOW_FSYNC = Path(__file__).parent / "support" / "slow_fsync.py"
 FSYNC_DELAY = 0.2  # seconds each fsync takes on the slowed disk
 
 
@@ -48,28 +46,6 @@ def fsyncs(path: Path) -> list[tuple[float, int, str]]:
         done, size, name = line.split(" ", 2)
         out.append((float(done), int(size), name))
     return out
-
-
-def start_role(stack: Stack, *args: str, ready: bytes | None = None,
-               env: dict[str, str] | None = None, slow_disk: bool = False,
-               preexec_fn: Any = None) -> subprocess.Popen[bytes]:
-    """A tether role as a process of its own (killed with the stack), its output drained;
-    with `ready`, once that text has been printed."""
-    cmd = [sys.executable, str(SLOW_FSYNC), *args] if slow_disk else [TETHER, *args]
-    proc = subprocess.Popen(cmd, env=env or stack.env, cwd=stack.root, preexec_fn=preexec_fn,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    stack.procs.append(proc)
-    assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + 60
-    while ready is not None and ready not in seen:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError(f"{args} did not start: {seen.decode(errors='replace')}")
-        r, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if r:
-            seen += os.read(proc.stdout.fileno(), 4096)
-    stack._drain_log(proc, seen)
-    return proc
 
 
 class TimedRequester(Requester):
@@ -106,7 +82,7 @@ def test_the_nonce_journal_is_synced_before_the_reply_leaves(fresh_stack: Stack)
     stack.stop_up()  # `tether up` holds the authority; run it alone, on a slow disk
     fsync_log = stack.root / "fsyncs.txt"
     env = dict(stack.env, TETHER_TEST_FSYNC_LOG=str(fsync_log), TETHER_TEST_FSYNC_DELAY=str(FSYNC_DELAY))
-    start_role(stack, "authority", env=env, slow_disk=True)
+    stack.start_role("authority", env=env, slow_disk=True)
     journal = stack.home.root / "authority" / "nonces.jsonl"
     asker = TimedRequester(stack.port, stack.bob_identity)
     try:
@@ -210,9 +186,9 @@ def test_the_roles_open_no_listening_socket(fresh_stack: Stack) -> None:
     stack.stop_up()  # `tether up` embeds a broker and the console: run each role alone instead
     broker_port = f"{stack.port:04X}"
     roles = {
-        "authority": start_role(stack, "authority"),
-        "recorder": start_role(stack, "recorder", ready=b"recorder is up"),
-        "agent": start_role(stack, "agent", "--identity", str(stack.home.agent_identity("local")),
+        "authority": stack.start_role("authority"),
+        "recorder": stack.start_role("recorder", ready=b"recorder is up"),
+        "agent": stack.start_role("agent", "--identity", str(stack.home.agent_identity("local")),
                             ready=b"connected to"),
     }
     wait_for(lambda: stack.agent_status("local") == "online", timeout=60, what="agent local online")
@@ -465,7 +441,7 @@ def test_nothing_is_acked_when_the_disk_refuses(fresh_stack: Stack) -> None:
     stack = fresh_stack
     stack.stop_up()
     stack.start_up("--no-recorder")
-    recorder = start_role(stack, "recorder", ready=b"recorder is up", preexec_fn=_small_disk)
+    recorder = stack.start_role("recorder", ready=b"recorder is up", preexec_fn=_small_disk)
     spy = TimedSpy(stack)
     try:
         with policy(stack, statement(recording='"required"')):

@@ -6,10 +6,7 @@ returned, or for more events than the synced log holds, fails the test."""
 
 from __future__ import annotations
 
-import os
-import select
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,6 @@ from tether.recevents import iter_log
 from tether.recording import INDEX, PREFIX, RecType, message_type
 
 FSYNC_DELAY = 0.25  # seconds each fsync takes on the slowed disk
-SLOW_FSYNC = Path(__file__).parent / "support" / "slow_fsync.py"
 
 
 class TimedSpy(Spy):
@@ -52,20 +48,7 @@ class TimedSpy(Spy):
 def start_slow_recorder(stack: Stack, fsync_log: Path) -> subprocess.Popen[bytes]:
     env = dict(stack.env, TETHER_TEST_FSYNC_LOG=str(fsync_log),
                TETHER_TEST_FSYNC_DELAY=str(FSYNC_DELAY))
-    proc = subprocess.Popen([sys.executable, str(SLOW_FSYNC), "recorder"], env=env, cwd=stack.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    stack.procs.append(proc)
-    assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + 60
-    while b"recorder is up" not in seen:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError(f"the recorder did not start: {seen.decode(errors='replace')}")
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            seen += os.read(proc.stdout.fileno(), 4096)
-    stack._drain_log(proc, seen)
-    return proc
+    return stack.start_role("recorder", ready=b"recorder is up", env=env, slow_disk=True)
 
 
 def fsyncs(path: Path) -> list[tuple[float, int, str]]:
