@@ -17,11 +17,12 @@ import termios
 from dataclasses import dataclass
 
 from tether.agent import shell_integration
+from tether.errors import TetherError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class SpawnError(Exception):
+class SpawnError(TetherError):
     """The session process cannot be started; the message is shown to the user."""
 
 

@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from tether.deadline import DeadlineTimer
+from tether.edge.deadline import DeadlineTimer
+from tether.edge.mqtt import MqttConnection
 from tether.grants import Grant
-from tether.mqtt import MqttConnection
 from tether.recevents import EventKind
 from tether.recording import REC_WINDOW, RecordingSender, RecType, message_type
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tether.cli import UserError
+from tether.edge.keys import KeyFileError, read_private_file, write_private_file
 from tether.encoding import b64d, b64e, dumps, loads
-from tether.keys import KeyFileError, read_private_file, write_private_file
+from tether.errors import TetherError
 
 VERSION = 1
 K = TypeVar("K")
 
 
-class ReplayStateError(UserError):
+class ReplayStateError(TetherError):
     """The replay state file cannot be read or written; the message says what to do."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.channel import DEFAULT_WINDOW_BYTES
+from tether.errors import TetherError
 from tether.frames import MAX_PAYLOAD
 from tether.grants import command_problem
 from tether.limits import (
@@ -38,7 +39,7 @@ _TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class RequestError(Exception):
+class RequestError(TetherError):
     """The HELLO asks for something malformed or out of bounds; the message says what."""
 
 

@@ -16,6 +16,8 @@ from tether.agent.replay_state import ReplayState, ReplayStateError
 from tether.agent.request import RequestError, SessionRequest, parse_request
 from tether.agent.session import DEFAULT_CLIENT_TIMEOUT, AgentSession
 from tether.display import safe
+from tether.edge.keys import Identity
+from tether.edge.mqtt import BrokerSettings, MqttConnection, Will
 from tether.encoding import b64d
 from tether.handshake import (
     AgentHandshake,
@@ -25,8 +27,6 @@ from tether.handshake import (
     PendingSession,
     message_type,
 )
-from tether.keys import Identity
-from tether.mqtt import BrokerSettings, MqttConnection, Will
 from tether.presence import HEARTBEAT, presence_document, status_document
 from tether.ratelimit import RateLimiter
 from tether.recording import RecordingSender, session_body

@@ -32,13 +32,13 @@ from tether.agent.process import (
 from tether.agent.recording_link import END_AFTER, FREEZE_AFTER, RecordingLink
 from tether.agent.request import SessionRequest
 from tether.channel import Channel
-from tether.deadline import DeadlineTimer
+from tether.edge.deadline import DeadlineTimer
+from tether.edge.mqtt import MqttConnection
 from tether.encoding import dumps
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.grants import Grant
 from tether.handshake import SessionKeys
 from tether.limits import clamp_geometry
-from tether.mqtt import MqttConnection
 from tether.recevents import EventKind
 
 log = logging.getLogger("tether.agent.session")

@@ -11,9 +11,9 @@ from typing import Any
 from tether import enrolment
 from tether.authority.registry import Principal, Registry, RegistryError, new_mqtt_password
 from tether.broker.passwd import hash_password
+from tether.edge.keys import Identity
+from tether.edge.state_files import load_records, save_records
 from tether.encoding import b64d, b64e
-from tether.keys import Identity
-from tether.records import load_records, save_records
 from tether.topics import valid_name
 
 

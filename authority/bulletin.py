@@ -11,9 +11,9 @@ from typing import Any
 
 from tether.authority.policy import Policy, Request, evaluate
 from tether.authority.registry import Principal, Registry
-from tether.home import Home
-from tether.keys import Identity
-from tether.mqtt import MqttConnection
+from tether.edge.home import Home
+from tether.edge.keys import Identity
+from tether.edge.mqtt import MqttConnection
 from tether.revocation import TERMINATE_TTL, RevocationError, Revocations, sign_bulletin
 from tether.topics import Topics
 

@@ -4,7 +4,7 @@ A request is answered once: its nonce is remembered until its timestamp can no l
 pass the clock-skew check (ts + MAX_SKEW). Each nonce is appended to a 0600 journal and
 fsync'd before the request is answered, so a request captured before a restart is still
 refused after it. On start, and when expired lines outnumber live ones, the journal is
-rewritten atomically (tether.keys.write_private_file) with the live entries only.
+rewritten atomically (tether.edge.keys.write_private_file) with the live entries only.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import heapq
 import os
 from pathlib import Path
 
+from tether.edge.keys import read_private_file, write_private_file
 from tether.encoding import dumps, loads
-from tether.keys import read_private_file, write_private_file
 
 # Live nonces at most. The per-principal rate limit keeps one principal far below this
 # (burst + rate x 240 s); past it new requests are refused until entries expire.

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tether.errors import TetherError
+
 ACTIONS = ("shell", "exec", "forward", "watch", "audit", "admin")
 # Actions that open a session on an agent: the session limits apply to these.
 SESSION_ACTIONS = ("shell", "exec", "forward", "watch")
@@ -68,7 +70,7 @@ class Problem:
         return f"line {self.line}: {self.message}" if self.line else self.message
 
 
-class PolicyError(Exception):
+class PolicyError(TetherError):
     """The policy file cannot be used. `problems` lists everything found, with lines."""
 
     def __init__(self, problems: Sequence[Problem], source: str = "<policy>") -> None:
@@ -86,7 +88,7 @@ class UnsafePolicyFile(PolicyError):
     """The policy file could have been written by someone other than its owner."""
 
 
-class _Invalid(ValueError):
+class _Invalid(TetherError, ValueError):
     """A value is wrong; raised by the parsers below, turned into a Problem with a line."""
 
 
@@ -333,7 +335,7 @@ class Policy:
     def save(self, path: Path) -> None:
         """Write the policy as TOML, atomically, mode 0600. Comments are not kept; use
         `append_statement` to add to a hand-written file."""
-        from tether.keys import write_private_file
+        from tether.edge.keys import write_private_file
 
         text = self.dumps()
         Policy.parse(text, str(path))  # never write a file we would refuse to load
@@ -395,7 +397,7 @@ HEADER = """\
 def append_statement(path: Path, statement: Statement, comment: str | None = None) -> Statement:
     """Add `statement` to the end of the policy file, keeping the file's own text and
     comments. A clashing `id` gets a numeric suffix. Returns the statement as written."""
-    from tether.keys import write_private_file
+    from tether.edge.keys import write_private_file
 
     try:
         text = path.read_text()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from tether.authority.policy import Policy, Statement, append_statement
 from tether.authority.registry import Principal, Registry, new_mqtt_password
+from tether.edge.home import Home
+from tether.edge.keys import Identity
 from tether.encoding import b64e
-from tether.home import Home
-from tether.keys import Identity
 
 AUTHORITY_NAME = "authority"
 

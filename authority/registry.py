@@ -12,7 +12,8 @@ from pathlib import Path
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.broker.passwd import hash_password
 from tether.console_login import SLOT_SUFFIX, console_slot
-from tether.records import load_records, save_records
+from tether.edge.state_files import load_records, save_records
+from tether.errors import TetherError
 from tether.topics import valid_name
 
 KINDS = ("user", "agent", "recorder", "authority", "admin", "enrol")
@@ -23,7 +24,7 @@ USER_SLOTS = 8
 _SLOT_SUFFIXES = frozenset([str(i) for i in range(1, USER_SLOTS)] + [SLOT_SUFFIX.lstrip(".")])
 
 
-class RegistryError(Exception):
+class RegistryError(TetherError):
     pass
 
 

@@ -24,12 +24,12 @@ from tether.authority.provision import commit
 from tether.authority.registry import Principal, Registry, principal_of_slot
 from tether.authority.requests import request_problem
 from tether.authz import rotation_message
-from tether.cli import UserError
+from tether.edge.home import Home
+from tether.edge.keys import Identity, KeyFileError
+from tether.edge.mqtt import BrokerSettings, MqttConnection
 from tether.encoding import b64d, b64e
-from tether.home import Home
-from tether.keys import Identity, KeyFileError
+from tether.errors import TetherError
 from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
-from tether.mqtt import BrokerSettings, MqttConnection
 from tether.ratelimit import RateLimiter
 from tether.topics import Topics
 
@@ -43,6 +43,10 @@ RATE_KEYS = 4096  # principals tracked; the least recently heard is forgotten fi
 DROP_LOG_INTERVAL = 60.0  # log a principal's dropped requests at most this often
 MAX_ENROL_BYTES = 16 * 1024  # a sealed enrolment request is well under 2 KiB
 FileVersion = tuple[int, int, int, int, int, int]
+
+
+class AuthorityStateError(TetherError):
+    """The authority's own state files cannot be used."""
 
 
 def _version(path: Path) -> FileVersion | None:
@@ -127,7 +131,7 @@ class AuthorityService:
         try:
             self.nonces = NonceJournal(path, time.time())
         except KeyFileError as exc:
-            raise UserError(f"the authority's record of answered requests: {exc}") from None
+            raise AuthorityStateError(f"the authority's record of answered requests: {exc}") from None
         settings = BrokerSettings.from_identity(self.identity.name, self.identity.broker)
         self.conn = MqttConnection(settings, self._on_message, clean_session=False)
         self.conn.subscribe(self.topics.authz_requests(), 1)

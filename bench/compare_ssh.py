@@ -506,7 +506,7 @@ def tether_contender(stack: Any, tether_bin: str) -> Contender:
 # the echo floor: tether's topology with no tether session layer
 # ---------------------------------------------------------------------------------------
 #
-# A PTY client and a PTY "agent", each bare asyncio + paho (tether.mqtt.MqttConnection, as
+# A PTY client and a PTY "agent", each bare asyncio + paho (tether.edge.mqtt.MqttConnection, as
 # tether uses it), relaying raw bytes through Mosquitto: no grant, no handshake, no
 # encryption, no channel. The keystroke test runs it alongside ssh and
 # tether, to show how much of tether's echo latency the topology itself costs.
@@ -561,7 +561,7 @@ def floor_role(role: str, port: int, tag: str) -> int:
     import pty
     import tty
 
-    from tether.mqtt import BrokerSettings, MqttConnection
+    from tether.edge.mqtt import BrokerSettings, MqttConnection
 
     async def client() -> int:
         loop = asyncio.get_running_loop()

@@ -29,7 +29,7 @@ CHUNK = 64 * 1024
 
 
 def in_process(mb: int) -> float:
-    from tether.keys import Identity
+    from tether.edge.keys import Identity
     from tether.recevents import EventKind
     from tether.recorder.store import Store
     from tether.recording import RecordingReceiver, open_recording
@@ -71,7 +71,7 @@ def in_process(mb: int) -> float:
 
 
 async def _stream(rig: Rig, mb: int, window: int = 0) -> float:
-    from tether.mqtt import BrokerSettings, MqttConnection
+    from tether.edge.mqtt import BrokerSettings, MqttConnection
     from tether.recevents import EventKind
     from tether.recording import REC_WINDOW
     from tether.topics import REC, Topics

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recorder_rig import Rig, new_sender, recorder_rig
 
-from tether.mqtt import BrokerSettings, MqttConnection
+from tether.edge.mqtt import BrokerSettings, MqttConnection
 from tether.recevents import EventKind
 from tether.recorder import search as rsearch
 from tether.recorder.db import connect

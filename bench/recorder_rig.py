@@ -20,8 +20,8 @@ from stack import Stack, running_stack  # noqa: E402
 from tether import grants  # noqa: E402
 from tether.authority.provision import authority_identity, commit, new_principal  # noqa: E402
 from tether.authority.registry import Registry  # noqa: E402
+from tether.edge.keys import Identity  # noqa: E402
 from tether.encoding import b64e  # noqa: E402
-from tether.keys import Identity  # noqa: E402
 from tether.recording import RecordingSender, session_body  # noqa: E402
 
 

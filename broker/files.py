@@ -30,6 +30,7 @@ from tether.acl import AclError, AclFile, parse_acl, render_mosquitto_acl
 from tether.broker.passwd import PasswdError, hash_password, read_passwd, valid_hash, write_passwd
 from tether.broker.passwd import atomic_write as _atomic_write
 from tether.encoding import b64d
+from tether.errors import TetherError
 from tether.topics import DEFAULT_PREFIX, valid_name
 
 __all__ = [
@@ -48,7 +49,7 @@ ACL_FILE: Final = "acl"
 CONSOLE_KEYS_FILE: Final = "console-keys"
 
 
-class BrokerFilesError(ValueError):
+class BrokerFilesError(TetherError, ValueError):
     """Broker files that are missing, malformed, or would be."""
 
 

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from tether.errors import TetherError
+
 __all__ = [
     "ITERATIONS",
     "SALT_BYTES",
@@ -50,7 +52,7 @@ HASH_BYTES: Final = 64
 MAX_ITERATIONS: Final = 10_000_000
 
 
-class PasswdError(ValueError):
+class PasswdError(TetherError, ValueError):
     """A malformed password file or entry."""
 
 

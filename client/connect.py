@@ -12,15 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from tether import authz
-from tether.cli import UserError
+from tether.edge.home import Home
+from tether.edge.keys import Identity, KeyFileError
+from tether.edge.mqtt import BrokerError, BrokerSettings, MessageHandler, MqttConnection
 from tether.encoding import b64d
-from tether.home import Home
-from tether.keys import Identity, KeyFileError
-from tether.mqtt import BrokerError, BrokerSettings, MessageHandler, MqttConnection
+from tether.errors import TetherError
 from tether.topics import Topics
 
 AUTHORITY_TIMEOUT = 10.0
 SLOTS = 8
+
+
+class ClientError(TetherError):
+    """A client command cannot go on: the text says why and what to do."""
 
 
 def add_identity_argument(parser: argparse.ArgumentParser) -> None:
@@ -34,14 +38,14 @@ def add_identity_argument(parser: argparse.ArgumentParser) -> None:
 def load_identity(path: str | None) -> Identity:
     chosen = Path(path or os.environ.get("TETHER_IDENTITY") or Home.default().user_identity)
     if not chosen.exists():
-        raise UserError(
+        raise ClientError(
             f"no identity at {chosen}. Run `tether up` first (it creates one), "
             "or pass --identity FILE / set TETHER_IDENTITY"
         )
     try:
         return Identity.load(chosen)
     except KeyFileError as exc:
-        raise UserError(str(exc)) from exc
+        raise ClientError(str(exc)) from exc
 
 
 @dataclass
@@ -71,7 +75,7 @@ def acquire_slot(identity: Identity) -> Slot:
             os.close(fd)
             continue
         return Slot(name, fd)
-    raise UserError(f"{SLOTS} tether commands are already connected as {base!r}; close one first")
+    raise ClientError(f"{SLOTS} tether commands are already connected as {base!r}; close one first")
 
 
 async def connect(identity: Identity, slot: Slot, on_message: MessageHandler) -> MqttConnection:
@@ -81,11 +85,11 @@ async def connect(identity: Identity, slot: Slot, on_message: MessageHandler) ->
     try:
         await conn.connect()
     except BrokerError as exc:
-        raise UserError(str(exc)) from exc
+        raise ClientError(str(exc)) from exc
     return conn
 
 
-class AuthorityTimeout(UserError):
+class AuthorityTimeout(ClientError):
     """The authority sent no reply in time (as opposed to a reply that refuses)."""
 
 
@@ -118,12 +122,12 @@ class GrantRequester:
         try:
             authority_x = b64d(self.identity.authority["x25519"])
         except KeyError as exc:
-            raise UserError("the identity file has no authority key; re-create it") from exc
+            raise ClientError("the identity file has no authority key; re-create it") from exc
         self._pending = authz.build_request(
             self.identity.signing_key, self.identity.name, authority_x, body, time.time()
         )
         if len(self._pending.payload) > authz.MAX_REQUEST_BYTES:  # the authority would drop it unread
-            raise UserError(f"this request is {len(self._pending.payload)} bytes, over the authority's "
+            raise ClientError(f"this request is {len(self._pending.payload)} bytes, over the authority's "
                             f"limit of {authz.MAX_REQUEST_BYTES}; shorten the command or the reason")
         self._reply = asyncio.get_running_loop().create_future()
         self.conn.publish(self.topics.authz_request(self.slot.name), self._pending.payload, qos=1)

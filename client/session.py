@@ -12,15 +12,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.channel import KEEPALIVE, Channel
-from tether.cli import UserError
-from tether.client.connect import AuthorityTimeout, GrantRequester, Slot, acquire_slot, connect
-from tether.deadline import DeadlineTimer
+from tether.client.connect import (
+    AuthorityTimeout,
+    ClientError,
+    GrantRequester,
+    Slot,
+    acquire_slot,
+    connect,
+)
 from tether.display import safe
+from tether.edge.deadline import DeadlineTimer
+from tether.edge.keys import Identity
+from tether.edge.mqtt import MqttConnection
 from tether.encoding import b64d, loads
 from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.handshake import ClientHandshake, HandshakeError, HandshakeRefused
-from tether.keys import Identity
-from tether.mqtt import MqttConnection
 from tether.presence import read_status
 from tether.revocation import BulletinTracker
 from tether.signed import BadDocument, peek_document
@@ -98,20 +104,20 @@ class ClientSession:
         except AuthorityTimeout as exc:
             # Both usually stop together (`tether up` runs both): say the one the user acts on.
             if self._status_hint_offline():
-                raise UserError(f"agent {self.agent!r} is offline, by its last status (unverified: "
+                raise ClientError(f"agent {self.agent!r} is offline, by its last status (unverified: "
                                 f"the authority holds its key). {exc}") from None
             raise
         if not reply.get("ok"):
-            raise UserError(safe(reply.get("error", "the authority refused")))
+            raise ClientError(safe(reply.get("error", "the authority refused")))
         agent_info = reply.get("agent") or {}
         try:
             self._agent_key = b64d(str(agent_info["ed25519"]))
             agent_x = b64d(str(agent_info["x25519"]))
         except (KeyError, ValueError) as exc:
-            raise UserError(f"agent {self.agent!r} has no session key registered") from exc
+            raise ClientError(f"agent {self.agent!r} has no session key registered") from exc
         revoked = self.bulletin.current.agent_refusal(self.agent, str(agent_info["ed25519"]))
         if revoked is not None:
-            raise UserError(safe(revoked))
+            raise ClientError(safe(revoked))
         await self._check_online()
         self._hs = ClientHandshake(
             client_key=self.identity.signing_key, agent_signing_key=self._agent_key,
@@ -124,14 +130,14 @@ class ClientSession:
             msg = await asyncio.wait_for(self._reply, HANDSHAKE_TIMEOUT)
             confirm, keys = self._hs.on_reply(msg)
         except TimeoutError:
-            raise UserError(
+            raise ClientError(
                 f"agent {self.agent!r} did not answer the handshake within {HANDSHAKE_TIMEOUT:.0f} s; "
                 "`tether ls` shows whether it is online"
             ) from None
         except HandshakeRefused as exc:
-            raise UserError(f"agent {self.agent!r} refused the session: {safe(exc)}") from None
+            raise ClientError(f"agent {self.agent!r} refused the session: {safe(exc)}") from None
         except HandshakeError as exc:
-            raise UserError(f"handshake with {self.agent!r} failed: {safe(exc)}") from None
+            raise ClientError(f"handshake with {self.agent!r} failed: {safe(exc)}") from None
         self.accepted = self._hs.accepted
         self.channel = Channel(FrameCipher(keys.c2a, Direction.C2A), FrameCipher(keys.a2c, Direction.A2C))
         self.conn.publish(self._topic(C2A), confirm, qos=1)
@@ -148,7 +154,7 @@ class ClientSession:
             return  # no status retained (e.g. a broker without retained state): just try
         status = self._verified_status()
         if status is not None and not status.get("online"):
-            raise UserError(f"agent {self.agent!r} is offline. `tether ls` shows which agents are online.")
+            raise ClientError(f"agent {self.agent!r} is offline. `tether ls` shows which agents are online.")
 
     def _status_hint_offline(self) -> bool:
         """Whether the retained status says offline, read without the agent's key (which

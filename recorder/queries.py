@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from tether import auditq
+from tether.edge.keys import Identity
+from tether.edge.mqtt import MqttConnection
 from tether.encoding import b64d
-from tether.keys import Identity
-from tether.mqtt import MqttConnection
+from tether.errors import TetherError
 from tether.recorder import db as recdb
 from tether.recorder.export import asciicast
 from tether.recorder.replay import Recording, ReplayError
@@ -49,7 +50,7 @@ SESSION_COLUMNS: Final = ("sid", "user", "agent", "run_as", "mode", "command", "
 _SID = re.compile(r"[0-9a-f]{32}")
 
 
-class _Refused(Exception):
+class _Refused(TetherError):
     pass
 
 

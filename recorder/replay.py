@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether.errors import TetherError
 from tether.limits import clamp_geometry
 from tether.recevents import EventKind, TruncatedRecord, iter_log, resize_of
 from tether.recorder import db as recdb
@@ -27,7 +28,7 @@ COALESCE = 0.004  # events this close (wall seconds) go out in one write
 MAX_WRITE = 64 * 1024
 
 
-class ReplayError(Exception):
+class ReplayError(TetherError):
     """A session that cannot be found or read; the message is for the user."""
 
 

@@ -19,12 +19,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tether.errors import TetherError
+
 MIN_QUERY = 3  # the trigram tokenizer cannot match fewer characters
 SNIPPET_CONTEXT = 50
 MAX_RANGES = 64
 
 
-class QueryTooShort(ValueError):
+class QueryTooShort(TetherError, ValueError):
     pass
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from tether.edge.keys import Identity
+from tether.edge.mqtt import BrokerSettings, MqttConnection
 from tether.encoding import b64d
 from tether.grants import MAX_LIFETIME
-from tether.keys import Identity
-from tether.mqtt import BrokerSettings, MqttConnection
 from tether.presence import read_presence, read_status
 from tether.recorder.queries import AuditQueries
 from tether.recorder.store import Batch, Store

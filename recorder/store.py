@@ -13,8 +13,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether.edge.keys import fsync_dir, write_private_file
 from tether.encoding import loads
-from tether.keys import fsync_dir, write_private_file
 from tether.recevents import Event, EventKind, TruncatedRecord, genesis, iter_log, log_record
 from tether.recorder.db import connect, grant_columns, log_path, open_message_path
 from tether.recording import OpenedRecording

@@ -27,7 +27,7 @@ from support.brokers import free_port, start_embedded, start_mosquitto
 from tether.authority.policy import Policy, Statement
 from tether.authority.provision import authority_identity, commit, ensure_local_setup, new_principal
 from tether.authority.registry import Registry
-from tether.home import Home
+from tether.edge.home import Home
 
 _BESIDE = Path(sys.executable).parent / "tether"
 TETHER = str(_BESIDE) if _BESIDE.exists() else (shutil.which("tether") or "tether")
@@ -255,7 +255,7 @@ class Stack:
 @contextlib.contextmanager
 def policy(stack: Stack, body: str) -> Iterator[None]:
     """Replace the stack's policy for the duration; the authority re-reads it by itself."""
-    from tether.keys import write_private_file
+    from tether.edge.keys import write_private_file
 
     path = stack.home.policy
     saved = path.read_bytes()
@@ -377,7 +377,7 @@ class Spy:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from tether.keys import Identity
+        from tether.edge.keys import Identity
 
         ident = Identity.load(stack.spy_identity)
         self.messages: list[tuple[str, bytes]] = []

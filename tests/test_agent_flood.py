@@ -14,8 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from stack import Stack, wait_for
 
 from tether.agent.service import DROP_LOG_INTERVAL
+from tether.edge.keys import Identity
 from tether.handshake import ClientHandshake
-from tether.keys import Identity
 from tether.topics import Topics
 
 FLOOD_RATE = 2000  # HELLOs per second: more than the agent can open, far less than it can drop

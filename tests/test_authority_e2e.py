@@ -16,8 +16,8 @@ from support.requester import Requester
 
 from tether import authz, grants
 from tether.authority.requests import MAX_ACCESS_AGENTS
+from tether.edge.keys import Identity
 from tether.encoding import b64d
-from tether.keys import Identity
 from tether.limits import MAX_COMMAND_BYTES, MAX_REASON_BYTES, MAX_RUN_AS_BYTES
 
 DENY_RM = ('[[statement]]\nid = "no-rm"\neffect = "deny"\nusers = ["*"]\nagents = ["*"]\n'

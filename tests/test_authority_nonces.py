@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tether.authority.nonces import NonceJournal, ReplayCache
-from tether.keys import KeyFileError
+from tether.edge.keys import KeyFileError
 
 NOW = 1_700_000_000.0
 

@@ -10,7 +10,7 @@ from stack import Spy, Stack, wait_for
 from support.requester import Requester
 
 from tether.authority.service import REQUEST_BURST, REQUEST_RATE
-from tether.keys import Identity
+from tether.edge.keys import Identity
 from tether.topics import Topics
 
 FLOOD = 10_000

@@ -44,7 +44,7 @@ from tether.broker.embedded import (
     PRESENCE_RATE,
 )
 from tether.broker.files import BrokerUser, write_broker_files
-from tether.client.ls import MAX_LISTEN
+from tether.commands.ls import MAX_LISTEN
 from tether.throttle import Throttle
 
 P = "tether/v1"
@@ -112,9 +112,9 @@ def test_packet_at_the_cap_passes_and_one_byte_more_disconnects_only_its_sender(
 
 
 def test_tethers_largest_message_fits_the_cap_on_its_longest_topic() -> None:
-    """tether.mqtt refuses payloads over MAX_PAYLOAD before they leave; with the longest
+    """tether.edge.mqtt refuses payloads over MAX_PAYLOAD before they leave; with the longest
     topic tether builds (64-character names, a 32-hex sid) that still fits the brokers."""
-    from tether.mqtt import MAX_PAYLOAD
+    from tether.edge.mqtt import MAX_PAYLOAD
     from tether.topics import Topics, valid_name
 
     name = "a" * 64
@@ -347,7 +347,7 @@ def test_an_honest_agents_own_presence_is_never_held(fresh_stack: Stack) -> None
     presence) when it stops cleanly: with a restart that is six updates, under the burst,
     so none waits for the rate. Each arrives within a bound far below the 2 s a held one
     would wait for a token."""
-    from tether.keys import Identity
+    from tether.edge.keys import Identity
     from tether.signed import peek_document
 
     stack = fresh_stack
@@ -385,7 +385,7 @@ def test_ls_finishes_while_presence_floods(stack: Stack) -> None:
     from nacl.signing import SigningKey
     from support.brokers import ProbeClient
 
-    from tether.keys import Identity
+    from tether.edge.keys import Identity
     from tether.presence import presence_document
 
     spy = Identity.load(stack.spy_identity)

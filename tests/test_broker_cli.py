@@ -15,7 +15,7 @@ import pytest
 from support.brokers import connected, free_port, poll, start_embedded
 
 from tether.broker.files import BrokerUser, write_broker_files
-from tether.cli import main
+from tether.commands.main import main
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def _has_group(name: str) -> bool:
 def test_help_explains_and_does_not_import_amqtt(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from tether.cli import main\n"
+        "from tether.commands.main import main\n"
         "try:\n"
         "    main(['broker', '--help'])\n"
         "except SystemExit:\n"

@@ -28,8 +28,8 @@ from test_recorder_ack_after_fsync import TimedSpy
 from tether import authz
 from tether.agent.recording_link import WATCH_PERIOD
 from tether.broker.files import BrokerUser, write_broker_files
+from tether.edge.keys import Identity
 from tether.encoding import b64d, loads
-from tether.keys import Identity
 from tether.recevents import EventKind, TruncatedRecord, iter_log
 from tether.recording import INDEX, PREFIX, RecType, message_type
 from tether.topics import Topics

@@ -35,10 +35,10 @@ from tether.agent.service import AgentService
 from tether.authority.provision import authority_identity, ensure_local_setup
 from tether.authority.service import GRANT_LIFETIME, AuthorityService
 from tether.client.stdin import CHUNK, StdinReader
+from tether.edge.home import Home
+from tether.edge.keys import Identity, write_private_file
+from tether.edge.mqtt import MAX_PAYLOAD, BrokerSettings, MqttConnection
 from tether.encoding import b64e
-from tether.home import Home
-from tether.keys import Identity, write_private_file
-from tether.mqtt import MAX_PAYLOAD, BrokerSettings, MqttConnection
 from tether.recevents import EventKind
 from tether.recorder import db as recdb
 from tether.recorder.service import RecorderService
@@ -390,7 +390,7 @@ def test_a_console_request_head_of_16_kib_is_served_and_one_byte_more_gets_431(t
     CRLF CRLF not included): asyncio's readuntil limit, which the server sets to MAX_HEADER."""
     from test_console import _dist, _get
 
-    from tether.console import ConsoleServer, console_config
+    from tether.client.console_server import ConsoleServer, console_config
 
     config = console_config("ws://127.0.0.1:8083", {"ed25519": "E", "x25519": "X"}, "P")
 

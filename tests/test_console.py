@@ -19,7 +19,7 @@ from nacl.signing import SigningKey
 from tether import auditq, grants
 from tether.acl import Action, parse_acl, permits, render_mosquitto_acl
 from tether.authority.registry import Principal, Registry, slot_names
-from tether.console import (
+from tether.client.console_server import (
     ConsoleServer,
     console_config,
     content_security_policy,
@@ -27,8 +27,8 @@ from tether.console import (
     ws_source,
 )
 from tether.console_login import console_slot, derive, salt
+from tether.edge.keys import Identity
 from tether.encoding import b64d, b64e
-from tether.keys import Identity
 
 VECTORS = Path(__file__).parent / "vectors" / "console_login.json"
 P = "tether/v1"
@@ -252,7 +252,7 @@ def test_console_refuses_such_a_ws_url_with_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "tether.cli", "console", "--dist", str(_dist(tmp_path)),
+    r = subprocess.run([sys.executable, "-m", "tether.commands.main", "console", "--dist", str(_dist(tmp_path)),
                         "--listen", "127.0.0.1:0", "--ws-url", "ws://h:1/x; script-src *"],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 255

@@ -26,8 +26,8 @@ from support.brokers import ProbeClient
 
 from tether import presence
 from tether.display import safe, safe_json
+from tether.edge.keys import Identity
 from tether.encoding import b64e
-from tether.keys import Identity
 from tether.signed import BadDocument, sign_document
 from tether.topics import Topics
 
@@ -218,7 +218,7 @@ def test_audit_escapes_fields_written_by_other_principals(tmp_path: Path) -> Non
     the fields a user's request filled in."""
     from tether.authority.audit import AuditLog
     from tether.authority.provision import authority_identity, ensure_local_setup
-    from tether.home import Home
+    from tether.edge.home import Home
 
     home = Home(tmp_path / "home")
     ensure_local_setup(home, "127.0.0.1", 1883)
@@ -267,8 +267,8 @@ def test_denied_request_with_a_hostile_reason_shows_escaped(stack: Stack) -> Non
 async def _refusing_agent(agent: Identity, reason: str, ready: asyncio.Event,
                           done: asyncio.Event) -> None:
     """A registered agent that answers every HELLO with a hostile refusal."""
+    from tether.edge.mqtt import BrokerSettings, MqttConnection
     from tether.handshake import AgentHandshake
-    from tether.mqtt import BrokerSettings, MqttConnection
     from tether.topics import A2C
 
     topics = Topics()

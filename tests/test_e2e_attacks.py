@@ -19,10 +19,10 @@ from stack import Spy, Stack, wait_for
 from support.agent_peer import Answer, Peer
 
 from tether import grants
+from tether.edge.keys import Identity
+from tether.edge.mqtt import BrokerSettings, MqttConnection
 from tether.encoding import b64e
 from tether.handshake import ClientHandshake, HandshakeRefused
-from tether.keys import Identity
-from tether.mqtt import BrokerSettings, MqttConnection
 from tether.topics import A2C, Topics
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from stack import OS_USER, Spy, Stack, wait_for
 
-from tether.console import content_security_policy
+from tether.client.console_server import content_security_policy
 
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "client" / "web"

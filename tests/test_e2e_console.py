@@ -25,8 +25,8 @@ from tether import auditq, authz
 from tether.authority.registry import Registry
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.console_login import broker_token, derive
+from tether.edge.keys import Identity
 from tether.encoding import b64d, b64e
-from tether.keys import Identity
 
 P = "tether/v1"
 

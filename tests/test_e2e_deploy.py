@@ -11,8 +11,8 @@ from stack import TETHER, Stack, wait_for
 from support.brokers import BrokerProcess, free_port, start_embedded, start_mosquitto
 from support.pki import make_pki
 
+from tether.edge.keys import write_private_file
 from tether.encoding import dumps, loads
-from tether.keys import write_private_file
 
 
 def _up(stack: Stack, broker: BrokerProcess) -> None:

@@ -20,9 +20,9 @@ def _activation(stack: Stack, *args: str) -> tuple[str, str]:
     return ident.group(1).decode(), code.group(1).decode()
 
 
-def _enroll(stack: Stack, device: Path, act: str, code: str, name: str) -> tuple[int, bytes]:
+def _enrol(stack: Stack, device: Path, act: str, code: str, name: str) -> tuple[int, bytes]:
     env = dict(stack.env, TETHER_HOME=str(device))
-    r = stack.tether("agent", "enroll", "--activation", f"{act}:{code}", "--broker",
+    r = stack.tether("agent", "enrol", "--activation", f"{act}:{code}", "--broker",
                      f"127.0.0.1:{stack.port}", "--name", name, "--out", str(device / f"{name}.json"),
                      env=env)
     return r.returncode, r.stdout + r.stderr
@@ -30,7 +30,7 @@ def _enroll(stack: Stack, device: Path, act: str, code: str, name: str) -> tuple
 
 def test_enrol_run_and_list(fresh_stack: Stack, tmp_path: Path) -> None:
     act, code = _activation(fresh_stack, "--labels", "env=test,role=db", "--max", "1")
-    rc, out = _enroll(fresh_stack, tmp_path, act, code, "dev1")
+    rc, out = _enrol(fresh_stack, tmp_path, act, code, "dev1")
     assert rc == 0, out
     ident = tmp_path / "dev1.json"
     assert oct(ident.stat().st_mode & 0o777) == "0o600"
@@ -39,8 +39,8 @@ def test_enrol_run_and_list(fresh_stack: Stack, tmp_path: Path) -> None:
     agent = fresh_stack.popen("agent", "--identity", str(ident))
     wait_for(lambda: fresh_stack.agent_status("dev1") == "online", what="enrolled agent online")
     # Rotate its keys: stop it, rotate (old key signs, new key agrees), start it again.
+    from tether.edge.keys import Identity
     from tether.encoding import b64e
-    from tether.keys import Identity
 
     old = Identity.load(ident)
     agent.terminate()
@@ -57,7 +57,7 @@ def test_enrol_run_and_list(fresh_stack: Stack, tmp_path: Path) -> None:
     row = next(line for line in listing.splitlines() if line.startswith("dev1 "))
     assert "env=test,role=db" in row
     # Used up: a second device is refused, with the authority's reason.
-    rc, out = _enroll(fresh_stack, tmp_path, act, code, "dev2")
+    rc, out = _enrol(fresh_stack, tmp_path, act, code, "dev2")
     assert rc == 255 and b"used 1 of 1 times" in out, out
     audit = fresh_stack.tether("audit").stdout.decode()
     assert "enrolled" in audit and "enrol-refused" in audit
@@ -66,13 +66,13 @@ def test_enrol_run_and_list(fresh_stack: Stack, tmp_path: Path) -> None:
 def test_wrong_code_and_expired_activation(fresh_stack: Stack, tmp_path: Path) -> None:
     act, code = _activation(fresh_stack, "--max", "5")
     wrong = ("X" if code[0] != "X" else "Y") + code[1:]
-    rc, out = _enroll(fresh_stack, tmp_path, act, wrong, "dev3")
+    rc, out = _enrol(fresh_stack, tmp_path, act, wrong, "dev3")
     assert rc == 255 and b"refused activation" in out, out
     assert not (tmp_path / "dev3.json").exists()
     short, short_code = _activation(fresh_stack, "--expires", "1s")
     deadline = time.time() + 1.0
     wait_for(lambda: time.time() > deadline, what="the activation to expire")
-    rc, out = _enroll(fresh_stack, tmp_path, short, short_code, "dev4")
+    rc, out = _enrol(fresh_stack, tmp_path, short, short_code, "dev4")
     assert rc == 255 and b"has expired" in out, out
     assert os.path.exists(tmp_path) and not (tmp_path / "dev4.json").exists()
 
@@ -80,7 +80,7 @@ def test_wrong_code_and_expired_activation(fresh_stack: Stack, tmp_path: Path) -
 def test_user_login_with_a_key_made_on_their_machine(fresh_stack: Stack, tmp_path: Path) -> None:
     from stack import OS_USER
 
-    from tether.keys import Identity, write_private_file
+    from tether.edge.keys import Identity, write_private_file
 
     laptop = dict(fresh_stack.env, TETHER_HOME=str(tmp_path / "laptop"))
     first = fresh_stack.tether("login", "--name", "dana", env=laptop)
@@ -123,7 +123,7 @@ def test_enrolment_waits_for_fingerprint_approval(fresh_stack: Stack, tmp_path: 
     act, code = _activation(fresh_stack, "--approve", "--labels", "site=lab")
     env = dict(fresh_stack.env, TETHER_HOME=str(tmp_path))
     device = fresh_stack.popen(
-        "agent", "enroll", "--activation", f"{act}:{code}", "--broker", f"127.0.0.1:{fresh_stack.port}",
+        "agent", "enrol", "--activation", f"{act}:{code}", "--broker", f"127.0.0.1:{fresh_stack.port}",
         "--name", "dev5", "--out", str(tmp_path / "dev5.json"), "--wait", "60",
         env=env, stdout=-1, stderr=-1)
     listed = wait_for(lambda: re.search(rb"dev5\s+(SHA256:\S+)",

@@ -296,9 +296,9 @@ def test_recorder_refuses_a_second_recording_of_one_grant(stack: Stack) -> None:
     from tether import grants
     from tether.authority.provision import authority_identity, commit, new_principal
     from tether.authority.registry import Registry
+    from tether.edge.keys import Identity
+    from tether.edge.mqtt import BrokerSettings, MqttConnection
     from tether.encoding import b64e
-    from tether.keys import Identity
-    from tether.mqtt import BrokerSettings, MqttConnection
     from tether.recording import RecordingSender, session_body
     from tether.topics import REC, Topics
 

@@ -15,7 +15,7 @@ from stack import Spy, Stack, wait_for
 from test_e2e_attacks import _grant, _handshake
 
 from tether.authority.registry import Registry
-from tether.keys import Identity
+from tether.edge.keys import Identity
 from tether.revocation import RevocationError, Revocations, open_bulletin, sign_bulletin
 from tether.topics import Topics
 

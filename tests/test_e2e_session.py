@@ -197,7 +197,7 @@ def test_errors_are_clear(stack: Stack) -> None:
 def test_unreachable_broker_names_the_address(stack: Stack, tmp_path: Path) -> None:
     from support.brokers import free_port
 
-    from tether.keys import Identity
+    from tether.edge.keys import Identity
 
     ident = Identity.load(stack.home.user_identity)
     port = free_port()

@@ -84,7 +84,7 @@ def test_transcript_of_a_session_ending_in_a_full_screen_program(tmp_path: Path)
 
 HARNESS = """
 import argparse, sys
-from tether.recorder import export_cli
+from tether.commands import export as export_cli
 p = argparse.ArgumentParser()
 export_cli.configure(p)
 sys.exit(export_cli.run(p.parse_args(sys.argv[1:])))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.cli import UserError
-from tether.up import format_hostport, parse_hostport
+from tether.hostport import AddressError, format_hostport, parse_hostport
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
@@ -25,5 +24,5 @@ def test_ipv6_is_bracketed_for_urls() -> None:
 
 
 def test_not_a_port_says_what_is_wanted() -> None:
-    with pytest.raises(UserError, match="is not HOST:PORT"):
+    with pytest.raises(AddressError, match="is not HOST:PORT"):
         parse_hostport("localhost:http")

@@ -24,10 +24,10 @@ from tether.authority.activations import Activations, create
 from tether.authority.provision import authority_identity, commit, ensure_local_setup
 from tether.authority.registry import Registry
 from tether.authority.service import MAX_ENROL_BYTES, AuthorityService
+from tether.edge.home import Home
+from tether.edge.keys import Identity
 from tether.encoding import b64e, loads
 from tether.handshake import ClientHandshake
-from tether.home import Home
-from tether.keys import Identity
 from tether.recevents import (
     EVENT_HEADER,
     MAX_EVENT_DATA,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tether.authority.cli import _labels
-from tether.cli import UserError
+from tether.commands.authority import _labels
+from tether.commands.main import UserError
 from tether.presence import MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stack import TETHER
 
-from tether.authority import policy_cli
+from tether.commands import policy as policy_cli
 from tether.authority.policy import (
     ACTIONS,
     DEFAULT_MAX_DURATION,
@@ -934,7 +934,7 @@ def test_legacy_json_policy(tmp_path: Path) -> None:
 
 def test_local_setup_writes_a_working_policy(tmp_path: Path) -> None:
     from tether.authority.provision import ensure_local_setup
-    from tether.home import Home
+    from tether.edge.home import Home
 
     home = Home(tmp_path / "home")
     legacy = home.root / "authority" / "policy.json"

@@ -144,8 +144,8 @@ def test_the_recorder_refuses_an_open_with_a_bad_size(stack: Stack) -> None:
     from tether import grants
     from tether.authority.provision import authority_identity, commit, new_principal
     from tether.authority.registry import Registry
-    from tether.keys import Identity
-    from tether.mqtt import BrokerSettings, MqttConnection
+    from tether.edge.keys import Identity
+    from tether.edge.mqtt import BrokerSettings, MqttConnection
     from tether.topics import REC, Topics
 
     name = "sizer" + os.urandom(2).hex()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.commands.replay import parse_keys
 from tether.recevents import Event, EventKind, chain_next, genesis, log_record
 from tether.recorder import db as recdb
 from tether.recorder import keyframes
@@ -30,7 +31,6 @@ from tether.recorder.replay import (
     seek_bytes,
     steps,
 )
-from tether.recorder.replay_cli import parse_keys
 from tether.recorder.screen import Terminal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,8 +221,8 @@ def test_seek_takes_little_time_anywhere_in_an_hour(tmp_path: Path) -> None:
 
 HARNESS = """
 import argparse, sys, termios
-from tether.cli import UserError
-from tether.recorder import replay_cli
+from tether.commands.main import UserError
+from tether.commands import replay as replay_cli
 p = argparse.ArgumentParser()
 replay_cli.configure(p)
 args = p.parse_args(sys.argv[1:])

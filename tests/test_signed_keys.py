@@ -1,4 +1,4 @@
-"""Tests for tether.signed (domain-separated signed documents) and tether.keys (identity files)."""
+"""Tests for tether.signed (domain-separated signed documents) and tether.edge.keys (identity files)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from tether import presence
-from tether.keys import Identity, KeyFileError, read_private_file, write_private_file
+from tether.edge.keys import Identity, KeyFileError, read_private_file, write_private_file
 from tether.signed import SIG_LEN, BadDocument, open_document, peek_document, sign_document
 
 KEY = SigningKey(bytes(range(32)))

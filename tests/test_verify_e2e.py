@@ -18,8 +18,8 @@ from typing import Any
 
 from stack import Stack
 
+from tether.edge.keys import Identity
 from tether.encoding import b64d
-from tether.keys import Identity
 from tether.recevents import EventKind, chain_next, genesis, iter_log, log_record
 from tether.recorder.queries import QueryWorker
 

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from tether.errors import TetherError
 from tether.topics import DEFAULT_PREFIX, valid_name
 
 __all__ = [
@@ -72,7 +73,7 @@ Access = Literal["read", "write", "readwrite", "deny"]
 _DANGEROUS: Final = frozenset("+#/\x00")
 
 
-class AclError(ValueError):
+class AclError(TetherError, ValueError):
     """An acl_file that Mosquitto would refuse to load, or a bad name, role or prefix."""
 
 

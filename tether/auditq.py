@@ -27,6 +27,7 @@ from nacl.signing import SigningKey
 
 from tether import grants
 from tether.encoding import b64d, b64e, dumps, loads
+from tether.errors import TetherError
 from tether.signed import BadDocument, open_document, peek_document, sign_document
 
 QUERY: Final = "audit-query"
@@ -43,11 +44,11 @@ OPS: Final = ("list", "search", "commands", "fetch", "verify")
 _NONCE = re.compile(r"[0-9a-f]{32}")
 
 
-class QueryDropped(Exception):
+class QueryDropped(TetherError):
     """Not answerable: undecryptable, unsigned, replayed or malformed. No reply is sent."""
 
 
-class QueryRefused(Exception):
+class QueryRefused(TetherError):
     """Authentic, but not allowed (the message says why); the reply is an error."""
 
 

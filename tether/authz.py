@@ -19,6 +19,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from tether.encoding import b64d, b64e
+from tether.errors import TetherError
 from tether.signed import BadDocument, open_document, peek_document, sign_document
 from tether.topics import valid_name
 
@@ -31,7 +32,7 @@ MAX_REQUEST_BYTES = 48 * 1024
 NONCE = re.compile(r"[0-9a-f]{32}")  # what build_request (and the web console) make
 
 
-class AuthzError(Exception):
+class AuthzError(TetherError):
     pass
 
 

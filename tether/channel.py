@@ -21,6 +21,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from tether.errors import TetherError
 from tether.frames import Frame, FrameCipher, FrameError, FrameType
 
 DEFAULT_WINDOW_BYTES = 1 << 20
@@ -38,7 +39,7 @@ _U64 = struct.Struct(">Q")
 _RANGE = struct.Struct(">QQ")
 
 
-class ChannelClosed(Exception):
+class ChannelClosed(TetherError):
     """Sending on a channel that already sent CLOSE."""
 
 

@@ -22,12 +22,13 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey, VerifyKey
 
 from tether.encoding import b64d, b64e, dumps, loads
+from tether.errors import TetherError
 
 MAX_SKEW = 120.0
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: codes get read aloud
 
 
-class EnrolError(Exception):
+class EnrolError(TetherError):
     """The enrolment cannot proceed; the message says why."""
 
 

@@ -20,6 +20,8 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
+from tether.errors import TetherError
+
 VERSION = 1
 HEADER = struct.Struct(">BBBIQQ")
 HEADER_LEN = HEADER.size
@@ -49,7 +51,7 @@ class FrameType(IntEnum):
     NOTICE = 9  # a2c: UTF-8 text for the user, e.g. "session ends in 60 s"
 
 
-class FrameError(Exception):
+class FrameError(TetherError):
     """A frame that fails to parse or authenticate. It is dropped, never acted on."""
 
 

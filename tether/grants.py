@@ -14,6 +14,7 @@ from typing import Any
 
 from tether import paseto
 from tether.encoding import b64e, dumps, loads
+from tether.errors import TetherError
 from tether.limits import MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, MAX_GRANT_BYTES
 
 MAX_LIFETIME = 600.0
@@ -22,7 +23,7 @@ IMPLICIT = b"tether-grant-v1"
 MODES = ("shell", "exec", "forward", "watch")
 
 
-class GrantError(Exception):
+class GrantError(TetherError):
     """The grant is invalid for this use; the message says why."""
 
 

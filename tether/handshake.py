@@ -29,6 +29,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
 from tether.encoding import b64d, b64e, dumps, loads
+from tether.errors import TetherError
 from tether.limits import MAX_HELLO_BYTES
 
 HS_VERSION = 0x81  # high bit set: never confused with a frame (version 1)
@@ -44,7 +45,7 @@ class HsType(IntEnum):
     REFUSE = 4
 
 
-class HandshakeError(Exception):
+class HandshakeError(TetherError):
     """The handshake cannot continue; the message says why."""
 
 

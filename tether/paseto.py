@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
+from tether.errors import TetherError
+
 __all__ = [
     "HEADER",
     "PasetoError",
@@ -51,7 +53,7 @@ _SIG_LEN = 64
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
-class PasetoError(Exception):
+class PasetoError(TetherError):
     """Raised for any malformed, forged or wrongly-keyed token, or bad arguments."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
+from tether.errors import TetherError
 from tether.limits import valid_geometry
 
 EVENT_HEADER = struct.Struct(">QQBI")
@@ -43,7 +44,7 @@ class EventKind(IntEnum):
     NOTICE = 10  # UTF-8 text the agent showed the user (freeze, limits)
 
 
-class EventError(Exception):
+class EventError(TetherError):
     """Bytes that are not a well-formed event."""
 
 
@@ -124,7 +125,7 @@ class StoredEvent:
     offset: int  # byte offset of the record in the log
 
 
-class TruncatedRecord(Exception):
+class TruncatedRecord(TetherError):
     def __init__(self, offset: int, index: int | None) -> None:
         super().__init__(f"log ends inside a record at byte {offset}")
         self.offset = offset

@@ -44,6 +44,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from tether import grants
 from tether.encoding import b64d, dumps, loads
+from tether.errors import TetherError
 from tether.limits import MAX_COLS, MAX_ROWS, valid_geometry
 from tether.recevents import (
     Event,
@@ -78,7 +79,7 @@ class RecType(IntEnum):
     REFUSE = 4
 
 
-class RecordingError(Exception):
+class RecordingError(TetherError):
     """A recording message that is malformed, unauthentic or not for us."""
 
 

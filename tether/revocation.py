@@ -23,15 +23,16 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from tether.edge.keys import read_private_file, write_private_file
 from tether.encoding import dumps, loads
-from tether.keys import read_private_file, write_private_file
+from tether.errors import TetherError
 from tether.signed import BadDocument, open_document, sign_document
 
 DOMAIN = "revocation"
 TERMINATE_TTL = 600.0
 
 
-class RevocationError(Exception):
+class RevocationError(TetherError):
     pass
 
 

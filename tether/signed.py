@@ -12,11 +12,12 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from tether.encoding import dumps, loads
+from tether.errors import TetherError
 
 SIG_LEN = 64
 
 
-class BadDocument(Exception):
+class BadDocument(TetherError):
     """A signed document that is malformed or whose signature does not verify."""
 
 

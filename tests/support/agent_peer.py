@@ -14,10 +14,10 @@ from typing import Any
 from stack import Stack
 
 from tether import grants, paseto
+from tether.edge.keys import Identity
+from tether.edge.mqtt import BrokerSettings, MqttConnection
 from tether.encoding import b64e, dumps
 from tether.handshake import ClientHandshake, HandshakeRefused
-from tether.keys import Identity
-from tether.mqtt import BrokerSettings, MqttConnection
 from tether.topics import A2C, C2A, Topics
 
 REPLY_TIMEOUT = 10.0

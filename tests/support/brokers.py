@@ -7,7 +7,7 @@
   ``WORKDIR/mosquitto.log``. When the tests run as root it adds ``user root``: Mosquitto
   would otherwise switch to the ``mosquitto`` user before reading the (0600, root-owned)
   test files and the work directory.
-* :func:`start_embedded` runs ``python -m tether.cli broker --files DIR --listen
+* :func:`start_embedded` runs ``python -m tether.commands.main broker --files DIR --listen
   127.0.0.1:PORT`` as a separate process, so it can be stopped and restarted.
 
 Both return a :class:`BrokerProcess` with ``.host``, ``.port``, ``.kind`` ("amqtt" or
@@ -444,7 +444,7 @@ class EmbeddedProcess(BrokerProcess):
         return [
             sys.executable,
             "-m",
-            "tether.cli",
+            "tether.commands.main",
             "broker",
             "--files",
             str(self.files_dir),

@@ -14,8 +14,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tether import authz
+from tether.edge.keys import Identity
 from tether.encoding import b64d
-from tether.keys import Identity
 from tether.topics import Topics
 
 

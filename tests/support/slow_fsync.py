@@ -43,6 +43,6 @@ def _slow_fsync(fd: int | HasFileno) -> None:
 os.fsync = _slow_fsync
 
 if __name__ == "__main__":
-    from tether.cli import main
+    from tether.commands.main import main
 
     sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,5 @@
 """Small private state files: one JSON object holding a list of dataclass records,
-written atomically 0600 and refused when exposed (tether.keys)."""
+written atomically 0600 and refused when exposed (tether.edge.keys)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tether.edge.keys import read_private_file, write_private_file
 from tether.encoding import dumps, loads
-from tether.keys import read_private_file, write_private_file
 
 T = TypeVar("T")
 

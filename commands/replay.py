@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.display import safe
-    from tether.home import Home
+    from tether.edge.home import Home
     from tether.recorder import db as recdb
     from tether.recorder import keyframes
     from tether.recorder.replay import (

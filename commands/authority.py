@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tether.process_runtime import add_verbose_argument, setup_logging
+from tether.commands.options import add_verbose_argument
+from tether.edge.process import setup_logging
 
 if TYPE_CHECKING:
     from tether.authority.registry import Registry
-    from tether.home import Home
-    from tether.keys import Identity
+    from tether.edge.home import Home
+    from tether.edge.keys import Identity
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     act_verbs = act.add_subparsers(dest="verb", required=True)
     create = act_verbs.add_parser(
         "create", help="create an activation: an id and a code, shown once",
-        description="Create an activation. A device enrols with `tether agent enroll "
+        description="Create an activation. A device enrols with `tether agent enrol "
         "--activation ID:CODE --broker HOST:PORT --out FILE`; it gets the labels given here.")
     create.add_argument("--labels", default="", metavar="K=V,...", help="labels for the agents it enrols")
     create.add_argument("--max", type=int, default=1, metavar="N", help="how many agents may use it (default 1)")
@@ -105,7 +106,7 @@ def _audit(home: Home, event: str, **fields: object) -> None:
 
 
 def _labels(text: str) -> dict[str, str]:
-    from tether.cli import UserError
+    from tether.commands.main import UserError
 
     labels: dict[str, str] = {}
     for item in filter(None, text.split(",")):
@@ -125,8 +126,8 @@ def _pending(args: argparse.Namespace) -> int:
     import time
 
     from tether.authority.activations import PendingStore
-    from tether.cli import UserError
-    from tether.home import Home
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
 
     home = Home.default()
     store = PendingStore.load(home.pending_enrolments)
@@ -164,8 +165,8 @@ def _activation(args: argparse.Namespace) -> int:
     from tether.authority.audit import parse_since
     from tether.authority.provision import authority_identity, commit
     from tether.authority.registry import Registry
-    from tether.cli import UserError
-    from tether.home import Home
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
 
     home = Home.default()
     if not home.authority_identity.exists():
@@ -193,7 +194,7 @@ def _activation(args: argparse.Namespace) -> int:
           f"(valid for {args.expires}, up to {act.max} agent(s); the code is not shown again)\n\n"
           "Reload the broker so it accepts the activation: `tether broker reload` "
           "(Mosquitto: systemctl reload mosquitto). Then, on the device:\n"
-          f"  tether agent enroll --activation {act.id}:{act.code} "
+          f"  tether agent enrol --activation {act.id}:{act.code} "
           f"--broker {broker.get('host', 'BROKER')}:{broker.get('port', 1883)} --out /etc/tether/agent.json")
     return 0
 
@@ -202,8 +203,8 @@ def _revoke(args: argparse.Namespace) -> int:
     import time
 
     from tether.authority.registry import Registry
-    from tether.cli import UserError
-    from tether.home import Home
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
     from tether.revocation import RevocationError, Revocations
 
     home = Home.default()
@@ -252,9 +253,9 @@ def _add(args: argparse.Namespace) -> int:
     from tether.authority.policy import PolicyError, Statement, append_statement
     from tether.authority.provision import authority_identity, commit, new_principal
     from tether.authority.registry import Registry, RegistryError
-    from tether.cli import UserError
-    from tether.home import Home
-    from tether.up import parse_hostport
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
+    from tether.hostport import parse_hostport
 
     home = Home.default()
     if not home.authority_identity.exists():
@@ -308,7 +309,7 @@ def _read_passphrase(from_stdin: bool) -> str:
     import getpass
     import sys
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.console_login import MIN_PASSPHRASE
 
     if from_stdin:
@@ -331,8 +332,8 @@ def _console_principal(registry: Registry, authority: Identity, args: argparse.N
     from tether.authority.registry import Principal
     from tether.broker.passwd import hash_password
     from tether.console_login import derive
+    from tether.edge.keys import Identity
     from tether.encoding import b64e
-    from tether.keys import Identity
 
     passphrase = _read_passphrase(args.passphrase_stdin)
     keys = derive(passphrase, authority.public_key, args.name)
@@ -348,10 +349,10 @@ def _console_principal(registry: Registry, authority: Identity, args: argparse.N
 async def _serve() -> int:
     from tether.authority.provision import authority_identity
     from tether.authority.service import AuthorityService
-    from tether.cli import UserError
-    from tether.home import Home
-    from tether.mqtt import BrokerError
-    from tether.process_runtime import until_stopped
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
+    from tether.edge.mqtt import BrokerError
+    from tether.edge.process import until_stopped
 
     home = Home.default()
     service = AuthorityService(authority_identity(home), home)

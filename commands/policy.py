@@ -86,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
 def _policy_path(file: str | None) -> Path:
     from pathlib import Path
 
-    from tether.home import Home
+    from tether.edge.home import Home
 
     return Path(file) if file else Home.default().policy
 
 
 def _load(path: Path) -> Policy:
     from tether.authority.policy import Policy, PolicyError
-    from tether.cli import UserError
+    from tether.commands.main import UserError
 
     try:
         return Policy.load(path)
@@ -107,7 +107,7 @@ def _split_list(text: str | None) -> list[str]:
 
 
 def _parse_labels(text: str) -> dict[str, str]:
-    from tether.cli import UserError
+    from tether.commands.main import UserError
 
     labels: dict[str, str] = {}
     for item in _split_list(text):
@@ -121,7 +121,7 @@ def _parse_labels(text: str) -> dict[str, str]:
 def _parse_time(text: str | None) -> datetime:
     from datetime import UTC, datetime
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
 
     if not text:
         return datetime.now(UTC)
@@ -135,8 +135,8 @@ def _parse_time(text: str | None) -> datetime:
 def _registry_facts(user: str, agent: str) -> tuple[list[str], dict[str, str] | None, list[str]]:
     """(the user's groups, the agent's labels or None, notes) from the registry, if any."""
     from tether.authority.registry import Registry
-    from tether.home import Home
-    from tether.keys import KeyFileError
+    from tether.edge.home import Home
+    from tether.edge.keys import KeyFileError
 
     home = Home.default()
     notes: list[str] = []
@@ -167,7 +167,7 @@ def _check(args: argparse.Namespace) -> int:
     import shlex
 
     from tether.authority.policy import Request, evaluate
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.display import safe
 
     if args.sessions < 0:
@@ -231,7 +231,7 @@ def _print_decision(request: Request, decision: Decision, policy: Policy, path: 
 
 def _validate(args: argparse.Namespace) -> int:
     from tether.authority.policy import PolicyError, find_problems, read_policy_file
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.display import safe
 
     path = _policy_path(args.file)
@@ -266,7 +266,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from tether.authority.policy import find_problems
-    from tether.cli import UserError
+    from tether.commands.main import UserError
 
     path = _policy_path(args.file)
     try:

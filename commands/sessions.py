@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
-    from tether.recorder.cli import add_store_argument
+    from tether.commands.recorder import add_store_argument
 
     p.add_argument("--agent", help="only sessions on this agent")
     p.add_argument("--user", help="only sessions of this user")
@@ -52,9 +52,9 @@ def _list(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
+    from tether.commands.recorder import store_dir
     from tether.display import safe, safe_json
-    from tether.recorder.cli import store_dir
     from tether.recorder.db import connect
     from tether.recorder.search import parse_when
 
@@ -133,8 +133,8 @@ def _duration(seconds: float) -> str:
 
 
 async def _terminate(args: argparse.Namespace) -> int:
-    from tether.cli import UserError
     from tether.client.connect import GrantRequester, acquire_slot, connect, load_identity
+    from tether.commands.main import UserError
     from tether.display import safe
     from tether.topics import Topics
 

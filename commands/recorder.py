@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tether.process_runtime import add_verbose_argument, setup_logging
+from tether.commands.options import add_verbose_argument
+from tether.edge.process import setup_logging
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +15,7 @@ def add_store_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def store_dir(args: argparse.Namespace) -> Path:
-    from tether.home import Home
+    from tether.edge.home import Home
 
     return Path(args.store) if getattr(args, "store", None) else Home.default().recordings
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def start_recorder(identity_path: Path, store: Path) -> tuple[object, object]:
     """Start the service and its index worker; return both for `stop_recorder`."""
-    from tether.keys import Identity
+    from tether.edge.keys import Identity
     from tether.recorder.index_process import IndexProcess
     from tether.recorder.service import RecorderService
 
@@ -72,11 +73,11 @@ async def stop_recorder(parts: tuple[object, object]) -> None:
 async def _serve(args: argparse.Namespace) -> int:
     import sys
 
-    from tether.cli import UserError
-    from tether.home import Home
-    from tether.keys import KeyFileError
-    from tether.mqtt import BrokerError
-    from tether.process_runtime import until_stopped
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
+    from tether.edge.keys import KeyFileError
+    from tether.edge.mqtt import BrokerError
+    from tether.edge.process import until_stopped
 
     home = Home.default()
     identity = args.identity or home.recorder_identity()

@@ -12,9 +12,10 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from tether.encoding import b64d, b64e, dumps, loads
+from tether.errors import TetherError
 
 
-class KeyFileError(Exception):
+class KeyFileError(TetherError):
     """A key or identity file that is missing, unreadable, malformed or too exposed."""
 
 

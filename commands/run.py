@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from tether.client.shell import ENV_PASSED
+from tether.commands.shell import ENV_PASSED
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
 
     command = list(args.command)
     if command and command[0] == "--":

@@ -20,10 +20,10 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
+    from tether.commands.search import open_index
     from tether.display import safe, safe_json
-    from tether.home import Home
-    from tether.recorder.search_cli import open_index
+    from tether.edge.home import Home
 
     store = Path(args.store).expanduser() if args.store else Home.default().recordings
     prefix = args.sid.strip().lower()

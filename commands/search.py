@@ -33,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.display import safe_json
-    from tether.home import Home
+    from tether.edge.home import Home
     from tether.recorder import search as s
 
     home = Home.default()
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def open_index(store: Path) -> sqlite3.Connection:
     """The store's database, read side; a clear error if there is none."""
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.recorder import db as rdb
     from tether.recorder import textindex
 

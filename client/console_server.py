@@ -1,4 +1,4 @@
-"""`tether console`: serve the web console (client/web/dist) and its /config.json.
+"""The web console's HTTP server: client/web/dist and its /config.json.
 
 A small static HTTP/1.1 server on asyncio streams, loopback by default. It serves only
 public material: the bundle, and the broker's websocket URL, the topic prefix and the
@@ -8,7 +8,6 @@ session is end-to-end encrypted there, so whoever serves the page never sees a s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -20,8 +19,9 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from tether.encoding import dumps
+from tether.errors import TetherError
 
-log = logging.getLogger("tether.console")
+log = logging.getLogger("tether.client.console_server")
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8080"
 DEFAULT_WS_LISTEN: Final = "127.0.0.1:8083"
@@ -162,7 +162,7 @@ class ConsoleServer:
 
     @property
     def url(self) -> str:
-        from tether.up import format_hostport
+        from tether.hostport import format_hostport
 
         return f"http://{format_hostport(self.host, self.port)}/"
 
@@ -245,82 +245,11 @@ def listen_error(what: str, host: str, port: int, exc: OSError, hint: str) -> st
     return f"{what} cannot listen on {host}:{port} ({exc.strerror or exc}). {hint}"
 
 
+class ConsoleError(TetherError):
+    """The console cannot be served (its bundle is missing)."""
+
+
 def check_dist(dist: Path) -> None:
-    from tether.cli import UserError
-
     if not (dist / "index.html").is_file():
-        raise UserError(f"the console bundle is missing ({dist / 'index.html'}); build it with "
+        raise ConsoleError(f"the console bundle is missing ({dist / 'index.html'}); build it with "
                         "`npm ci && node build.mjs` in client/web, or pass --dist DIR")
-
-
-# ----- the command -----
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Serve the web console: a static page that logs in with a passphrase (see `tether "
-        "authority user add NAME --console`), talks MQTT over the broker's websocket listener "
-        "and encrypts every session end to end in the browser. Serves on loopback by default; "
-        "put a TLS-terminating reverse proxy in front to offer it on a network."
-    )
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
-                        help=f"where to serve the page (default {DEFAULT_LISTEN})")
-    parser.add_argument("--ws-url", metavar="URL",
-                        help="the broker's websocket listener as the browser reaches it "
-                        f"(default ws://{DEFAULT_WS_LISTEN})")
-    parser.add_argument("--dist", metavar="DIR", type=Path,
-                        help="serve this bundle instead of the installed one (or set "
-                        "$TETHER_CONSOLE_DIST, which `tether up` follows too)")
-
-
-def authority_keys() -> dict[str, str]:
-    """The authority's public keys, from $TETHER_HOME (the authority's or the user's identity)."""
-    from tether.cli import UserError
-    from tether.home import Home
-    from tether.keys import Identity, KeyFileError
-
-    home = Home.default()
-    for path in (home.authority_identity, home.user_identity):
-        try:
-            keys = Identity.load(path).authority
-        except (KeyFileError, OSError, ValueError):
-            continue
-        if keys.get("ed25519") and keys.get("x25519"):
-            return {"ed25519": keys["ed25519"], "x25519": keys["x25519"]}
-    raise UserError(f"no authority keys under {home.root}; run `tether up` or `tether init` "
-                    "first (or set TETHER_HOME)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from tether.process_runtime import setup_logging
-
-    setup_logging(False)
-    return asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    from tether.cli import UserError
-    from tether.process_runtime import until_stopped
-    from tether.topics import DEFAULT_PREFIX
-    from tether.up import parse_hostport
-
-    dist = args.dist or dist_dir()
-    check_dist(dist)
-    host, port = parse_hostport(args.listen, 8080)
-    ws_url = args.ws_url or f"ws://{DEFAULT_WS_LISTEN}"
-    try:
-        ws_source(ws_url)
-    except ValueError as exc:
-        raise UserError(f"--ws-url: {exc}; give the broker's websocket listener as "
-                        "ws://HOST:PORT or wss://HOST[:PORT][/PATH]") from None
-    server = ConsoleServer(dist, console_config(ws_url, authority_keys(), DEFAULT_PREFIX),
-                           host, port)
-    try:
-        await server.start()
-    except OSError as exc:
-        raise UserError(listen_error("the console", host, port, exc,
-                                     "Pick another address with --listen.")) from None
-    print(f"web console at {server.url} (broker websocket {ws_url}); stop with Ctrl-C", flush=True)
-    await until_stopped()
-    await server.stop()
-    return 0

@@ -38,11 +38,11 @@ def _line(r: dict[str, Any], number: int, problem: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from tether.authority.audit import parse_since, read_audit
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.display import safe_json
+    from tether.edge.home import Home
+    from tether.edge.keys import Identity, KeyFileError
     from tether.encoding import b64d
-    from tether.home import Home
-    from tether.keys import Identity, KeyFileError
 
     home = Home.default()
     path = home.root / "authority" / "audit.jsonl"

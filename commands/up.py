@@ -4,26 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from tether.process_runtime import add_client_timeout_argument, add_verbose_argument, setup_logging
-
-
-def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
-    from tether.cli import UserError
-
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(default_port)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]  # [::1]:1883
-    try:
-        return host or "127.0.0.1", int(port)
-    except ValueError:
-        raise UserError(f"{text!r} is not HOST:PORT") from None
-
-
-def format_hostport(host: str, port: int) -> str:
-    """HOST:PORT as a URL or a listen address wants it: an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+from tether.commands.options import add_client_timeout_argument, add_verbose_argument
+from tether.edge.process import setup_logging
+from tether.hostport import format_hostport, parse_hostport
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,11 +54,17 @@ async def _up(args: argparse.Namespace) -> int:
     from tether.agent.service import AgentService
     from tether.authority.provision import ensure_local_setup
     from tether.authority.service import AuthorityService
-    from tether.cli import UserError
-    from tether.console import ConsoleServer, check_dist, console_config, dist_dir, listen_error
-    from tether.home import Home
-    from tether.mqtt import BrokerError
-    from tether.process_runtime import until_stopped
+    from tether.client.console_server import (
+        ConsoleServer,
+        check_dist,
+        console_config,
+        dist_dir,
+        listen_error,
+    )
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
+    from tether.edge.mqtt import BrokerError
+    from tether.edge.process import until_stopped
     from tether.topics import DEFAULT_PREFIX
 
     home = Home.default()
@@ -128,7 +117,7 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         await authority.start()
         if not args.no_recorder:
-            from tether.recorder.cli import start_recorder
+            from tether.commands.recorder import start_recorder
 
             recorder = await start_recorder(home.recorder_identity(), home.recordings)
         if agent is not None:
@@ -166,7 +155,7 @@ async def _up(args: argparse.Namespace) -> int:
     if agent is not None:
         await agent.stop()
     if recorder is not None:
-        from tether.recorder.cli import stop_recorder
+        from tether.commands.recorder import stop_recorder
 
         await stop_recorder(recorder)
     await authority.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tether.recorder.cli import add_store_argument
+from tether.commands.recorder import add_store_argument
 
 if TYPE_CHECKING:
     from tether.recorder.verify import Report
@@ -33,7 +33,7 @@ def resolve_sid(db: object, prefix: str) -> str:
     """A full session id from a unique prefix; UserError otherwise."""
     import sqlite3
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
 
     assert isinstance(db, sqlite3.Connection)
     p = prefix.strip().lower()
@@ -50,10 +50,10 @@ def resolve_sid(db: object, prefix: str) -> str:
 def authority_key(explicit: str | None) -> bytes | None:
     """The authority's Ed25519 public key: --authority-key, else from an identity file
     under $TETHER_HOME (the recorder's, the user's, the authority's); None if none."""
-    from tether.cli import UserError
+    from tether.commands.main import UserError
+    from tether.edge.home import Home
+    from tether.edge.keys import Identity, KeyFileError
     from tether.encoding import b64d
-    from tether.home import Home
-    from tether.keys import Identity, KeyFileError
 
     if explicit is not None:
         try:
@@ -82,9 +82,9 @@ NO_KEY_HINT = ("  to check signatures, pass --authority-key KEY: the authority's
 def run(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
+    from tether.commands.recorder import store_dir
     from tether.display import safe
-    from tether.recorder.cli import store_dir
     from tether.recorder.db import connect, log_path, open_message_path
     from tether.recorder.verify import verify_log
 

@@ -1,4 +1,4 @@
-"""`tether agent enroll`: the device side of enrolment (see tether.enrolment)."""
+"""`tether agent enrol`: the device side of enrolment (see tether.enrolment)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ import time
 from pathlib import Path
 
 from tether import enrolment
-from tether.cli import UserError
-from tether.keys import Identity
-from tether.mqtt import BrokerError, BrokerSettings, MqttConnection
+from tether.edge.keys import Identity
+from tether.edge.mqtt import BrokerError, BrokerSettings, MqttConnection
+from tether.errors import TetherError
 from tether.topics import Topics
 
 REPLY_TIMEOUT = 15.0
 
 
-async def enroll(activation: str, code: str, host: str, port: int, name: str, out: Path,
+class EnrolmentFailed(TetherError):
+    """Enrolment did not complete; the text says why and what to do."""
+
+
+async def enrol(activation: str, code: str, host: str, port: int, name: str, out: Path,
                  tls_ca: str | None = None, topics: Topics | None = None,
                  approval_wait: float = 600.0) -> Identity:
     topics = topics or Topics()
@@ -38,19 +42,19 @@ async def enroll(activation: str, code: str, host: str, port: int, name: str, ou
         await conn.connect()
     except BrokerError as exc:
         if "refused" in str(exc):
-            raise UserError(
+            raise EnrolmentFailed(
                 f"the broker at {host}:{port} refused activation {activation}: the id or code is "
                 "wrong, the activation has expired or been used up, or the broker was not "
                 "reloaded after it was created"
             ) from None
-        raise UserError(str(exc)) from None
+        raise EnrolmentFailed(str(exc)) from None
     try:
         await conn.subscribe_confirmed(topics.enrol_reply(activation), 1)
         conn.publish(topics.enrol_request(activation), payload, qos=1)
         try:
             doc = await asyncio.wait_for(answers.get(), REPLY_TIMEOUT)
         except TimeoutError:
-            raise UserError(f"the authority did not answer within {REPLY_TIMEOUT:.0f} s; is it running?") from None
+            raise EnrolmentFailed(f"the authority did not answer within {REPLY_TIMEOUT:.0f} s; is it running?") from None
         if doc.get("pending") and doc.get("authentic"):
             print(f"Waiting for an administrator to approve this agent. Its key fingerprint is\n"
                   f"  {doc.get('fingerprint')}\n"
@@ -58,18 +62,18 @@ async def enroll(activation: str, code: str, host: str, port: int, name: str, ou
             try:
                 doc = await asyncio.wait_for(answers.get(), approval_wait)
             except TimeoutError:
-                raise UserError(f"not approved within {approval_wait:.0f} s; run enroll again later") from None
+                raise EnrolmentFailed(f"not approved within {approval_wait:.0f} s; run `tether agent enrol` again later") from None
     finally:
         await conn.close()
     if not doc.get("authentic"):
-        raise UserError("the answer was not authenticated with the activation code; refusing it")
+        raise EnrolmentFailed("the answer was not authenticated with the activation code; refusing it")
     if not doc.get("ok"):
-        raise UserError(f"enrolment refused: {doc.get('error')}")
+        raise EnrolmentFailed(f"enrolment refused: {doc.get('error')}")
     broker = doc.get("broker")
     authority = doc.get("authority")
     labels = doc.get("labels")
     if not isinstance(broker, dict) or not isinstance(authority, dict) or not isinstance(labels, dict):
-        raise UserError("the authority's answer is malformed")
+        raise EnrolmentFailed("the authority's answer is malformed")
     ident.broker = {"host": host, "port": port, "username": str(broker["username"]),
                     "password": str(broker["password"])}
     if tls_ca:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tether.cli import UserError
+from tether.commands.main import UserError
 from tether.topics import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _fmt(host: str, port: int) -> str:
-    from tether.up import format_hostport
+    from tether.hostport import format_hostport
 
     return format_hostport(host, port)
 

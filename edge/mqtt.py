@@ -23,7 +23,9 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-log = logging.getLogger("tether.mqtt")
+from tether.errors import TetherError
+
+log = logging.getLogger("tether.edge.mqtt")
 
 # AWS IoT Core caps payloads at 128 KB; frames carry at most 64 KiB of data plus overhead.
 MAX_PAYLOAD = 128 * 1024 - 512
@@ -31,7 +33,7 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 
 
-class BrokerError(Exception):
+class BrokerError(TetherError):
     """The broker cannot be reached or refused us; the message says what to do."""
 
 

@@ -20,8 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tether.authority.provision import ensure_local_setup
-    from tether.home import Home
-    from tether.up import parse_hostport
+    from tether.edge.home import Home
+    from tether.hostport import parse_hostport
 
     home = Home.default()
     host, port = parse_hostport(args.broker)

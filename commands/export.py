@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from tether.cli import UserError
+    from tether.commands.main import UserError
     from tether.display import safe
-    from tether.home import Home
+    from tether.edge.home import Home
     from tether.recorder import db as recdb
     from tether.recorder.export import asciicast, transcript
     from tether.recorder.replay import Recording, ReplayError, resolve_sid

@@ -1,4 +1,4 @@
-"""`tether login` (on the user's machine) and `tether user add` (on the authority's host).
+"""`tether login`: make your key on your machine, or finish with the token from `tether user add`.
 
 The user's private key is made on the user's machine and never leaves it:
 1. `tether login --name alice` creates the key (0600) and prints its public half;
@@ -16,7 +16,7 @@ from pathlib import Path
 TOKEN_PREFIX = "tether1:"
 
 
-def configure_login(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Create your key on this machine (it never leaves it), or complete your identity "
         "with the token an administrator gives you after `tether user add`."
@@ -33,15 +33,15 @@ def configure_login(parser: argparse.ArgumentParser) -> None:
 def _identity_path(arg: str | None) -> Path:
     import os
 
-    from tether.home import Home
+    from tether.edge.home import Home
 
     return Path(arg or os.environ.get("TETHER_IDENTITY") or Home.default().user_identity)
 
 
-def run_login(args: argparse.Namespace) -> int:
-    from tether.cli import UserError
+def run(args: argparse.Namespace) -> int:
+    from tether.commands.main import UserError
+    from tether.edge.keys import Identity, KeyFileError
     from tether.encoding import b64e, loads
-    from tether.keys import Identity, KeyFileError
     from tether.topics import valid_name
 
     path = _identity_path(args.identity)
@@ -85,11 +85,11 @@ async def rotate_identity(path: Path) -> int:
     from nacl.signing import SigningKey
 
     from tether.authz import rotation_message
-    from tether.cli import UserError
     from tether.client.connect import GrantRequester, acquire_slot, connect
+    from tether.commands.main import UserError
     from tether.display import safe
+    from tether.edge.keys import Identity, KeyFileError
     from tether.encoding import b64e
-    from tether.keys import Identity, KeyFileError
     from tether.topics import Topics
 
     try:
@@ -127,56 +127,4 @@ async def rotate_identity(path: Path) -> int:
         ident.x25519_secret = new_x_secret
     ident.save(path)
     print(f"rotated: {path} now holds a new key; the old one no longer works")
-    return 0
-
-
-def configure_user(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Register users whose keys were made with `tether login` (on the authority's host)."
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    add = verbs.add_parser("add", help="register a user's public key and print their login token")
-    add.add_argument("name")
-    add.add_argument("--key", required=True, help="the public key `tether login` printed")
-    add.add_argument("--group", action="append", default=[], help="a group the user belongs to; repeatable")
-    add.add_argument("--broker", metavar="HOST:PORT",
-                     help="broker address the user dials (default: the authority's)")
-    add.add_argument("--tls-ca", metavar="FILE", help="CA certificate path on the user's machine")
-
-
-def run_user(args: argparse.Namespace) -> int:
-    from tether.authority.provision import authority_identity, commit
-    from tether.authority.registry import Principal, Registry, RegistryError, new_mqtt_password
-    from tether.cli import UserError
-    from tether.encoding import b64d, dumps
-    from tether.home import Home
-    from tether.up import parse_hostport
-
-    home = Home.default()
-    if not home.authority_identity.exists():
-        raise UserError(f"no authority under {home.root}; run this where the authority runs")
-    try:
-        if len(b64d(args.key)) != 32:
-            raise ValueError
-    except ValueError:
-        raise UserError("--key is not a public key printed by `tether login`") from None
-    authority = authority_identity(home)
-    host, port = (parse_hostport(args.broker) if args.broker else
-                  (str(authority.broker.get("host", "127.0.0.1")), int(authority.broker.get("port", 1883))))
-    registry = Registry.load(home.registry)
-    password, hashed = new_mqtt_password()
-    try:
-        registry.add(Principal(name=args.name, kind="user", ed25519=args.key, mqtt_hash=hashed,
-                               groups=list(args.group)))
-    except RegistryError as exc:
-        raise UserError(str(exc)) from None
-    commit(home, registry)
-    broker: dict[str, object] = {"host": host, "port": port, "username": args.name, "password": password}
-    if args.tls_ca:
-        broker["tls"] = {"ca": args.tls_ca}
-    token = base64.urlsafe_b64encode(dumps({"name": args.name, "key": args.key, "broker": broker,
-                                            "authority": authority.authority})).decode().rstrip("=")
-    groups = ", ".join(args.group) or "no groups"
-    print(f"user {args.name!r} registered ({groups}). Reload the broker (`tether broker reload`, or "
-          "systemctl reload mosquitto), then send the user this line over a channel you trust "
-          "(it holds their broker password):\n\n"
-          f"  tether login --token {TOKEN_PREFIX}{token}")
     return 0
