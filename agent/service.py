@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class AgentService:
         self.name = ident.name
         self.replay = ReplayState.load(self.replay_file, time.time())
         self._hs = AgentHandshake(ident.signing_key, ident.x25519_secret or b"",
-                                  seen=self.replay.hellos)
+                                  seen=self.replay.hellos, rand=os.urandom)
         self._checker = grants.GrantChecker(
             b64d(ident.authority["ed25519"]), ident.name, ident.public_key,
             used=self.replay.grants,
@@ -303,8 +304,8 @@ class AgentService:
             recorder_x25519=b64d(grant.recorder_x25519), recorder_ed25519=b64d(grant.recorder_ed25519),
             body=session_body(sid=sid, grant_token=request.grant, agent=self.name,
                               client=client, cols=request.cols, rows=request.rows,
-                              term=request.term),
-            now=time.monotonic(), required=grant.recording == "required")
+                              term=request.term, started=time.time()),
+            now=time.monotonic(), rand=os.urandom, required=grant.recording == "required")
         link = RecordingLink(self.conn, self.topics.session(self.name, client, sid.hex(), REC),
                              sender, grant)
         self.recordings[(client, sid.hex())] = link

@@ -122,7 +122,7 @@ class ClientSession:
         self._hs = ClientHandshake(
             client_key=self.identity.signing_key, agent_signing_key=self._agent_key,
             agent_x25519=agent_x, sid=self.sid,
-            request=dict(self.request, grant=reply["grant"], mode=self.mode),
+            request=dict(self.request, grant=reply["grant"], mode=self.mode), rand=os.urandom,
         )
         self._reply = self.loop.create_future()
         self.conn.publish(self.topics.handshake(self.agent, self.slot.name), self._hs.hello(time.time()), qos=1)

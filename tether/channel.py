@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 
 from tether.errors import TetherError
 from tether.frames import Frame, FrameCipher, FrameError, FrameType
+from tether.retransmit import RTO_MAX, RTO_MIN, backoff
 
 DEFAULT_WINDOW_BYTES = 1 << 20
 DEFAULT_WINDOW_FRAMES = 512
 ACK_DELAY = 0.02
 NACK_HOLDOFF = 0.05
-RTO_MIN = 0.5
-RTO_MAX = 4.0
 MAX_NACK_RANGES = 32
 KEEPALIVE = 30.0  # an idle client acks at least this often, so the agent knows it is there
 UNRELIABLE = frozenset({FrameType.ACK})
@@ -303,7 +302,7 @@ class Channel:
                     # it as a duplicate and acks again (a zero-window probe).
                     seq, sent = next(iter(self._unacked.items()))
                     self._resend(seq, sent, now)
-                self._rto = min(self._rto * 2, RTO_MAX)
+                self._rto = backoff(self._rto)
 
     def next_deadline(self) -> float | None:
         times = []

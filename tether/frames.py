@@ -9,17 +9,11 @@ frames of one direction ever share a nonce. The key changes every 2**20 frames (
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_decrypt,
-    crypto_aead_xchacha20poly1305_ietf_encrypt,
-)
-from nacl.exceptions import CryptoError
-
+from tether.crypto import aead_open, aead_seal, kdf
 from tether.errors import TetherError
 
 VERSION = 1
@@ -65,7 +59,7 @@ class Frame:
 
 
 def _next_key(key: bytes) -> bytes:
-    return hashlib.blake2b(b"rekey", key=key, digest_size=32, person=b"tether-epoch").digest()
+    return kdf(key, b"tether-epoch", b"rekey")
 
 
 class FrameCipher:
@@ -101,9 +95,7 @@ class FrameCipher:
             raise ValueError(f"frame payload {len(payload)} exceeds {MAX_PAYLOAD}")
         epoch = seq >> EPOCH_BITS
         header = HEADER.pack(VERSION, ftype, flags, epoch, seq, ack)
-        sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(
-            payload, header, self._nonce(ftype, epoch, seq), self._key(epoch)
-        )
+        sealed = aead_seal(self._key(epoch), self._nonce(ftype, epoch, seq), header, payload)
         self._newest = max(self._newest, epoch)
         return header + sealed
 
@@ -122,11 +114,8 @@ class FrameCipher:
         if epoch > self._newest + MAX_EPOCH_AHEAD:
             raise FrameError("epoch too far ahead of the last authenticated frame")
         header = blob[:HEADER_LEN]
-        try:
-            payload = crypto_aead_xchacha20poly1305_ietf_decrypt(
-                blob[HEADER_LEN:], header, self._nonce(ftype, epoch, seq), self._key(epoch)
-            )
-        except CryptoError as exc:
-            raise FrameError("frame failed authentication") from exc
+        payload = aead_open(self._key(epoch), self._nonce(ftype, epoch, seq), header, blob[HEADER_LEN:])
+        if payload is None:
+            raise FrameError("frame failed authentication")
         self._newest = max(self._newest, epoch)
         return Frame(kind, flags, seq, ack, payload)

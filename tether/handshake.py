@@ -12,22 +12,17 @@ associated data and so in the transcript. There is no negotiation.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_decrypt,
-    crypto_aead_xchacha20poly1305_ietf_encrypt,
-    crypto_scalarmult,
-)
-from nacl.exceptions import BadSignatureError, CryptoError
-from nacl.public import PrivateKey
+from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from tether import crypto
+from tether.crypto import Random, kdf, personal_hash, x25519_public
 from tether.encoding import b64d, b64e, dumps, loads
 from tether.errors import TetherError
 from tether.limits import MAX_HELLO_BYTES
@@ -61,34 +56,24 @@ class HelloRejected(HandshakeError):
         self.hello = hello
 
 
-def _kdf(ikm: bytes, label: bytes, context: bytes) -> bytes:
-    return hashlib.blake2b(context, key=ikm, digest_size=32, person=label).digest()
-
-
 def _hash(*parts: bytes) -> bytes:
-    h = hashlib.blake2b(digest_size=32, person=b"tether-hs-tx")
-    for part in parts:
-        h.update(part)
-    return h.digest()
+    return personal_hash(b"tether-hs-tx", *parts)
 
 
 def _seal(key: bytes, ad: bytes, plaintext: bytes) -> bytes:
-    return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, NONCE, key)
+    return crypto.aead_seal(key, NONCE, ad, plaintext)
 
 
 def _open(key: bytes, ad: bytes, ciphertext: bytes, what: str) -> bytes:
-    try:
-        return crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, NONCE, key)
-    except CryptoError as exc:
-        raise HandshakeError(f"{what} failed authentication") from exc
+    plain = crypto.aead_open(key, NONCE, ad, ciphertext)
+    if plain is None:
+        raise HandshakeError(f"{what} failed authentication")
+    return plain
 
 
 def _dh(secret: bytes, public: bytes) -> bytes:
-    try:
-        shared = crypto_scalarmult(secret, public)
-    except CryptoError as exc:  # libsodium itself refuses an all-zero result
-        raise HandshakeError("low-order public key") from exc
-    if shared == bytes(32):
+    shared = crypto.dh(secret, public)
+    if shared is None:
         raise HandshakeError("low-order public key")
     return shared
 
@@ -128,7 +113,7 @@ class SessionKeys:
 
 
 def _traffic_keys(ee: bytes, h3: bytes) -> SessionKeys:
-    return SessionKeys(c2a=_kdf(ee, b"tether-c2a", h3), a2c=_kdf(ee, b"tether-a2c", h3))
+    return SessionKeys(c2a=kdf(ee, b"tether-c2a", h3), a2c=kdf(ee, b"tether-a2c", h3))
 
 
 class ClientHandshake:
@@ -142,6 +127,7 @@ class ClientHandshake:
         agent_x25519: bytes,
         sid: bytes,
         request: dict[str, Any],
+        rand: Random,
     ) -> None:
         if len(sid) != 16:
             raise ValueError("sid must be 16 bytes")
@@ -149,20 +135,20 @@ class ClientHandshake:
         self._agent_verify = VerifyKey(agent_signing_key)
         self._agent_x = agent_x25519
         self.sid = sid
-        self._eph = PrivateKey.generate()
+        self._eph = rand(32)
+        self._eph_pub = x25519_public(self._eph)
         self._request = dict(request)
         self._h1 = b""
         self._es = b""
         self.accepted: dict[str, Any] = {}
 
     def hello(self, now: float) -> bytes:
-        eph_pub = bytes(self._eph.public_key)
-        prefix = PREFIX.pack(HS_VERSION, HsType.HELLO, self.sid) + eph_pub
-        self._es = _dh(bytes(self._eph), self._agent_x)
+        prefix = PREFIX.pack(HS_VERSION, HsType.HELLO, self.sid) + self._eph_pub
+        self._es = _dh(self._eph, self._agent_x)
         body = dict(self._request)
         body["client_key"] = b64e(bytes(self._client_key.verify_key))
         body["ts"] = now
-        key = _kdf(self._es, b"tether-hs1", prefix + self._agent_x)
+        key = kdf(self._es, b"tether-hs1", prefix + self._agent_x)
         msg = prefix + _seal(key, prefix + self._agent_x, dumps(body))
         self._h1 = _hash(msg)
         return msg
@@ -173,15 +159,15 @@ class ClientHandshake:
         if message_sid(msg) != self.sid:
             raise HandshakeError("reply is for another session")
         if kind == HsType.REFUSE:
-            key = _kdf(self._es, b"tether-hs-refuse", self._h1)
+            key = kdf(self._es, b"tether-hs-refuse", self._h1)
             body = _object(_open(key, msg[: PREFIX.size], msg[PREFIX.size :], "refusal"), "refusal")
             raise HandshakeRefused(str(body.get("reason", "refused")))
         if kind != HsType.ACCEPT or len(msg) < PREFIX.size + 32 + 64 + 16:
             raise HandshakeError("unexpected handshake message")
         hdr2 = msg[: PREFIX.size + 32]
         agent_eph = hdr2[PREFIX.size :]
-        ee = _dh(bytes(self._eph), agent_eph)
-        key2 = _kdf(ee + self._es, b"tether-hs2", self._h1 + hdr2)
+        ee = _dh(self._eph, agent_eph)
+        key2 = kdf(ee + self._es, b"tether-hs2", self._h1 + hdr2)
         plain = _open(key2, hdr2, msg[len(hdr2) :], "accept")
         try:
             self._agent_verify.verify(b"tether-hs2-sig" + self._h1 + hdr2, plain[:64])
@@ -191,7 +177,7 @@ class ClientHandshake:
         h2 = _hash(self._h1, msg)
         hdr3 = PREFIX.pack(HS_VERSION, HsType.CONFIRM, self.sid)
         sig = self._client_key.sign(b"tether-hs3-sig" + h2).signature
-        confirm = hdr3 + _seal(_kdf(ee + self._es, b"tether-hs3", h2), hdr3, sig)
+        confirm = hdr3 + _seal(kdf(ee + self._es, b"tether-hs3", h2), hdr3, sig)
         return confirm, _traffic_keys(ee, _hash(h2, confirm))
 
 
@@ -212,21 +198,22 @@ class Hello:
 
     def refuse(self, reason: str) -> bytes:
         hdr = PREFIX.pack(HS_VERSION, HsType.REFUSE, self.sid)
-        key = _kdf(self._es, b"tether-hs-refuse", self.h1)
+        key = kdf(self._es, b"tether-hs-refuse", self.h1)
         return hdr + _seal(key, hdr, dumps({"reason": reason}))
 
 
 class PendingSession:
     """The agent's side after ACCEPT, waiting for CONFIRM."""
 
-    def __init__(self, hello: Hello, agent_key: SigningKey, extra: dict[str, Any]) -> None:
+    def __init__(self, hello: Hello, agent_key: SigningKey, extra: dict[str, Any],
+                 rand: Random) -> None:
         self.hello = hello
-        eph = PrivateKey.generate()
-        hdr2 = PREFIX.pack(HS_VERSION, HsType.ACCEPT, hello.sid) + bytes(eph.public_key)
+        eph = rand(32)
+        hdr2 = PREFIX.pack(HS_VERSION, HsType.ACCEPT, hello.sid) + x25519_public(eph)
         h1 = hello.h1
-        self._ee = _dh(bytes(eph), hello._eph_pub)
+        self._ee = _dh(eph, hello._eph_pub)
         sig = agent_key.sign(b"tether-hs2-sig" + h1 + hdr2).signature
-        key2 = _kdf(self._ee + hello._es, b"tether-hs2", h1 + hdr2)
+        key2 = kdf(self._ee + hello._es, b"tether-hs2", h1 + hdr2)
         self.accept = hdr2 + _seal(key2, hdr2, sig + dumps(extra))
         self._h2 = _hash(h1, self.accept)
 
@@ -234,7 +221,7 @@ class PendingSession:
         if message_type(msg) != HsType.CONFIRM or message_sid(msg) != self.hello.sid:
             raise HandshakeError("expected CONFIRM for this session")
         hdr3 = msg[: PREFIX.size]
-        key3 = _kdf(self._ee + self.hello._es, b"tether-hs3", self._h2)
+        key3 = kdf(self._ee + self.hello._es, b"tether-hs3", self._h2)
         sig = _open(key3, hdr3, msg[PREFIX.size :], "confirm")
         try:
             VerifyKey(self.hello.client_key).verify(b"tether-hs3-sig" + self._h2, sig)
@@ -247,10 +234,11 @@ class AgentHandshake:
     """The agent's side: open HELLOs, reject replays, and start pending sessions."""
 
     def __init__(self, agent_key: SigningKey, x25519_secret: bytes,
-                 seen: dict[bytes, float] | None = None) -> None:
+                 seen: dict[bytes, float] | None = None, *, rand: Random) -> None:
         self._agent_key = agent_key
         self._x_secret = x25519_secret
-        self._x_public = bytes(PrivateKey(x25519_secret).public_key)
+        self._x_public = x25519_public(x25519_secret)
+        self._rand = rand
         # Client ephemeral key of each accepted HELLO -> forget after. The caller may pass
         # its own, to keep it across restarts.
         self._seen: dict[bytes, float] = {} if seen is None else seen
@@ -265,7 +253,7 @@ class AgentHandshake:
         prefix = msg[: PREFIX.size + 32]
         eph_pub = prefix[PREFIX.size :]
         es = _dh(self._x_secret, eph_pub)
-        key = _kdf(es, b"tether-hs1", prefix + self._x_public)
+        key = kdf(es, b"tether-hs1", prefix + self._x_public)
         plain = _open(key, prefix + self._x_public, msg[len(prefix) :], "hello")
         try:
             body = loads(plain)
@@ -291,7 +279,7 @@ class AgentHandshake:
         """Answer an authorised HELLO, and refuse it as replayed from now on, for as long
         as its timestamp could pass the freshness check (with a margin for clock steps)."""
         self._seen[hello._eph_pub] = float(hello.body["ts"]) + 2 * MAX_SKEW
-        return PendingSession(hello, self._agent_key, extra)
+        return PendingSession(hello, self._agent_key, extra, self._rand)
 
     def _forget(self, now: float) -> None:
         if len(self._seen) > 64:

@@ -16,12 +16,12 @@ The log stores each event followed by its 32-byte chain value:
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
+from tether.crypto import kdf, personal_hash
 from tether.errors import TetherError
 from tether.limits import valid_geometry
 
@@ -98,11 +98,11 @@ def resize_of(data: bytes) -> tuple[int, int] | None:
 
 def genesis(sid: bytes) -> bytes:
     """The chain value before event 0, bound to the session id."""
-    return hashlib.blake2b(sid, digest_size=CHAIN_LEN, person=b"tether-rec-gen").digest()
+    return personal_hash(b"tether-rec-gen", sid)
 
 
 def chain_next(previous: bytes, encoded_event: bytes) -> bytes:
-    return hashlib.blake2b(encoded_event, key=previous, digest_size=CHAIN_LEN).digest()
+    return kdf(previous, b"", encoded_event)
 
 
 def checkpoint_message(sid: bytes, index: int, chain: bytes, final: bool) -> bytes:

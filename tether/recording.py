@@ -24,25 +24,17 @@ coming (go-back-N), and the receiver answers anything out of order with its curr
 
 from __future__ import annotations
 
-import hashlib
-import os
 import struct
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_decrypt,
-    crypto_aead_xchacha20poly1305_ietf_encrypt,
-    crypto_scalarmult,
-)
-from nacl.exceptions import BadSignatureError, CryptoError
-from nacl.public import PrivateKey
+from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from tether import grants
+from tether.crypto import Random, aead_open, aead_seal, dh, kdf, personal_hash, x25519_public
 from tether.encoding import b64d, dumps, loads
 from tether.errors import TetherError
 from tether.limits import MAX_COLS, MAX_ROWS, valid_geometry
@@ -55,6 +47,7 @@ from tether.recevents import (
     decode_events,
     genesis,
 )
+from tether.retransmit import RTO_MIN, backoff
 
 REC_VERSION = 0x84  # 0x84: the OPEN's signature covers the grant's digest
 PREFIX = struct.Struct(">BB16s")
@@ -68,8 +61,6 @@ OPTIONAL_BUFFER = 8 << 20  # what an optional recording buffers before it drops 
 MAX_MESSAGE_DATA = 60 * 1024
 CHECKPOINT_EVERY = 1024  # events
 CHECKPOINT_SECONDS = 5.0
-RTO_MIN = 0.5
-RTO_MAX = 4.0
 
 
 class RecType(IntEnum):
@@ -83,28 +74,21 @@ class RecordingError(TetherError):
     """A recording message that is malformed, unauthentic or not for us."""
 
 
-def _kdf(ikm: bytes, label: bytes, context: bytes) -> bytes:
-    return hashlib.blake2b(context, key=ikm, digest_size=32, person=label).digest()
-
-
 def _dh(secret: bytes, public: bytes) -> bytes:
-    try:
-        shared = crypto_scalarmult(secret, public)
-    except CryptoError as exc:
-        raise RecordingError("low-order public key") from exc
-    if shared == bytes(32):
+    shared = dh(secret, public)
+    if shared is None:
         raise RecordingError("low-order public key")
     return shared
 
 
 def _hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=32, person=b"tether-rec-open").digest()
+    return personal_hash(b"tether-rec-open", data)
 
 
 def _open_signed(grant_token: str, unsigned: bytes) -> bytes:
     """What the agent signs in an OPEN. With the grant's digest in it, a grant stored with
     the recording cannot be swapped for another session's of the same agent."""
-    digest = hashlib.blake2b(grant_token.encode(), digest_size=32, person=b"tether-rec-grant").digest()
+    digest = personal_hash(b"tether-rec-grant", grant_token.encode())
     return b"tether-rec-open\x00" + digest + unsigned
 
 
@@ -153,6 +137,7 @@ class RecordingSender:
     recorder_ed25519: bytes
     body: dict[str, Any]
     now: float
+    rand: Random  # the OPEN's ephemeral key and every DATA nonce
     required: bool = True
     open_message: bytes = field(init=False)
     opened: bool = field(default=False, init=False)
@@ -164,18 +149,17 @@ class RecordingSender:
     def __post_init__(self) -> None:
         self._t0 = self.now
         self._verify = VerifyKey(self.recorder_ed25519)
-        eph = PrivateKey.generate()
-        eph_pub = bytes(eph.public_key)
+        eph = self.rand(32)
         self._prefix_open = PREFIX.pack(REC_VERSION, RecType.OPEN, self.sid)
-        shared = _dh(bytes(eph), self.recorder_x25519)
-        head = self._prefix_open + eph_pub
-        key = _kdf(shared, b"tether-rec-body", head + self.recorder_x25519)
-        sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(dumps(self.body), head, OPEN_NONCE, key)
+        shared = _dh(eph, self.recorder_x25519)
+        head = self._prefix_open + x25519_public(eph)
+        key = kdf(shared, b"tether-rec-body", head + self.recorder_x25519)
+        sealed = aead_seal(key, OPEN_NONCE, head, dumps(self.body))
         unsigned = head + sealed
         signed = _open_signed(str(self.body["grant"]), unsigned)
         self.open_message = unsigned + self.signing_key.sign(signed).signature
         self.open_hash = _hash(self.open_message)
-        self._key = _kdf(shared, b"tether-rec-a2r", self.open_hash)
+        self._key = kdf(shared, b"tether-rec-a2r", self.open_hash)
         self._prefix_data = PREFIX.pack(REC_VERSION, RecType.DATA, self.sid)
         self._prefix_ack = PREFIX.pack(REC_VERSION, RecType.ACK, self.sid)
         self._prefix_refuse = PREFIX.pack(REC_VERSION, RecType.REFUSE, self.sid)
@@ -269,7 +253,7 @@ class RecordingSender:
             return out
         if self._deadline is not None and now >= self._deadline and self._sent_upto > self.acked:
             self._sent_upto = self.acked  # nothing heard in time: go back to the first unacked
-            self._rto = min(self._rto * 2, RTO_MAX)
+            self._rto = backoff(self._rto)
             self._deadline = None
             self.resends += 1
         batch: list[bytes] = []
@@ -294,13 +278,13 @@ class RecordingSender:
 
     def _seal(self, first: int, events: list[bytes]) -> bytes:
         head = self._prefix_data + INDEX.pack(first)
-        nonce = os.urandom(NONCE_LEN)
-        body = crypto_aead_xchacha20poly1305_ietf_encrypt(b"".join(events), head, nonce, self._key)
+        nonce = self.rand(NONCE_LEN)
+        body = aead_seal(self._key, nonce, head, b"".join(events))
         return head + nonce + body
 
     def _arm(self, now: float) -> None:
         self._deadline = now + self._rto
-        self._rto = min(self._rto * 2, RTO_MAX)
+        self._rto = backoff(self._rto)
 
     def next_deadline(self) -> float | None:
         if self.refused is not None:
@@ -391,12 +375,10 @@ def open_recording(blob: bytes, *, recorder_name: str, x25519_secret: bytes,
     eph_pub = head[PREFIX.size:]
     unsigned, sig = blob[:-SIG_LEN], blob[-SIG_LEN:]
     shared = _dh(x25519_secret, eph_pub)
-    my_pub = bytes(PrivateKey(x25519_secret).public_key)
-    key = _kdf(shared, b"tether-rec-body", head + my_pub)
-    try:
-        plain = crypto_aead_xchacha20poly1305_ietf_decrypt(unsigned[len(head):], head, OPEN_NONCE, key)
-    except CryptoError as exc:
-        raise RecordingError("recording OPEN is not sealed to this recorder") from exc
+    key = kdf(shared, b"tether-rec-body", head + x25519_public(x25519_secret))
+    plain = aead_open(key, OPEN_NONCE, head, unsigned[len(head):])
+    if plain is None:
+        raise RecordingError("recording OPEN is not sealed to this recorder")
     try:
         body = loads(plain)
     except ValueError as exc:
@@ -422,7 +404,7 @@ def open_recording(blob: bytes, *, recorder_name: str, x25519_secret: bytes,
     except (BadSignatureError, ValueError) as exc:
         raise RecordingError("recording OPEN is not signed by the grant's agent") from exc
     open_hash = _hash(blob)
-    return OpenedRecording(sid, grant, body, open_hash, _kdf(shared, b"tether-rec-a2r", open_hash))
+    return OpenedRecording(sid, grant, body, open_hash, kdf(shared, b"tether-rec-a2r", open_hash))
 
 
 def open_signer_matches(blob: bytes, sid: bytes, agent_key: bytes, grant_token: str) -> bool:
@@ -473,11 +455,9 @@ class RecordingReceiver:
         head = blob[:hlen]
         first = INDEX.unpack_from(blob, PREFIX.size)[0]
         nonce = blob[hlen:hlen + NONCE_LEN]
-        try:
-            plain = crypto_aead_xchacha20poly1305_ietf_decrypt(blob[hlen + NONCE_LEN:], head, nonce,
-                                                               self.opened.key)
-        except CryptoError as exc:
-            raise RecordingError("recording DATA failed authentication") from exc
+        plain = aead_open(self.opened.key, nonce, head, blob[hlen + NONCE_LEN:])
+        if plain is None:
+            raise RecordingError("recording DATA failed authentication")
         if first > self.expected:
             return Ingested([])  # a message before this one was lost; our ack asks again
         try:
@@ -525,8 +505,8 @@ def refuse(blob: bytes, key: SigningKey, reason: str) -> bytes | None:
 
 
 def session_body(*, sid: bytes, grant_token: str, agent: str, client: str, cols: int, rows: int,
-                 term: str | None, started: float | None = None) -> dict[str, Any]:
+                 term: str | None, started: float) -> dict[str, Any]:
     """What the agent tells the recorder about a session, besides the grant."""
     return {"sid": sid.hex(), "grant": grant_token, "agent": agent, "client": client,
             "cols": cols, "rows": rows, "term": term,
-            "started": time.time() if started is None else started}
+            "started": started}
