@@ -14,6 +14,7 @@ from tether.authority.registry import Principal, Registry
 from tether.edge.home import Home
 from tether.edge.keys import Identity
 from tether.edge.mqtt import MqttConnection
+from tether.edge.watch import FileWatch, poll
 from tether.revocation import TERMINATE_TTL, RevocationError, Revocations, sign_bulletin
 from tether.topics import Topics
 
@@ -27,7 +28,7 @@ class BulletinKeeper:
         self.home = home
         self.topics = topics
         self.revocations = Revocations()
-        self._version: tuple[int, int, int] | None = (-1, -1, -1)
+        self._watch = FileWatch(home.revocations)
         self._published: bytes | None = None
         self.conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -36,18 +37,10 @@ class BulletinKeeper:
 
     def refresh(self) -> bool:
         """Re-read revocations.json if it changed; publish the new bulletin. True if changed."""
-        path = self.home.revocations
-        try:
-            st = path.stat()
-            # Replaced atomically: a new inode is new content even within one mtime tick.
-            version: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_ino, st.st_size)
-        except FileNotFoundError:
-            version = None
-        if version == self._version:
+        if not self._watch.changed():
             return False
-        self._version = version
         try:
-            self.revocations = Revocations.load(path)
+            self.revocations = Revocations.load(self.home.revocations)
         except (RevocationError, OSError) as exc:
             log.error("revocations not reloaded; keeping the previous list: %s", exc)
             return False
@@ -70,21 +63,14 @@ class BulletinKeeper:
             log.warning("the retained revocation bulletin was replaced by someone else; republishing")
             self.publish()
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_INTERVAL)  # a poll interval for file changes
-            try:
-                self.refresh()
-            except Exception:  # a bad file must not stop the authority
-                log.exception("revocation refresh failed")
-
     def start(self, conn: MqttConnection) -> None:
         """Call before `conn.connect()`: the bulletin goes out on every (re)connect."""
         self.refresh()
         self.conn = conn
         conn.on_connected.append(self.on_connected)
         conn.subscribe(self.topics.bulletin(), 1)
-        self._task = asyncio.get_running_loop().create_task(self.run())
+        self._task = asyncio.get_running_loop().create_task(
+            poll(CHECK_INTERVAL, self.refresh, log, "revocation refresh"))
 
     def stop(self) -> None:
         if self._task is not None:
@@ -128,7 +114,7 @@ class BulletinKeeper:
                                "nonce": secrets.token_hex(8), "by": principal.name})
         revs.bump(now)
         revs.save(self.home.revocations)
-        self._version = (-1, -1, -1)
+        self._watch.forget()
         self.refresh()
         log.info("%s ordered session %s on %s terminated", principal.name, sid, agent)
         return {"ok": True, "message": f"terminate order for session {sid} published "

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
@@ -27,6 +26,7 @@ from tether.authz import rotation_message
 from tether.edge.home import Home
 from tether.edge.keys import Identity, KeyFileError
 from tether.edge.mqtt import BrokerSettings, MqttConnection
+from tether.edge.watch import FileWatch, poll
 from tether.encoding import b64d, b64e
 from tether.errors import TetherError
 from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
@@ -42,22 +42,10 @@ REQUEST_BURST = AUTHORITY_REQUEST_BURST
 RATE_KEYS = 4096  # principals tracked; the least recently heard is forgotten first
 DROP_LOG_INTERVAL = 60.0  # log a principal's dropped requests at most this often
 MAX_ENROL_BYTES = 16 * 1024  # a sealed enrolment request is well under 2 KiB
-FileVersion = tuple[int, int, int, int, int, int]
 
 
 class AuthorityStateError(TetherError):
     """The authority's own state files cannot be used."""
-
-
-def _version(path: Path) -> FileVersion | None:
-    """What tells a re-read is due. Files are replaced atomically, so a new inode means new
-    content even within the timestamp granularity; a chmod or chown changes only the
-    ctime, mode and owner, which are part of it so the file's safety is re-checked."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid
 
 
 @dataclass
@@ -69,8 +57,8 @@ class AuthorityService:
     on_principals_changed: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
-        self._registry_version: FileVersion | bool | None = False  # False: never read
-        self._policy_version: FileVersion | bool | None = False
+        self._registry_watch = FileWatch(self.home.registry)
+        self._policy_watch = FileWatch(self.home.policy)
         self.registry = Registry(self.home.registry)
         self.policy = Policy()
         self.conn: MqttConnection | None = None
@@ -78,7 +66,7 @@ class AuthorityService:
         self.policy_error: str | None = None
         self.registry_error: str | None = None
         self._approvals: asyncio.Task[None] | None = None
-        self._pending_version: tuple[int, int] | None = None
+        self._pending_watch = FileWatch(self.home.pending_enrolments)
         self.bulletin = BulletinKeeper(self.identity, self.home, self.topics)
         self.audit = AuditLog(self.home.root / "authority" / "audit.jsonl", self.identity.signing_key)
         self.nonces: NonceJournal | None = None
@@ -88,13 +76,9 @@ class AuthorityService:
     def _refresh(self) -> None:
         """Pick up registry and policy edits without a restart; each request re-checks
         both files, so one made writable by others stops being used at once."""
-        version = _version(self.home.registry)
-        if version != self._registry_version:
-            self._registry_version = version
+        if self._registry_watch.changed():
             self._load_registry()
-        version = _version(self.home.policy)
-        if version != self._policy_version:
-            self._policy_version = version
+        if self._policy_watch.changed():
             self._load_policy()
 
     def _load_registry(self) -> None:
@@ -136,7 +120,8 @@ class AuthorityService:
         self.conn = MqttConnection(settings, self._on_message, clean_session=False)
         self.conn.subscribe(self.topics.authz_requests(), 1)
         self.conn.subscribe(self.topics.enrol_requests(), 1)
-        self._approvals = asyncio.get_running_loop().create_task(self._watch_approvals())
+        self._approvals = asyncio.get_running_loop().create_task(
+            poll(APPROVAL_POLL, self.check_approvals, log, "approval check"))
         self.bulletin.start(self.conn)
         await self.conn.connect()
 
@@ -265,28 +250,17 @@ class AuthorityService:
 
     def check_approvals(self) -> None:
         """Finish the enrolments an administrator has approved since the last look."""
-        path = self.home.pending_enrolments
-        try:
-            version = path.stat().st_mtime_ns, path.stat().st_ino
-        except FileNotFoundError:
+        if not self._pending_watch.changed() or self._pending_watch.version is None:
             return
-        if version == self._pending_version:
-            return
-        self._pending_version = version
-        pending = PendingStore.load(path)
+        pending = PendingStore.load(self.home.pending_enrolments)
         done = [p for p in pending.items.values() if p.approved]
         for item in done:
             del pending.items[item.name]
         if done:
             pending.save()
-            self._pending_version = None
+            self._pending_watch.forget()
         for item in done:
             self._on_enrol(item.activation, b64d(item.payload), time.time(), approved=True)
-
-    async def _watch_approvals(self) -> None:
-        while True:
-            await asyncio.sleep(APPROVAL_POLL)
-            self.check_approvals()
 
     def _audit_decision(self, user: str, req: dict[str, Any], reply: dict[str, Any]) -> None:
         """Written (and fsync'd) before the reply goes out: no unrecorded grants."""
@@ -321,7 +295,7 @@ class AuthorityService:
         if new_x:
             principal.x25519 = b64e(new_x)
         self.registry.save()
-        self._registry_version = False  # re-read on the next request
+        self._registry_watch.forget()  # re-read on the next request
         log.info("rotated the key of %s", user)
         return {"ok": True}
 
