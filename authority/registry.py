@@ -11,17 +11,12 @@ from pathlib import Path
 
 from tether.broker.files import BrokerUser, write_broker_files
 from tether.broker.passwd import hash_password
-from tether.console_login import SLOT_SUFFIX, console_slot
+from tether.console_login import console_slot
 from tether.edge.state_files import load_records, save_records
 from tether.errors import TetherError
-from tether.topics import valid_name
+from tether.topics import USER_SLOTS, user_slot, valid_name
 
 KINDS = ("user", "agent", "recorder", "authority", "admin", "enrol")
-# A user may hold this many broker connections at once (one per running CLI command),
-# because each broker connection needs its own client id and the broker ties client ids
-# to usernames to stop takeovers.
-USER_SLOTS = 8
-_SLOT_SUFFIXES = frozenset([str(i) for i in range(1, USER_SLOTS)] + [SLOT_SUFFIX.lstrip(".")])
 
 
 class RegistryError(TetherError):
@@ -30,19 +25,10 @@ class RegistryError(TetherError):
 
 def slot_names(name: str, kind: str, console: bool = False) -> list[str]:
     """The broker usernames of a principal: a user's CLI slots, and its console slot."""
-    names = [name] + ([f"{name}.{i}" for i in range(1, USER_SLOTS)] if kind == "user" else [])
+    names = [user_slot(name, i) for i in range(USER_SLOTS)] if kind == "user" else [name]
     if console and kind in ("user", "admin"):
         names.append(console_slot(name))  # the browser console's one broker login
     return names
-
-
-def principal_of_slot(mqtt_name: str) -> str:
-    """The principal a broker username belongs to, found without the registry: the name
-    less a CLI slot (.1 to .7) or console (.c) suffix. Cheap enough to key a rate limit on
-    before a request is opened; at worst an agent named like another user's slot shares
-    that user's key."""
-    base, _, suffix = mqtt_name.rpartition(".")
-    return base if base and suffix in _SLOT_SUFFIXES else mqtt_name
 
 
 @dataclass

@@ -111,14 +111,13 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OUTGOING, Session
 
 from tether.acl import AclFile, Action, valid_topic
-from tether.authority.registry import principal_of_slot
 from tether.broker.files import ACL_FILE, PASSWD_FILE, read_broker_files, read_console_keys
 from tether.broker.passwd import verify_password
 from tether.console_login import TokenChecker, is_console_slot
 from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
 from tether.ratelimit import RateLimiter
 from tether.throttle import Throttle
-from tether.topics import DEFAULT_PREFIX, Topics, valid_name
+from tether.topics import DEFAULT_PREFIX, Topics, principal_of_slot, valid_name
 
 __all__ = [
     "CONNECT_TIMEOUT",

@@ -17,10 +17,9 @@ from tether.edge.keys import Identity, KeyFileError
 from tether.edge.mqtt import BrokerError, BrokerSettings, MessageHandler, MqttConnection
 from tether.encoding import b64d
 from tether.errors import TetherError
-from tether.topics import Topics
+from tether.topics import USER_SLOTS, Topics, user_slot
 
 AUTHORITY_TIMEOUT = 10.0
-SLOTS = 8
 
 
 class ClientError(TetherError):
@@ -66,8 +65,8 @@ def acquire_slot(identity: Identity) -> Slot:
     lock_dir = Home.default().run_dir / "slots"
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_dir.parent.chmod(0o700)
-    for i in range(SLOTS):
-        name = base if i == 0 else f"{base}.{i}"
+    for i in range(USER_SLOTS):
+        name = user_slot(base, i)
         fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -75,7 +74,7 @@ def acquire_slot(identity: Identity) -> Slot:
             os.close(fd)
             continue
         return Slot(name, fd)
-    raise ClientError(f"{SLOTS} tether commands are already connected as {base!r}; close one first")
+    raise ClientError(f"{USER_SLOTS} tether commands are already connected as {base!r}; close one first")
 
 
 async def connect(identity: Identity, slot: Slot, on_message: MessageHandler) -> MqttConnection:

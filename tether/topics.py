@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tether.console_login import SLOT_SUFFIX
+
 DEFAULT_PREFIX = "tether/v1"
 
 # Per-session sub-topics. c2a carries client input, control and acks; a2c carries output.
@@ -125,3 +127,24 @@ class Topics:
         if parts[: len(pre)] != pre or len(rest) != 4 or rest[0] != "a" or rest[2] != "hs":
             return None
         return rest[1], rest[3]
+
+
+# A user may hold this many broker connections at once (one per running CLI command),
+# because each connection needs its own client id and brokers tie client ids to usernames
+# to stop takeovers: the user's name, then NAME.1 ... NAME.7.
+USER_SLOTS = 8
+_SLOT_SUFFIXES = frozenset([str(i) for i in range(1, USER_SLOTS)] + [SLOT_SUFFIX.lstrip(".")])
+
+
+def user_slot(name: str, i: int) -> str:
+    """The broker username of a user's i-th CLI slot (0 is the name itself)."""
+    return name if i == 0 else f"{name}.{i}"
+
+
+def principal_of_slot(mqtt_name: str) -> str:
+    """The principal a broker username belongs to, found without the registry: the name
+    less a CLI slot (.1 to .7) or console (.c) suffix. Cheap enough to key a rate limit on
+    before a request is opened; at worst an agent named like another user's slot shares
+    that user's key."""
+    base, _, suffix = mqtt_name.rpartition(".")
+    return base if base and suffix in _SLOT_SUFFIXES else mqtt_name
