@@ -42,8 +42,9 @@ def new_sender(agent: Identity, recorder: Identity, authority: Identity) -> Reco
         sid=sid, signing_key=agent.signing_key, recorder_x25519=recorder.x25519_public,
         recorder_ed25519=recorder.public_key,
         body=session_body(sid=sid, grant_token=grant_token(agent, recorder, authority),
-                          agent=agent.name, client="bench-client", cols=80, rows=24, term=None),
-        now=time.monotonic(), required=True)
+                          agent=agent.name, client="bench-client", cols=80, rows=24, term=None,
+                          started=time.time()),
+        now=time.monotonic(), rand=os.urandom, required=True)
 
 
 @dataclass

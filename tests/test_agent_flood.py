@@ -31,7 +31,7 @@ def _hellos(stack: Stack, sender: Identity, n: int) -> list[bytes]:
     return [ClientHandshake(client_key=SigningKey(sender.signing_seed),
                             agent_signing_key=agent.public_key, agent_x25519=agent.x25519_public,
                             sid=os.urandom(16),
-                            request={"grant": forged, "mode": "exec", "command": ["true"]},
+                            request={"grant": forged, "mode": "exec", "command": ["true"]}, rand=os.urandom,
                             ).hello(now) for _ in range(n)]
 
 

@@ -171,19 +171,19 @@ def test_root_refusal(name: str, uid: int, allowed: bool) -> None:
 
 def _pair() -> tuple[AgentHandshake, SigningKey, PrivateKey]:
     key, x = SigningKey.generate(), PrivateKey.generate()
-    return AgentHandshake(key, bytes(x)), key, x
+    return AgentHandshake(key, bytes(x), rand=os.urandom), key, x
 
 
 def _client(key: SigningKey, x: PrivateKey) -> ClientHandshake:
     return ClientHandshake(client_key=SigningKey.generate(), agent_signing_key=bytes(key.verify_key),
                            agent_x25519=bytes(x.public_key), sid=os.urandom(16),
-                           request={"grant": "g", "mode": "shell"})
+                           request={"grant": "g", "mode": "shell"}, rand=os.urandom)
 
 
 def test_a_refused_hello_costs_no_memory() -> None:
     seen: dict[bytes, float] = {}
     key, x = SigningKey.generate(), PrivateKey.generate()
-    agent = AgentHandshake(key, bytes(x), seen=seen)
+    agent = AgentHandshake(key, bytes(x), seen=seen, rand=os.urandom)
     for _ in range(200):  # HELLOs anyone can make: without a valid grant they are not accepted
         agent.open_hello(_client(key, x).hello(NOW), NOW)
     assert seen == {}
@@ -198,10 +198,10 @@ def test_an_accepted_hello_stays_refused_in_a_new_agent_sharing_the_cache() -> N
     seen: dict[bytes, float] = {}
     key, x = SigningKey.generate(), PrivateKey.generate()
     msg = _client(key, x).hello(NOW)
-    first = AgentHandshake(key, bytes(x), seen=seen)
+    first = AgentHandshake(key, bytes(x), seen=seen, rand=os.urandom)
     first.accept(first.open_hello(msg, NOW), {})
     with pytest.raises(HelloRejected, match="replayed"):
-        AgentHandshake(key, bytes(x), seen=seen).open_hello(msg, NOW + 5)
+        AgentHandshake(key, bytes(x), seen=seen, rand=os.urandom).open_hello(msg, NOW + 5)
 
 
 def test_hello_size_limit() -> None:

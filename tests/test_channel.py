@@ -21,12 +21,11 @@ from tether.channel import (
     ACK_DELAY,
     MAX_NACK_RANGES,
     NACK_HOLDOFF,
-    RTO_MAX,
-    RTO_MIN,
     Channel,
     ChannelClosed,
 )
 from tether.frames import HEADER, Direction, Frame, FrameCipher, FrameType
+from tether.retransmit import RTO_MAX, RTO_MIN
 
 Blob = tuple[bytes, int]
 

@@ -16,10 +16,10 @@ from tether.channel import (
     KEEPALIVE,
     MAX_NACK_RANGES,
     NACK_HOLDOFF,
-    RTO_MIN,
     Channel,
 )
 from tether.frames import Direction, FrameCipher, FrameType
+from tether.retransmit import RTO_MIN
 
 
 def test_out_of_order_buffer_holds_exactly_twice_the_window_in_bytes() -> None:

@@ -115,7 +115,7 @@ def _pair() -> tuple[RecordingSender, RecordingReceiver]:
     body = session_body(sid=sid, grant_token=grants.issue(bytes(AUTHORITY), dataclasses.replace(g), NOW),
                         agent="web1", client="alice", cols=80, rows=24, term="xterm", started=NOW)
     s = RecordingSender(sid=sid, signing_key=AGENT, recorder_x25519=bytes(RECORDER_X.public_key),
-                        recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW)
+                        recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW, rand=os.urandom)
     s.take_outgoing(NOW)
     r = RecordingReceiver(open_recording(s.open_message, recorder_name="rec", x25519_secret=bytes(RECORDER_X),
                                          authority_key=bytes(AUTHORITY.verify_key), agent="web1"))
@@ -317,7 +317,7 @@ def test_the_recorder_refuses_an_open_whose_grant_names_another_connection(tmp_p
     body = session_body(sid=sid, grant_token=grants.issue(bytes(authority), grant, now), agent="web1",
                         client="alice.1", cols=80, rows=24, term=None, started=now)
     sender = RecordingSender(sid=sid, signing_key=agent, recorder_x25519=recorder.x25519_public,
-                             recorder_ed25519=recorder.public_key, body=body, now=now)
+                             recorder_ed25519=recorder.public_key, body=body, now=now, rand=os.urandom)
     topics = Topics()
 
     async def go() -> None:

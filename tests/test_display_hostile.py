@@ -272,7 +272,7 @@ async def _refusing_agent(agent: Identity, reason: str, ready: asyncio.Event,
     from tether.topics import A2C
 
     topics = Topics()
-    hs = AgentHandshake(agent.signing_key, agent.x25519_secret or b"")
+    hs = AgentHandshake(agent.signing_key, agent.x25519_secret or b"", rand=os.urandom)
     conn: MqttConnection | None = None
 
     def on_message(topic: str, payload: bytes) -> None:

@@ -153,7 +153,8 @@ async def _handshake(stack: Stack, token: str, *,
         await conn.subscribe_confirmed(topics.session("local", slot, sid.hex(), A2C), 1)
         hs = ClientHandshake(client_key=user.signing_key, agent_signing_key=agent.public_key,
                              agent_x25519=agent.x25519_public, sid=sid,
-                             request={"grant": token, "mode": "exec", "command": ["true"]})
+                             request={"grant": token, "mode": "exec", "command": ["true"]},
+                             rand=os.urandom)
         msg = hs.hello(time.time())
         conn.publish(topics.handshake("local", slot), msg, qos=1)
         reply = await asyncio.wait_for(replies.get(), 10)

@@ -329,7 +329,7 @@ def test_recorder_refuses_a_second_recording_of_one_grant(stack: Stack) -> None:
             recorder_ed25519=recorder.public_key,
             body=session_body(sid=sid, grant_token=tok, agent=name, client="alice", cols=80,
                               rows=24, term=None, started=started),
-            now=time.monotonic())
+            now=time.monotonic(), rand=os.urandom)
 
     async def attempt(s: RecordingSender) -> str | None:
         topics = Topics()

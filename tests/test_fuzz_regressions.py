@@ -16,6 +16,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from tether import auditq, enrolment, handshake
+from tether.crypto import kdf
 from tether.encoding import b64e, dumps, loads
 from tether.handshake import HS_VERSION, PREFIX, AgentHandshake, ClientHandshake, Hello, HsType
 from tether.signed import sign_document
@@ -41,14 +42,14 @@ def test_crash_input_stays_fixed(path: Path) -> None:
 def _hello() -> tuple[ClientHandshake, Hello, SigningKey]:
     agent_key, agent_x = SigningKey.generate(), PrivateKey.generate()
     client = ClientHandshake(client_key=SigningKey.generate(), agent_signing_key=bytes(agent_key.verify_key),
-                             agent_x25519=bytes(agent_x.public_key), sid=os.urandom(16), request={})
-    hello = AgentHandshake(agent_key, bytes(agent_x)).open_hello(client.hello(NOW), NOW)
+                             agent_x25519=bytes(agent_x.public_key), sid=os.urandom(16), request={}, rand=os.urandom)
+    hello = AgentHandshake(agent_key, bytes(agent_x), rand=os.urandom).open_hello(client.hello(NOW), NOW)
     return client, hello, agent_key
 
 
 def _refuse_carrying(hello: Hello, body: bytes) -> bytes:
     hdr = PREFIX.pack(HS_VERSION, HsType.REFUSE, hello.sid)
-    return hdr + handshake._seal(handshake._kdf(hello._es, b"tether-hs-refuse", hello.h1), hdr, body)
+    return hdr + handshake._seal(kdf(hello._es, b"tether-hs-refuse", hello.h1), hdr, body)
 
 
 def _accept_carrying(hello: Hello, agent_key: SigningKey, extras: bytes) -> bytes:
@@ -57,7 +58,7 @@ def _accept_carrying(hello: Hello, agent_key: SigningKey, extras: bytes) -> byte
     hdr2 = PREFIX.pack(HS_VERSION, HsType.ACCEPT, hello.sid) + bytes(eph.public_key)
     ee = handshake._dh(bytes(eph), hello._eph_pub)
     sig = agent_key.sign(b"tether-hs2-sig" + hello.h1 + hdr2).signature
-    key2 = handshake._kdf(ee + hello._es, b"tether-hs2", hello.h1 + hdr2)
+    key2 = kdf(ee + hello._es, b"tether-hs2", hello.h1 + hdr2)
     return hdr2 + handshake._seal(key2, hdr2, sig + extras)
 
 

@@ -63,7 +63,7 @@ class Agent:
 def make_agent(key: SigningKey | None = None, x: PrivateKey | None = None) -> Agent:
     key = key or SigningKey.generate()
     x = x or PrivateKey.generate()
-    return Agent(key, x, AgentHandshake(key, bytes(x)))
+    return Agent(key, x, AgentHandshake(key, bytes(x), rand=os.urandom))
 
 
 def make_client(
@@ -75,6 +75,7 @@ def make_client(
         agent_x25519=agent.x_public,
         sid=sid or os.urandom(16),
         request=dict(REQUEST, **request),
+        rand=os.urandom,
     )
 
 
@@ -434,6 +435,7 @@ def test_client_refuses_low_order_agent_static_key(point: bytes) -> None:
         agent_x25519=point,
         sid=os.urandom(16),
         request=REQUEST,
+        rand=os.urandom,
     )
     with pytest.raises(HandshakeError):
         client.hello(NOW)

@@ -5,6 +5,7 @@ sides of this code, so a changed label, type number or hash still agrees with it
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 from test_handshake import make_agent, make_client
 
-from tether import handshake
+from tether.crypto import Random, kdf
 from tether.handshake import (
     PREFIX,
     AgentHandshake,
@@ -21,7 +22,6 @@ from tether.handshake import (
     HandshakeRefused,
     HelloRejected,
     SessionKeys,
-    _kdf,
     _seal,
 )
 from tether.limits import MAX_HELLO_BYTES
@@ -53,32 +53,27 @@ K_A2C = bytes.fromhex(
     "c573d91847050107b08c219beb1772d9f978740011f7241228c9442f8f74f46e")
 
 
-class _FixedEphemeral(PrivateKey):
-    """PrivateKey whose generate() is the vectors' agent ephemeral key."""
-
-    @classmethod
-    def generate(cls) -> PrivateKey:
-        return PrivateKey(bytes([5]) * 32)
+def _fixed(secret: bytes) -> Random:
+    """A random source that gives the vectors' ephemeral key."""
+    return lambda n: secret[:n]
 
 
 def vector_client() -> ClientHandshake:
     client = ClientHandshake(client_key=SigningKey(bytes([1]) * 32),
                              agent_signing_key=bytes(SigningKey(bytes([2]) * 32).verify_key),
                              agent_x25519=bytes(PrivateKey(bytes([3]) * 32).public_key),
-                             sid=SID, request={"mode": "exec"})
-    client._eph = PrivateKey(bytes([4]) * 32)  # the vectors' client ephemeral key
+                             sid=SID, request={"mode": "exec"}, rand=_fixed(bytes([4]) * 32))
     return client
 
 
-def test_the_handshake_produces_the_documented_vectors(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_handshake_produces_the_documented_vectors() -> None:
     client = vector_client()
     assert client.hello(TS) == HELLO
-    agent = AgentHandshake(SigningKey(bytes([2]) * 32), bytes([3]) * 32)
+    agent = AgentHandshake(SigningKey(bytes([2]) * 32), bytes([3]) * 32, rand=_fixed(bytes([5]) * 32))
     hello = agent.open_hello(HELLO, TS)
     assert hello.body == {"client_key": "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w",
                           "mode": "exec", "ts": TS}
     assert hello.refuse("no") == REFUSE_NO
-    monkeypatch.setattr(handshake, "PrivateKey", _FixedEphemeral)
     pending = agent.accept(hello, {"mode": "exec"})
     assert pending.accept == ACCEPT
     confirm, keys = client.on_reply(ACCEPT)
@@ -113,7 +108,7 @@ def test_a_refusal_that_is_not_json_is_a_handshake_error() -> None:
     client = make_client(agent)
     hello = agent.hs.open_hello(client.hello(TS), TS)
     hdr = PREFIX.pack(0x81, 4, hello.sid)
-    bogus = hdr + _seal(_kdf(hello._es, b"tether-hs-refuse", hello.h1), hdr, b"\xff not json")
+    bogus = hdr + _seal(kdf(hello._es, b"tether-hs-refuse", hello.h1), hdr, b"\xff not json")
     with pytest.raises(HandshakeError, match="not JSON"):
         client.on_reply(bogus)
 
@@ -178,7 +173,7 @@ def test_a_replay_is_remembered_across_clock_steps_of_up_to_twice_the_skew() -> 
 def test_expired_entries_are_forgotten_once_there_are_more_than_64() -> None:
     seen: dict[bytes, float] = {}
     agent = make_agent()
-    agent.hs = AgentHandshake(agent.key, bytes(agent.x), seen=seen)
+    agent.hs = AgentHandshake(agent.key, bytes(agent.x), seen=seen, rand=os.urandom)
     for _ in range(64):
         _accepted(agent, TS)
     later = TS + 241

@@ -149,7 +149,8 @@ def test_64_frames_before_the_confirm_are_held_and_more_are_dropped(tmp_path: Pa
         recording="off", recorder=None, reason=None, jti=grants.new_jti(), expires=now + 120)
     request = {"mode": "exec", "command": ["true"], "grant": grants.issue(bytes(authority), grant, now)}
     hs = ClientHandshake(client_key=user, agent_signing_key=agent.public_key,
-                         agent_x25519=agent.x25519_public or b"", sid=os.urandom(16), request=request)
+                         agent_x25519=agent.x25519_public or b"", sid=os.urandom(16), request=request,
+                         rand=os.urandom)
     service = AgentService(agent, replay_file=tmp_path / "replay.json")
     outbox = Outbox()
     service.conn = outbox  # type: ignore[assignment]

@@ -42,7 +42,7 @@ def _sender(cols: Any, rows: Any, **grant: Any) -> RecordingSender:
     body = session_body(sid=sid, grant_token=token(**grant), agent="web1", client="u-alice",
                         cols=cols, rows=rows, term="xterm", started=NOW)
     return RecordingSender(sid=sid, signing_key=AGENT, recorder_x25519=bytes(RECORDER_X.public_key),
-                           recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW)
+                           recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW, rand=os.urandom)
 
 
 @pytest.mark.parametrize("cols,rows", BAD_SIZES)
@@ -173,7 +173,7 @@ def test_the_recorder_refuses_an_open_with_a_bad_size(stack: Stack) -> None:
             body=session_body(sid=sid, grant_token=grants.issue(authority.signing_seed, grant, now),
                               agent=name, client="alice", cols=cols, rows=rows, term=None,
                               started=now),
-            now=time.monotonic())
+            now=time.monotonic(), rand=os.urandom)
 
     async def attempt(senders: list[RecordingSender]) -> list[str | None]:
         topics = Topics()

@@ -15,7 +15,6 @@ from tether.encoding import b64e, loads
 from tether.recevents import EventKind, chain_next, genesis
 from tether.recording import (
     OPTIONAL_BUFFER,
-    RTO_MIN,
     RecordingError,
     RecordingReceiver,
     RecordingSender,
@@ -23,6 +22,7 @@ from tether.recording import (
     refuse,
     session_body,
 )
+from tether.retransmit import RTO_MIN
 
 NOW = 1_700_000_000.0
 AUTHORITY = SigningKey(bytes(range(32)))
@@ -50,7 +50,7 @@ def sender(required: bool = True, signer: SigningKey = AGENT, **grant: Any) -> R
     return RecordingSender(sid=sid, signing_key=signer,
                            recorder_x25519=bytes(RECORDER_X.public_key),
                            recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW,
-                           required=required)
+                           rand=os.urandom, required=required)
 
 
 def opened(s: RecordingSender) -> RecordingReceiver:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import time
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from test_recording import (
     token,
 )
 
+from tether.crypto import kdf
 from tether.encoding import loads
 from tether.recevents import EventKind
 from tether.recording import (
@@ -34,20 +34,18 @@ from tether.recording import (
     OPTIONAL_BUFFER,
     REC_VERSION,
     REC_WINDOW,
-    RTO_MAX,
-    RTO_MIN,
     RecordingError,
     RecordingReceiver,
     RecordingSender,
     RecType,
     _dh,
-    _kdf,
     message_type,
     open_recording,
     open_signer_matches,
     refuse,
     session_body,
 )
+from tether.retransmit import RTO_MAX, RTO_MIN
 
 
 def test_numbers_are_the_protocols() -> None:
@@ -246,11 +244,12 @@ def test_nothing_is_taken_after_the_end_manifest() -> None:
     assert r.on_data(blob).events == []
 
 
-def test_session_body_keeps_a_given_start_or_takes_the_clock() -> None:
+def test_session_body_keeps_the_start_it_must_be_given() -> None:
+    """The core reads no clock: the agent says when the session started."""
     kw = dict(sid=bytes(16), grant_token="t", agent="a", client="c", cols=80, rows=24, term=None)
     assert session_body(**kw, started=5.0)["started"] == 5.0  # type: ignore[arg-type]
-    before = time.time()
-    assert before <= session_body(**kw)["started"] <= time.time()  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="started"):
+        session_body(**kw)  # type: ignore[arg-type]
 
 
 def test_a_receiver_for_another_agent_key_flags_the_first_bad_signature_once() -> None:
@@ -341,7 +340,7 @@ def test_an_open_whose_body_is_not_json_is_refused() -> None:
     sid = os.urandom(16)
     head = b"\x84\x01" + sid + bytes(eph.public_key)
     rx = bytes(RECORDER_X.public_key)
-    key = _kdf(_dh(bytes(eph), rx), b"tether-rec-body", head + rx)
+    key = kdf(_dh(bytes(eph), rx), b"tether-rec-body", head + rx)
     sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(b"\xff{", head, bytes(24), key)
     blob = head + sealed + AGENT.sign(head + sealed).signature
     with pytest.raises(RecordingError, match="not JSON"):
@@ -395,7 +394,8 @@ def test_a_sender_records_required_unless_told_otherwise() -> None:
     body = session_body(sid=sid, grant_token=token(), agent="web1", client="u-alice", cols=80,
                         rows=24, term=None, started=NOW)
     s = RecordingSender(sid=sid, signing_key=AGENT, recorder_x25519=bytes(RECORDER_X.public_key),
-                        recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW)
+                        recorder_ed25519=bytes(RECORDER.verify_key), body=body, now=NOW,
+                        rand=os.urandom)
     assert s.required
     assert s.record(EventKind.OUTPUT, bytes(OPTIONAL_BUFFER + 1), NOW)  # never drops
 
@@ -427,7 +427,8 @@ def test_low_order_keys_are_refused(point: bytes) -> None:
                        authority_key=bytes(AUTHORITY.verify_key))
     with pytest.raises(RecordingError, match="low-order public key"):
         RecordingSender(sid=os.urandom(16), signing_key=AGENT, recorder_x25519=point,
-                        recorder_ed25519=bytes(RECORDER.verify_key), body={"grant": "t"}, now=NOW)
+                        recorder_ed25519=bytes(RECORDER.verify_key), body={"grant": "t"}, now=NOW,
+                        rand=os.urandom)
 
 
 def test_silence_counts_from_the_first_event_the_recorder_owes() -> None:

@@ -184,13 +184,13 @@ class Agent:
 
     def __init__(self, d: Driver, extra: dict[str, Any]) -> None:
         self.d = d
-        hello = AgentHandshake(AGENT_KEY, bytes(AGENT_X)).open_hello(d.expect_pub(TOPICS.handshake(AGENT, SLOT)),
+        hello = AgentHandshake(AGENT_KEY, bytes(AGENT_X), rand=os.urandom).open_hello(d.expect_pub(TOPICS.handshake(AGENT, SLOT)),
                                                                      time.time())
         self.hello = hello
         self.sid = hello.sid.hex()
         self.c2a = TOPICS.session(AGENT, SLOT, self.sid, "c2a")
         self.a2c = TOPICS.session(AGENT, SLOT, self.sid, "a2c")
-        self.pending = PendingSession(hello, AGENT_KEY, extra)
+        self.pending = PendingSession(hello, AGENT_KEY, extra, os.urandom)
         d.deliver(self.a2c, self.pending.accept)
         keys = self.pending.on_confirm(d.expect_pub(self.c2a))
         self.channel = Channel(FrameCipher(keys.a2c, Direction.A2C), FrameCipher(keys.c2a, Direction.C2A),
@@ -344,7 +344,7 @@ def test_denial_carries_the_reason_and_whether_one_is_required(driver: Driver) -
 def test_refusal_by_the_agent(driver: Driver) -> None:
     start(driver)
     authority_answers(driver)
-    hello = AgentHandshake(AGENT_KEY, bytes(AGENT_X)).open_hello(
+    hello = AgentHandshake(AGENT_KEY, bytes(AGENT_X), rand=os.urandom).open_hello(
         driver.expect_pub(TOPICS.handshake(AGENT, SLOT)), time.time())
     driver.deliver(TOPICS.session(AGENT, SLOT, hello.sid.hex(), "a2c"), hello.refuse("user 'alice' has been revoked"))
     evt = driver.expect_event("refused")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from tether.errors import TetherError
 from tether.frames import Frame, FrameCipher, FrameError, FrameType
-from tether.retransmit import RTO_MAX, RTO_MIN, backoff
+from tether.retransmit import RTO_MIN, backoff
 
 DEFAULT_WINDOW_BYTES = 1 << 20
 DEFAULT_WINDOW_FRAMES = 512

@@ -97,7 +97,7 @@ class Peer:
         agent = Identity.load(self.stack.home.agent_identity("local"))
         return ClientHandshake(client_key=self.user.signing_key, agent_signing_key=agent.public_key,
                                agent_x25519=agent.x25519_public, sid=sid or os.urandom(16),
-                               request=request)
+                               request=request, rand=os.urandom)
 
     def request(self, **fields: Any) -> dict[str, Any]:
         """An exec request for `true` with a fresh grant, changed by `fields`."""

@@ -11,10 +11,7 @@ import hashlib
 import json
 import struct
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-from unittest import mock
 
 import nacl.pwhash
 from nacl.public import PrivateKey
@@ -22,6 +19,7 @@ from nacl.signing import SigningKey
 
 from tether import grants, handshake, presence
 from tether.console_login import broker_token
+from tether.crypto import Random
 from tether.encoding import b64e, dumps
 from tether.frames import Direction, FrameCipher, FrameType
 from tether.signed import sign_document
@@ -36,11 +34,9 @@ SID = bytes(range(16))
 NOW = 1_700_000_000.0
 
 
-@contextmanager
-def fixed_ephemeral(secret: bytes) -> Iterator[None]:
-    # handshake.py makes its ephemeral keys with nacl.public.PrivateKey.generate()
-    with mock.patch.object(PrivateKey, "generate", return_value=PrivateKey(secret)):
-        yield
+def fixed_random(secret: bytes) -> Random:
+    """The random source of one side: its fixed ephemeral key."""
+    return lambda n: secret[:n]
 
 
 def _json_cases() -> list[dict[str, Any]]:
@@ -88,15 +84,14 @@ def _handshake() -> dict[str, Any]:
     agent_x_pub = bytes(PrivateKey(AGENT_X).public_key)
     request = {"grant": "v4.public.example", "mode": "shell", "run_as": None, "reason": "disk check",
                "term": "xterm-256color", "cols": 120, "rows": 40, "env": {"LANG": "C.UTF-8"}}
-    with fixed_ephemeral(CLIENT_EPH):
-        hs = handshake.ClientHandshake(client_key=client, agent_signing_key=bytes(agent.verify_key),
-                                       agent_x25519=agent_x_pub, sid=SID, request=request)
+    hs = handshake.ClientHandshake(client_key=client, agent_signing_key=bytes(agent.verify_key),
+                                   agent_x25519=agent_x_pub, sid=SID, request=request,
+                                   rand=fixed_random(CLIENT_EPH))
     hello = hs.hello(NOW)
-    agent_side = handshake.AgentHandshake(agent, AGENT_X)
+    agent_side = handshake.AgentHandshake(agent, AGENT_X, rand=fixed_random(AGENT_EPH))
     opened = agent_side.open_hello(hello, NOW)
     extra = {"max_duration": 3600, "mode": "shell", "recorded": True, "run_as": "alice"}
-    with fixed_ephemeral(AGENT_EPH):
-        pending = agent_side.accept(opened, extra)
+    pending = agent_side.accept(opened, extra)
     confirm, keys = hs.on_reply(pending.accept)
     agent_keys = pending.on_confirm(confirm)
     assert agent_keys == keys

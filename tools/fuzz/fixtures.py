@@ -7,10 +7,13 @@ signed envelope, so the fuzzer reaches the parsing behind the MAC or signature.
 
 from __future__ import annotations
 
+import itertools
+
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from tether import grants, signed
+from tether.crypto import Random
 from tether.encoding import b64e
 
 NOW = 1_700_000_000.0
@@ -23,6 +26,18 @@ def signing_key(n: int) -> SigningKey:
 
 def x25519_key(n: int) -> PrivateKey:
     return PrivateKey(bytes([n]) * 32)
+
+
+def fixed_random(first: PrivateKey) -> Random:
+    """A random source that gives `first` (an ephemeral key), then counter bytes (nonces):
+    the same sequence on every run."""
+    count = itertools.count()
+
+    def rand(n: int) -> bytes:
+        i = next(count)
+        return bytes(first)[:n] if i == 0 else i.to_bytes(n, "big")
+
+    return rand
 
 
 AUTHORITY = signing_key(1)

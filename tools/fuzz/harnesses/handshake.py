@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tether import grants, handshake
 from tether.agent.request import RequestError, parse_request
+from tether.crypto import kdf
 from tether.encoding import b64e, dumps
 from tools.fuzz import fixtures as fx
 from tools.fuzz.base import Harness, seed
@@ -18,13 +19,13 @@ _HELLO_PREFIX = handshake.PREFIX.pack(handshake.HS_VERSION, handshake.HsType.HEL
 def _client_handshake() -> handshake.ClientHandshake:
     client = handshake.ClientHandshake(
         client_key=fx.CLIENT, agent_signing_key=fx.AGENT_PK, agent_x25519=fx.AGENT_X_PUB, sid=fx.SID,
-        request={"grant": fx.grant_token(), "mode": "shell", "term": "xterm-256color"})
-    client._eph = fx.CLIENT_EPH  # a fixed ephemeral, so inputs replay the same way
+        request={"grant": fx.grant_token(), "mode": "shell", "term": "xterm-256color"},
+        rand=fx.fixed_random(fx.CLIENT_EPH))  # a fixed ephemeral, so inputs replay the same way
     return client
 
 
 def _agent_handshake() -> handshake.AgentHandshake:
-    return handshake.AgentHandshake(fx.AGENT, bytes(fx.AGENT_X))
+    return handshake.AgentHandshake(fx.AGENT, bytes(fx.AGENT_X), rand=fx.fixed_random(fx.AGENT_EPH))
 
 
 def _on_hello(msg: bytes) -> None:
@@ -49,7 +50,7 @@ def _hello_raw(data: bytes) -> None:
 
 
 def _hello_sealed(data: bytes) -> None:
-    key = handshake._kdf(_HELLO_ES, b"tether-hs1", _HELLO_PREFIX + fx.AGENT_X_PUB)
+    key = kdf(_HELLO_ES, b"tether-hs1", _HELLO_PREFIX + fx.AGENT_X_PUB)
     _on_hello(_HELLO_PREFIX + handshake._seal(key, _HELLO_PREFIX + fx.AGENT_X_PUB, data))
 
 
@@ -85,9 +86,9 @@ def _reply_setup() -> _ReplySetup:
     h1 = client._h1
     hdr2 = handshake.PREFIX.pack(handshake.HS_VERSION, handshake.HsType.ACCEPT, fx.SID) + bytes(fx.AGENT_EPH.public_key)
     ee = handshake._dh(bytes(fx.AGENT_EPH), _CLIENT_EPH_PUB)
-    return _ReplySetup(client, hdr2, handshake._kdf(ee + _HELLO_ES, b"tether-hs2", h1 + hdr2),
+    return _ReplySetup(client, hdr2, kdf(ee + _HELLO_ES, b"tether-hs2", h1 + hdr2),
                        fx.AGENT.sign(b"tether-hs2-sig" + h1 + hdr2).signature,
-                       handshake._kdf(_HELLO_ES, b"tether-hs-refuse", h1))
+                       kdf(_HELLO_ES, b"tether-hs-refuse", h1))
 
 
 _REPLY = _reply_setup()
@@ -140,9 +141,9 @@ class _ConfirmSetup:
 def _confirm_setup() -> _ConfirmSetup:
     client = _client_handshake()
     hello = _agent_handshake().open_hello(client.hello(fx.NOW), fx.NOW)
-    pending = handshake.PendingSession(hello, fx.AGENT, {"mode": "shell"})
+    pending = handshake.PendingSession(hello, fx.AGENT, {"mode": "shell"}, fx.fixed_random(fx.AGENT_EPH))
     confirm, _keys = client.on_reply(pending.accept)
-    key3 = handshake._kdf(pending._ee + hello._es, b"tether-hs3", pending._h2)
+    key3 = kdf(pending._ee + hello._es, b"tether-hs3", pending._h2)
     return _ConfirmSetup(pending, key3, confirm)
 
 

@@ -8,12 +8,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_decrypt,
-    crypto_aead_xchacha20poly1305_ietf_encrypt,
-)
-
 from tether import recording
+from tether.crypto import aead_open, aead_seal, kdf
 from tether.encoding import dumps, loads
 from tether.recevents import (
     Event,
@@ -63,8 +59,8 @@ RECEVENTS = Harness("recevents", "tether/recevents.py decode_events, iter_log; r
 
 _OPEN_EPH_PUB = bytes(fx.OPEN_EPH.public_key)
 _OPEN_HEAD = recording.PREFIX.pack(recording.REC_VERSION, recording.RecType.OPEN, fx.SID) + _OPEN_EPH_PUB
-_OPEN_KEY = recording._kdf(recording._dh(bytes(fx.OPEN_EPH), fx.RECORDER_X_PUB), b"tether-rec-body",
-                           _OPEN_HEAD + fx.RECORDER_X_PUB)
+_OPEN_KEY = kdf(recording._dh(bytes(fx.OPEN_EPH), fx.RECORDER_X_PUB), b"tether-rec-body",
+                _OPEN_HEAD + fx.RECORDER_X_PUB)
 
 
 def _session_body() -> dict[str, Any]:
@@ -74,7 +70,8 @@ def _session_body() -> dict[str, Any]:
 
 def _sender() -> recording.RecordingSender:
     return recording.RecordingSender(sid=fx.SID, signing_key=fx.AGENT, recorder_x25519=fx.RECORDER_X_PUB,
-                                     recorder_ed25519=fx.RECORDER_PK, body=_session_body(), now=fx.NOW)
+                                     recorder_ed25519=fx.RECORDER_PK, body=_session_body(), now=fx.NOW,
+                                     rand=fx.fixed_random(fx.OPEN_EPH))
 
 
 def _open(blob: bytes) -> recording.OpenedRecording:
@@ -90,7 +87,7 @@ def _open_raw(data: bytes) -> None:
 
 def _open_sealed(data: bytes) -> None:
     """A fuzzed body, sealed to the recorder and signed by the agent."""
-    unsigned = _OPEN_HEAD + crypto_aead_xchacha20poly1305_ietf_encrypt(data, _OPEN_HEAD, recording.OPEN_NONCE, _OPEN_KEY)
+    unsigned = _OPEN_HEAD + aead_seal(_OPEN_KEY, recording.OPEN_NONCE, _OPEN_HEAD, data)
     try:
         token = str(loads(data).get("grant", ""))  # the honest agent signs the grant it sends
     except (ValueError, AttributeError):
@@ -141,7 +138,7 @@ def _data_sealed(data: bytes) -> None:
         return
     head = _DATA_HEAD + recording.INDEX.pack(data[0])
     nonce = bytes(recording.NONCE_LEN)
-    body = crypto_aead_xchacha20poly1305_ietf_encrypt(data[1:], head, nonce, _DATA.opened.key)
+    body = aead_seal(_DATA.opened.key, nonce, head, data[1:])
     got = recording.RecordingReceiver(_DATA.opened).on_data(head + nonce + body)
     assert all(len(chain) == 32 for _event, chain in got.events)
 
@@ -152,8 +149,8 @@ def _data_seeds() -> list[bytes]:
     inner = []
     for msg in _DATA.messages:
         nonce = msg[hlen:hlen + recording.NONCE_LEN]
-        plain = crypto_aead_xchacha20poly1305_ietf_decrypt(msg[hlen + recording.NONCE_LEN:], msg[:hlen], nonce,
-                                                           _DATA.opened.key)
+        plain = aead_open(_DATA.opened.key, nonce, msg[:hlen], msg[hlen + recording.NONCE_LEN:])
+        assert plain is not None
         inner.append(seed(1, bytes([recording.INDEX.unpack_from(msg, recording.PREFIX.size)[0]]) + plain))
     return [seed(0, m) for m in _DATA.messages] + inner
 
