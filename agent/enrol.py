@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ async def enrol(activation: str, code: str, host: str, port: int, name: str, out
     ident = Identity.generate(name, "agent", with_x25519=True)
     assert ident.x25519_secret is not None
     payload = enrolment.build_request(ident.signing_key, ident.x25519_public, activation, code,
-                                      name, time.time())
+                                      name, time.time(), rand=os.urandom)
     nonce = str(enrolment.read_request(payload)["nonce"])
     answers: asyncio.Queue[dict[str, object]] = asyncio.Queue()
 

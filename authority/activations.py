@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class PendingStore:
 def create(store: Activations, registry: Registry, labels: dict[str, str], max_uses: int,
            ttl: float, now: float, approval: bool = False) -> Activation:
     """A new activation, and its broker principal (role enrol) in the registry."""
-    act = Activation(enrolment.new_activation_id(), enrolment.new_code(), labels, max_uses, now + ttl,
+    act = Activation(enrolment.new_activation_id(os.urandom), enrolment.new_code(os.urandom), labels, max_uses, now + ttl,
                      approval=approval)
     registry.add(Principal(name=act.id, kind="enrol", ed25519="",
                            mqtt_hash=hash_password(enrolment.mqtt_password(act.code))))

@@ -11,6 +11,7 @@ from typing import Any
 
 from tether.authority.policy import Policy, Request, evaluate
 from tether.authority.registry import Principal, Registry
+from tether.edge import revocation_file
 from tether.edge.home import Home
 from tether.edge.keys import Identity
 from tether.edge.mqtt import MqttConnection
@@ -40,7 +41,7 @@ class BulletinKeeper:
         if not self._watch.changed():
             return False
         try:
-            self.revocations = Revocations.load(self.home.revocations)
+            self.revocations = revocation_file.load(self.home.revocations)
         except (RevocationError, OSError) as exc:
             log.error("revocations not reloaded; keeping the previous list: %s", exc)
             return False
@@ -113,7 +114,7 @@ class BulletinKeeper:
         revs.terminate.append({"agent": agent, "sid": sid, "until": now + TERMINATE_TTL,
                                "nonce": secrets.token_hex(8), "by": principal.name})
         revs.bump(now)
-        revs.save(self.home.revocations)
+        revocation_file.save(self.home.revocations, revs)
         self._watch.forget()
         self.refresh()
         log.info("%s ordered session %s on %s terminated", principal.name, sid, agent)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from tether.encoding import b64d, b64e
 from tether.errors import TetherError
 from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
 from tether.ratelimit import RateLimiter
+from tether.skew import MAX_SKEW
 from tether.topics import Topics
 
 log = logging.getLogger("tether.authority")
@@ -205,7 +207,7 @@ class AuthorityService:
             log.warning("dropped request from %s: %s", claimed, exc)
             return None
         assert self.nonces is not None
-        refusal = self.nonces.remember(str(req["nonce"]), float(req["ts"]) + authz.MAX_SKEW, now)
+        refusal = self.nonces.remember(str(req["nonce"]), float(req["ts"]) + MAX_SKEW, now)
         if refusal == "replayed":
             log.warning("dropped replayed request from %s", claimed)
             return None
@@ -370,7 +372,7 @@ class AuthorityService:
             recorder_x25519=recorder.x25519 if recorder is not None else None,
             recorder_ed25519=recorder.ed25519 if recorder is not None else None,
             reason=reason,
-            jti=grants.new_jti(),
+            jti=grants.new_jti(os.urandom),
             expires=now + GRANT_LIFETIME,
             max_sessions=decision.max_sessions,
         )
@@ -433,7 +435,7 @@ class AuthorityService:
             user=user, agent=recorder.name, agent_key=recorder.ed25519,
             client_key=principal.ed25519, mqtt_name=mqtt_name, mode=auditq.MODE, run_as="",
             command=None, max_duration=decision.max_duration, idle_timeout=decision.idle_timeout,
-            recording="off", recorder=None, reason=reason, jti=grants.new_jti(),
+            recording="off", recorder=None, reason=reason, jti=grants.new_jti(os.urandom),
             expires=now + GRANT_LIFETIME,
         )
         token = grants.issue(self.identity.signing_seed, grant, now)

@@ -31,7 +31,7 @@ def grant_token(agent: Identity, recorder: Identity, authority: Identity) -> str
         user="bench", agent=agent.name, agent_key=b64e(agent.public_key),
         client_key=b64e(os.urandom(32)), mqtt_name="bench-client", mode="exec", run_as="nobody",
         command=["cat"], max_duration=3600, idle_timeout=0, recording="required",
-        recorder=recorder.name, reason="bench", jti=grants.new_jti(), expires=now + 300,
+        recorder=recorder.name, reason="bench", jti=grants.new_jti(os.urandom), expires=now + 300,
         recorder_x25519=b64e(recorder.x25519_public), recorder_ed25519=b64e(recorder.public_key))
     return grants.issue(authority.signing_seed, g, now)
 

@@ -123,8 +123,8 @@ class GrantRequester:
         except KeyError as exc:
             raise ClientError("the identity file has no authority key; re-create it") from exc
         self._pending = authz.build_request(
-            self.identity.signing_key, self.identity.name, authority_x, body, time.time()
-        )
+            self.identity.signing_key, self.identity.name, authority_x, body, time.time(),
+            rand=os.urandom)
         if len(self._pending.payload) > authz.MAX_REQUEST_BYTES:  # the authority would drop it unread
             raise ClientError(f"this request is {len(self._pending.payload)} bytes, over the authority's "
                             f"limit of {authz.MAX_REQUEST_BYTES}; shorten the command or the reason")

@@ -204,15 +204,16 @@ def _revoke(args: argparse.Namespace) -> int:
 
     from tether.authority.registry import Registry
     from tether.commands.main import UserError
+    from tether.edge import revocation_file
     from tether.edge.home import Home
-    from tether.revocation import RevocationError, Revocations
+    from tether.revocation import RevocationError
 
     home = Home.default()
     if not home.authority_identity.exists():
         raise UserError(f"no authority under {home.root}; run `tether up` (or set TETHER_HOME)")
     now = time.time()
     try:
-        revs = Revocations.load(home.revocations)
+        revs = revocation_file.load(home.revocations)
     except RevocationError as exc:
         raise UserError(str(exc)) from exc
     entry: dict[str, object] = {"at": now}
@@ -239,7 +240,7 @@ def _revoke(args: argparse.Namespace) -> int:
         bucket = revs.agents if args.target == "agent" else revs.users
         bucket[args.name] = dict(bucket.get(args.name, {}), **entry)
     revs.bump(now)
-    revs.save(home.revocations)
+    revocation_file.save(home.revocations, revs)
     _audit(home, "revoked", target=args.target, name=args.name, reason=args.reason,
            serial=revs.serial)
     print(f"{args.target} {args.name!r} revoked (bulletin serial {revs.serial}); a running "

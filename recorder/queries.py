@@ -33,6 +33,7 @@ from tether.recorder.replay import Recording, ReplayError
 from tether.recorder.search import QueryTooShort, search
 from tether.recorder.verify import verify_log
 from tether.revocation import BulletinTracker
+from tether.skew import MAX_SKEW
 from tether.topics import Topics
 
 log = logging.getLogger("tether.recorder.queries")
@@ -268,7 +269,7 @@ class AuditQueries:
             self.stats["dropped"] += 1
             log.warning("dropped a replayed audit query from %s", client)
             return
-        self._nonces[query.nonce] = now + 2 * auditq.MAX_SKEW
+        self._nonces[query.nonce] = now + 2 * MAX_SKEW
         reply_topic = self.topics.audit_reply(self.name, client)
         try:
             auditq.authorise(query, recorder=self.name, recorder_key=self.identity.public_key,

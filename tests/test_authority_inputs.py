@@ -4,6 +4,7 @@ past it (refused with a reason that names it), and exec grants that bind no comm
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import pytest
@@ -152,7 +153,7 @@ def test_terminate_and_rotate_fields() -> None:
 # ----- the sealed request ---------------------------------------------------------------
 
 def _sealed(body: dict[str, Any]) -> authz.PendingRequest:
-    return authz.build_request(ALICE, "alice", bytes(AUTHORITY_X.public_key), body, NOW)
+    return authz.build_request(ALICE, "alice", bytes(AUTHORITY_X.public_key), body, NOW, rand=os.urandom)
 
 
 def _sized(size: int) -> authz.PendingRequest:
@@ -176,7 +177,7 @@ def test_request_size_limit() -> None:
 
 def test_claimed_sender_must_be_a_valid_name() -> None:
     pending = authz.build_request(ALICE, "alice\n[fake log line]", bytes(AUTHORITY_X.public_key),
-                                  exec_request(), NOW)
+                                  exec_request(), NOW, rand=os.urandom)
     with pytest.raises(authz.AuthzError, match="not a valid principal name"):
         authz.open_request_envelope(bytes(AUTHORITY_X), pending.payload)
 

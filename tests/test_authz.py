@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -9,7 +10,6 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
 from tether.authz import (
-    MAX_SKEW,
     REPLY,
     REQUEST,
     AuthzError,
@@ -21,6 +21,7 @@ from tether.authz import (
 )
 from tether.encoding import b64e
 from tether.signed import sign_document
+from tether.skew import MAX_SKEW
 
 NOW = 1_700_000_000.0
 AUTHORITY = SigningKey.generate()
@@ -30,7 +31,7 @@ BODY = {"type": "grant", "agent": "web1", "mode": "shell", "run_as": "alice", "r
 
 
 def request(now: float = NOW, key: SigningKey = ALICE, body: dict[str, Any] | None = None) -> Any:
-    return build_request(key, "alice", bytes(AUTHORITY_X.public_key), dict(body or BODY), now)
+    return build_request(key, "alice", bytes(AUTHORITY_X.public_key), dict(body or BODY), now, rand=os.urandom)
 
 
 def authority_receives(payload: bytes, now: float = NOW, key: SigningKey = ALICE) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def test_request_for_another_authority_cannot_be_opened() -> None:
 def test_request_signed_by_someone_else_is_rejected() -> None:
     """Mallory claims to be alice: the authority checks alice's registered key."""
     mallory = SigningKey.generate()
-    pending = build_request(mallory, "alice", bytes(AUTHORITY_X.public_key), BODY, NOW)
+    pending = build_request(mallory, "alice", bytes(AUTHORITY_X.public_key), BODY, NOW, rand=os.urandom)
     claimed, blob = open_request_envelope(bytes(AUTHORITY_X), pending.payload)
     assert claimed == "alice"
     with pytest.raises(AuthzError, match="signature"):

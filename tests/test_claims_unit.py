@@ -109,7 +109,7 @@ def _pair() -> tuple[RecordingSender, RecordingReceiver]:
         user="alice", agent="web1", agent_key=b64e(bytes(AGENT.verify_key)),
         client_key=b64e(bytes(SigningKey.generate().verify_key)), mqtt_name="alice",
         mode="shell", run_as="alice", command=None, max_duration=3600, idle_timeout=0,
-        recording="required", recorder="rec", reason=None, jti=grants.new_jti(), expires=NOW + 300,
+        recording="required", recorder="rec", reason=None, jti=grants.new_jti(os.urandom), expires=NOW + 300,
         recorder_x25519=b64e(bytes(RECORDER_X.public_key)), recorder_ed25519=b64e(bytes(RECORDER.verify_key)))
     sid = os.urandom(16)
     body = session_body(sid=sid, grant_token=grants.issue(bytes(AUTHORITY), dataclasses.replace(g), NOW),
@@ -311,7 +311,7 @@ def test_the_recorder_refuses_an_open_whose_grant_names_another_connection(tmp_p
         user="alice", agent="web1", agent_key=b64e(bytes(agent.verify_key)),
         client_key=b64e(bytes(SigningKey.generate().verify_key)), mqtt_name="alice.1", mode="exec",
         run_as="alice", command=["true"], max_duration=60, idle_timeout=0, recording="required",
-        recorder="rec", reason=None, jti=grants.new_jti(), expires=now + 300,
+        recorder="rec", reason=None, jti=grants.new_jti(os.urandom), expires=now + 300,
         recorder_x25519=b64e(recorder.x25519_public), recorder_ed25519=b64e(recorder.public_key))
     sid = os.urandom(16)
     body = session_body(sid=sid, grant_token=grants.issue(bytes(authority), grant, now), agent="web1",

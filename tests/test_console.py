@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import nacl.hash
 import nacl.pwhash.argon2id
 import pytest
 from nacl.encoding import RawEncoder
+from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from tether import auditq, grants
@@ -290,7 +292,7 @@ def _grant(mode: str = "audit", agent: str = "rec", mqtt: str = "alice.c",
         user="alice", agent=agent, agent_key=b64e(REC.public_key),
         client_key=b64e(bytes(key.verify_key)), mqtt_name=mqtt, mode=mode, run_as="",
         command=None, max_duration=3600, idle_timeout=0, recording="off", recorder=None,
-        reason=None, jti=grants.new_jti(), expires=expires or now + 300), now)
+        reason=None, jti=grants.new_jti(os.urandom), expires=expires or now + 300), now)
 
 
 def _open(pending: auditq.PendingQuery, now: float | None = None) -> auditq.Query:
@@ -300,7 +302,7 @@ def _open(pending: auditq.PendingQuery, now: float | None = None) -> auditq.Quer
 
 def test_query_round_trip_in_small_chunks() -> None:
     pending = auditq.build_query(ALICE, _grant(), REC.x25519_public, "list", {"user": "bob"},
-                                 time.time(), chunk=10)
+                                 time.time(), chunk=10, rand=os.urandom)
     query = _open(pending)
     auditq.authorise(query, recorder="rec", recorder_key=REC.public_key, client="alice.c",
                      now=time.time())
@@ -312,7 +314,7 @@ def test_query_round_trip_in_small_chunks() -> None:
     asm = auditq.ReplyAssembler(pending, REC.public_key)
     # Out of order, with a duplicate and a stranger's message mixed in.
     stranger = auditq.build_replies(REC.signing_key, _open(auditq.build_query(
-        ALICE, _grant(), REC.x25519_public, "list", {}, time.time())), {"ok": True})
+        ALICE, _grant(), REC.x25519_public, "list", {}, time.time(), rand=os.urandom)), {"ok": True})
     assert asm.offer(stranger[0]) is None
     order = [replies[i] for i in (5, 0, 3, 3, 1, 2)]
     assert [asm.offer(r) for r in order] == [None] * 6
@@ -320,7 +322,7 @@ def test_query_round_trip_in_small_chunks() -> None:
 
 
 def test_forged_replies_are_ignored() -> None:
-    pending = auditq.build_query(ALICE, _grant(), REC.x25519_public, "list", {}, time.time())
+    pending = auditq.build_query(ALICE, _grant(), REC.x25519_public, "list", {}, time.time(), rand=os.urandom)
     query = _open(pending)
     forged = auditq.build_replies(SigningKey.generate(), query, {"ok": True, "op": "list"})
     assert auditq.ReplyAssembler(pending, REC.public_key).offer(forged[0]) is None
@@ -331,25 +333,25 @@ def test_unauthentic_queries_are_dropped(case: str) -> None:
     grant = _grant()
     now = time.time()
     if case == "other key":  # signed by someone other than the grant's client
-        pending = auditq.build_query(SigningKey.generate(), grant, REC.x25519_public, "list", {}, now)
+        pending = auditq.build_query(SigningKey.generate(), grant, REC.x25519_public, "list", {}, now, rand=os.urandom)
     elif case == "bad authority":
         rogue = Identity.generate("x", "authority")
         token = grants.issue(rogue.signing_seed, grants.decode(AUTH.public_key, grant), now)
-        pending = auditq.build_query(ALICE, token, REC.x25519_public, "list", {}, now)
+        pending = auditq.build_query(ALICE, token, REC.x25519_public, "list", {}, now, rand=os.urandom)
     elif case == "stale":
-        pending = auditq.build_query(ALICE, grant, REC.x25519_public, "list", {}, now - 500)
+        pending = auditq.build_query(ALICE, grant, REC.x25519_public, "list", {}, now - 500, rand=os.urandom)
     elif case == "garbage":
-        pending = auditq.PendingQuery("0" * 32, auditq.PrivateKey.generate(), b"x" * 200)
+        pending = auditq.PendingQuery("0" * 32, PrivateKey(os.urandom(32)), b"x" * 200)
     else:
         other = Identity.generate("o", "recorder", with_x25519=True)
-        pending = auditq.build_query(ALICE, grant, other.x25519_public, "list", {}, now)
+        pending = auditq.build_query(ALICE, grant, other.x25519_public, "list", {}, now, rand=os.urandom)
     with pytest.raises(auditq.QueryDropped):
         _open(pending, now)
 
 
 @pytest.mark.parametrize(("grant_kwargs", "client", "op", "why"), [
     ({"mode": "shell"}, "alice.c", "list", "not audit"),
-    ({"agent": "rec2"}, "alice.c", "list", "not this recorder"),
+    ({"agent": "rec2"}, "alice.c", "list", "grant is for recorder 'rec2', not this one"),
     ({"expires": time.time() - 1}, "alice.c", "list", "expired"),
     ({}, "alice.1", "list", "another client"),
     ({}, "alice.c", "drop-tables", "unknown operation"),
@@ -357,7 +359,7 @@ def test_unauthentic_queries_are_dropped(case: str) -> None:
 def test_unauthorised_queries_are_refused(grant_kwargs: dict[str, Any], client: str, op: str,
                                           why: str) -> None:
     pending = auditq.build_query(ALICE, _grant(**grant_kwargs), REC.x25519_public, op, {},
-                                 time.time())
+                                 time.time(), rand=os.urandom)
     query = _open(pending)
     with pytest.raises(auditq.QueryRefused, match=why):
         auditq.authorise(query, recorder="rec", recorder_key=REC.public_key, client=client,
@@ -367,7 +369,7 @@ def test_unauthorised_queries_are_refused(grant_kwargs: dict[str, Any], client: 
 def test_small_chunks_fit_a_4k_websocket_packet() -> None:
     """CHUNK_SMALL keeps each reply's MQTT packet under 4 KiB (Mosquitto's websockets)."""
     pending = auditq.build_query(ALICE, _grant(), REC.x25519_public, "fetch", {"sid": "0" * 32},
-                                 time.time(), chunk=auditq.CHUNK_SMALL)
+                                 time.time(), chunk=auditq.CHUNK_SMALL, rand=os.urandom)
     query = _open(pending)
     body = {"ok": True, "op": "fetch", "result": {"asciicast": "\u2588" * 20000}}
     replies = auditq.build_replies(REC.signing_key, query, body)

@@ -7,6 +7,7 @@ embedded broker checks tokens itself, Mosquitto through tether's plugin
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -56,7 +57,7 @@ def rc(broker: BrokerProcess, username: str, password: str, client_id: str | Non
 
 
 def test_a_token_logs_in_once(broker: BrokerProcess) -> None:
-    token = broker_token(SEED, "ann.c", "ann.c", time.time())
+    token = broker_token(SEED, "ann.c", "ann.c", time.time(), os.urandom(16))
     first = login(broker, "ann.c", token)
     try:
         assert first.rc == CONNACK_OK  # type: ignore[attr-defined]
@@ -65,7 +66,7 @@ def test_a_token_logs_in_once(broker: BrokerProcess) -> None:
         assert rc(broker, "ann.c", token) == CONNACK_NOT_AUTHORISED
     finally:
         first.close()
-    assert rc(broker, "ann.c", broker_token(SEED, "ann.c", "ann.c", time.time())) == CONNACK_OK
+    assert rc(broker, "ann.c", broker_token(SEED, "ann.c", "ann.c", time.time(), os.urandom(16))) == CONNACK_OK
     assert rc(broker, "bob", "bob's password") == CONNACK_OK  # other principals: passwords as before
 
 
@@ -76,11 +77,11 @@ def test_what_does_not_log_in(broker: BrokerProcess, case: str) -> None:
     username = "ann.c"  # (both brokers replace the client id with the username)
     password = {
         "password": "a password that must not open it",
-        "other key": broker_token(OTHER_SEED, "ann.c", "ann.c", now),
-        "too old": broker_token(SEED, "ann.c", "ann.c", now - TOKEN_SKEW - 30),
-        "from the future": broker_token(SEED, "ann.c", "ann.c", now + TOKEN_SKEW + 30),
-        "other slot": broker_token(SEED, "bob.c", "bob.c", now),
-        "garbled": broker_token(SEED, "ann.c", "ann.c", now)[:-3] + "AAA",
+        "other key": broker_token(OTHER_SEED, "ann.c", "ann.c", now, os.urandom(16)),
+        "too old": broker_token(SEED, "ann.c", "ann.c", now - TOKEN_SKEW - 30, os.urandom(16)),
+        "from the future": broker_token(SEED, "ann.c", "ann.c", now + TOKEN_SKEW + 30, os.urandom(16)),
+        "other slot": broker_token(SEED, "bob.c", "bob.c", now, os.urandom(16)),
+        "garbled": broker_token(SEED, "ann.c", "ann.c", now, os.urandom(16))[:-3] + "AAA",
     }[case]
     if case == "other slot":
         username = "bob.c"
@@ -102,7 +103,7 @@ def hung_up(client: RawClient, within: float) -> bool:
 
 
 def test_reload_keeps_a_live_console_until_its_key_goes(broker: BrokerProcess, tmp_path: Path) -> None:
-    client = login(broker, "ann.c", broker_token(SEED, "ann.c", "ann.c", time.time()))
+    client = login(broker, "ann.c", broker_token(SEED, "ann.c", "ann.c", time.time(), os.urandom(16)))
     try:
         assert client.rc == CONNACK_OK  # type: ignore[attr-defined]
         write_broker_files(tmp_path / "files", users())  # rewritten (new unusable hash), same key
@@ -124,7 +125,7 @@ def rss_kib(pid: int) -> int:
 
 def timed_login(broker: BrokerProcess, seed: bytes, slot: str) -> tuple[int | None, float]:
     started = time.monotonic()
-    code = rc(broker, slot, broker_token(seed, slot, slot, time.time()))
+    code = rc(broker, slot, broker_token(seed, slot, slot, time.time(), os.urandom(16)))
     return code, time.monotonic() - started
 
 
@@ -139,7 +140,7 @@ def test_one_user_flooding_logins_locks_out_no_one(broker: BrokerProcess) -> Non
 
     def ann_floods() -> None:  # one connection at a time, as fast as the broker answers
         for _ in range(flood):
-            token = broker_token(SEED, "ann.c", "ann.c", time.time())
+            token = broker_token(SEED, "ann.c", "ann.c", time.time(), os.urandom(16))
             done.append((token, rc(broker, "ann.c", token)))
 
     def flood_reached(n: int) -> bool:
@@ -164,7 +165,7 @@ def test_one_user_flooding_logins_locks_out_no_one(broker: BrokerProcess) -> Non
     assert len(accepted) >= TOKENS_PER_SLOT  # ann's newest tokens log in: one per second at least
     for token in (accepted[0], accepted[len(accepted) // 2], accepted[-1]):
         assert rc(broker, "ann.c", token) == CONNACK_NOT_AUTHORISED  # replays stay refused
-    ahead = broker_token(SEED, "ann.c", "ann.c", time.time() + 2)  # newer than all it holds
+    ahead = broker_token(SEED, "ann.c", "ann.c", time.time() + 2, os.urandom(16))  # newer than all it holds
     assert rc(broker, "ann.c", ahead) == CONNACK_OK
     if broker.kind == "mosquitto":  # (the embedded table's bound: test_console_token_table.py)
         grown = rss_kib(broker.pid) - rss_before
@@ -177,6 +178,6 @@ def test_console_keys_file_round_trip(tmp_path: Path) -> None:
     assert keys == {"ann.c": bytes(SigningKey(SEED).verify_key), "cy.c": bytes(SigningKey(CY_SEED).verify_key)}
     assert (tmp_path / "console-keys").stat().st_mode & 0o777 == 0o600
     checker = TokenChecker(keys)
-    token = broker_token(SEED, "ann.c", "ann.c", 1_700_000_000)
+    token = broker_token(SEED, "ann.c", "ann.c", 1_700_000_000, os.urandom(16))
     assert checker.check("ann.c", "ann.c", token, 1_700_000_050)
     assert not checker.check("ann.c", "ann.c", token, 1_700_000_051)

@@ -9,6 +9,7 @@ only its own, and every token still logs in at most once."""
 from __future__ import annotations
 
 import ctypes
+import itertools
 import random
 import subprocess
 from collections.abc import Callable, Iterator
@@ -35,8 +36,12 @@ def seed(name: str) -> bytes:
     return name.encode().ljust(32, b"\0")
 
 
+_NONCES = itertools.count(1)
+
+
 def token(user: str, ts: int, nonce: bytes | None = None) -> str:
-    return broker_token(seed(user), user, user, ts, nonce)
+    """A token with the given nonce, or with one no other token here has."""
+    return broker_token(seed(user), user, user, ts, next(_NONCES).to_bytes(16, "big") if nonce is None else nonce)
 
 
 class Table(Protocol):

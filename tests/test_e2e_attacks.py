@@ -124,7 +124,7 @@ def _grant(stack: Stack, user: Identity, slot: str, **changes: Any) -> str:
         user=user.name, agent="local", agent_key=b64e(agent.public_key), client_key=b64e(user.public_key),
         mqtt_name=slot, mode="exec", run_as=getpass.getuser(), command=["true"],
         max_duration=60, idle_timeout=0, recording="off", recorder=None, reason=None,
-        jti=grants.new_jti(), expires=now + 120,
+        jti=grants.new_jti(os.urandom), expires=now + 120,
     )
     fields.update(changes)
     g = grants.Grant(**fields)
@@ -206,7 +206,7 @@ def test_forged_grant_is_refused(stack: Stack) -> None:
     g = grants.Grant(user=user.name, agent="local", agent_key=b64e(agent.public_key),
                      client_key=b64e(user.public_key), mqtt_name=_mqtt_name(stack), mode="exec",
                      run_as="root", command=["true"], max_duration=60, idle_timeout=0, recording="off",
-                     recorder=None, reason=None, jti=grants.new_jti(), expires=time.time() + 60)
+                     recorder=None, reason=None, jti=grants.new_jti(os.urandom), expires=time.time() + 60)
     token = grants.issue(forger.signing_seed, g, time.time())
     outcome, _ = asyncio.run(_handshake(stack, token))
     assert "grant signature invalid" in outcome

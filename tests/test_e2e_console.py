@@ -67,7 +67,7 @@ def test_websocket_clients_obey_the_same_acl(ws_broker: Any) -> None:
         assert not password.connect()  # a console slot takes only one-time tokens
     finally:
         password.close()
-    alice = _ws(ws_broker, "alice.c", broker_token(ALICE_SEED, "alice.c", "alice.c", time.time()))
+    alice = _ws(ws_broker, "alice.c", broker_token(ALICE_SEED, "alice.c", "alice.c", time.time(), os.urandom(16)))
     try:
         with connected(ws_broker, "rec", "rec-pw") as rec, connected(ws_broker, "web1", "web1-pw") as agent:
             rec.subscribe(f"{P}/rec/rec/q/+")
@@ -127,13 +127,13 @@ class Console:
         (the console slot; the user's CLI slots take the derived password)."""
         authority = Identity.load(stack.home.authority_identity).authority
         keys = derive(passphrase, b64d(authority["ed25519"]), user)
-        password = (broker_token(keys.seed, slot, slot, time.time()) if slot.endswith(".c")
+        password = (broker_token(keys.seed, slot, slot, time.time(), os.urandom(16)) if slot.endswith(".c")
                     else keys.mqtt_password)
         return cls(stack, user, slot, keys.signing_key, password, transport)
 
     def request_grant(self, body: dict[str, Any]) -> dict[str, Any]:
         pending = authz.build_request(self.key, self.user,
-                                      b64d(self.authority["x25519"]), body, time.time())
+                                      b64d(self.authority["x25519"]), body, time.time(), rand=os.urandom)
         topic = f"{P}/authz/rep/{self.slot}"
         seen = len(self.mqtt.received(topic))
         self.mqtt.publish(f"{P}/authz/req/{self.slot}", pending.payload, qos=1)
@@ -156,7 +156,7 @@ class Console:
     def send(self, op: str, args: dict[str, Any], chunk: int = auditq.CHUNK_DEFAULT,
              via: str | None = None) -> auditq.PendingQuery:
         pending = auditq.build_query(self.key, self.grant, b64d(self.recorder["x25519"]),
-                                     op, args, time.time(), chunk)
+                                     op, args, time.time(), chunk, rand=os.urandom)
         self.mqtt.publish(f"{P}/rec/{self.recorder['name']}/q/{via or self.slot}", pending.payload,
                           qos=1)
         return pending

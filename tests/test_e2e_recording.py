@@ -316,11 +316,11 @@ def test_recorder_refuses_a_second_recording_of_one_grant(stack: Stack) -> None:
         user="alice", agent=name, agent_key=b64e(agent.public_key), client_key=b64e(os.urandom(32)),
         mqtt_name="alice", mode="exec", run_as="root", command=["true"], max_duration=60,
         idle_timeout=0, recording="required", recorder=recorder.name, reason=None,
-        jti=grants.new_jti(), expires=now + 300, recorder_x25519=b64e(recorder.x25519_public),
+        jti=grants.new_jti(os.urandom), expires=now + 300, recorder_x25519=b64e(recorder.x25519_public),
         recorder_ed25519=b64e(recorder.public_key))
     token = grants.issue(authority.signing_seed, grant, now)
     stale = grants.issue(authority.signing_seed, dataclasses.replace(
-        grant, jti=grants.new_jti(), expires=now - 900), now - 1200)
+        grant, jti=grants.new_jti(os.urandom), expires=now - 900), now - 1200)
 
     def sender(tok: str, started: float) -> RecordingSender:
         sid = os.urandom(16)

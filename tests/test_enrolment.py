@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from nacl.public import PrivateKey
@@ -15,11 +16,11 @@ NOW = 1_800_000_000.0
 
 def _request(code: str = "ABCDE-FGHJK-LMNPQ-RSTUV") -> tuple[bytes, SigningKey, PrivateKey]:
     key, x = SigningKey.generate(), PrivateKey.generate()
-    return enrolment.build_request(key, bytes(x.public_key), "act-1", code, "dev1", NOW), key, x
+    return enrolment.build_request(key, bytes(x.public_key), "act-1", code, "dev1", NOW, rand=os.urandom), key, x
 
 
 def test_request_verifies_with_the_code_and_does_not_contain_it() -> None:
-    code = enrolment.new_code()
+    code = enrolment.new_code(os.urandom)
     payload, _key, _ = _request(code)
     assert code.encode() not in payload and code.replace("-", "").encode() not in payload
     doc = enrolment.verify_request(payload, code, NOW + 5)
@@ -57,7 +58,7 @@ def test_reply_is_sealed_to_the_device_and_authenticated_by_the_code() -> None:
 
 
 def test_mqtt_password_is_derived_and_stable() -> None:
-    code = enrolment.new_code()
+    code = enrolment.new_code(os.urandom)
     assert enrolment.mqtt_password(code) == enrolment.mqtt_password(code.lower())
-    assert enrolment.mqtt_password(code) != enrolment.mqtt_password(enrolment.new_code())
+    assert enrolment.mqtt_password(code) != enrolment.mqtt_password(enrolment.new_code(os.urandom))
     assert code not in enrolment.mqtt_password(code)

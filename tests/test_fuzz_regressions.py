@@ -87,7 +87,7 @@ CODE = "ABCDE-FGHJK-LMNPQ-RSTUV"
 
 def test_enrolment_request_with_a_non_ascii_mac_is_a_wrong_code() -> None:
     payload = enrolment.build_request(SigningKey.generate(), bytes(PrivateKey.generate().public_key),
-                                      "act-1", CODE, "web1", NOW)
+                                      "act-1", CODE, "web1", NOW, rand=os.urandom)
     outer = loads(payload)
     assert enrolment.verify_request(payload, CODE, NOW)["name"] == "web1"
     forged = dumps(dict(outer, mac="é" * len(outer["mac"])))

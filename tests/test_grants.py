@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import pytest
@@ -51,7 +52,7 @@ def make_grant(**changes: Any) -> Grant:
         recording="off",
         recorder=None,
         reason="deploy hotfix",
-        jti=new_jti(),
+        jti=new_jti(os.urandom),
         expires=NOW + 300,
     )
     return dataclasses.replace(g, **changes)

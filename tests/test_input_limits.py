@@ -110,7 +110,7 @@ def test_an_enrolment_request_over_16_kib_is_dropped_unread(tmp_path: Path, size
     service = AuthorityService(authority_identity(home), home)
     service._refresh()
     key, x = SigningKey.generate(), PrivateKey.generate()
-    payload = enrolment.build_request(key, bytes(x.public_key), act.id, act.code, "dev1", time.time())
+    payload = enrolment.build_request(key, bytes(x.public_key), act.id, act.code, "dev1", time.time(), rand=os.urandom)
     padded = _padded(payload, size)
     assert loads(padded) == loads(payload)  # the same request, only longer
     service._on_message(TOPICS.enrol_request(act.id), padded)
@@ -146,7 +146,7 @@ def test_64_frames_before_the_confirm_are_held_and_more_are_dropped(tmp_path: Pa
         user="alice", agent="local", agent_key=b64e(agent.public_key),
         client_key=b64e(bytes(user.verify_key)), mqtt_name=slot, mode="exec",
         run_as=getpass.getuser(), command=["true"], max_duration=60, idle_timeout=0,
-        recording="off", recorder=None, reason=None, jti=grants.new_jti(), expires=now + 120)
+        recording="off", recorder=None, reason=None, jti=grants.new_jti(os.urandom), expires=now + 120)
     request = {"mode": "exec", "command": ["true"], "grant": grants.issue(bytes(authority), grant, now)}
     hs = ClientHandshake(client_key=user, agent_signing_key=agent.public_key,
                          agent_x25519=agent.x25519_public or b"", sid=os.urandom(16), request=request,
@@ -185,8 +185,8 @@ def test_16_audit_queries_wait_and_the_17th_is_dropped(tmp_path: Path) -> None:
             user="alice", agent="rec", agent_key=b64e(rec.public_key),
             client_key=b64e(bytes(alice.verify_key)), mqtt_name="alice.c", mode="audit", run_as="",
             command=None, max_duration=3600, idle_timeout=0, recording="off", recorder=None,
-            reason=None, jti=grants.new_jti(), expires=now + 300), now)
-        return auditq.build_query(alice, token, rec.x25519_public or b"", "list", {}, now).payload
+            reason=None, jti=grants.new_jti(os.urandom), expires=now + 300), now)
+        return auditq.build_query(alice, token, rec.x25519_public or b"", "list", {}, now, rand=os.urandom).payload
 
     async def go() -> dict[str, Any]:
         queries = AuditQueries(rec, store, TOPICS)

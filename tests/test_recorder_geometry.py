@@ -164,7 +164,7 @@ def test_the_recorder_refuses_an_open_with_a_bad_size(stack: Stack) -> None:
             user="alice", agent=name, agent_key=b64e(agent.public_key),
             client_key=b64e(os.urandom(32)), mqtt_name="alice", mode="shell", run_as="root",
             command=None, max_duration=60, idle_timeout=0, recording="required",
-            recorder=recorder.name, reason=None, jti=grants.new_jti(), expires=now + 300,
+            recorder=recorder.name, reason=None, jti=grants.new_jti(os.urandom), expires=now + 300,
             recorder_x25519=b64e(recorder.x25519_public), recorder_ed25519=b64e(recorder.public_key))
         sid = os.urandom(16)
         return RecordingSender(

@@ -36,7 +36,7 @@ def token(**changes: Any) -> str:
         user="alice", agent="web1", agent_key=b64e(bytes(AGENT.verify_key)),
         client_key=b64e(bytes(SigningKey.generate().verify_key)), mqtt_name="u-alice",
         mode="shell", run_as="alice", command=None, max_duration=3600, idle_timeout=900,
-        recording="required", recorder="rec", reason="INC-1", jti=grants.new_jti(),
+        recording="required", recorder="rec", reason="INC-1", jti=grants.new_jti(os.urandom),
         expires=NOW + 300, recorder_x25519=b64e(bytes(RECORDER_X.public_key)),
         recorder_ed25519=b64e(bytes(RECORDER.verify_key)),
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from tether.edge import revocation_file
 from tether.encoding import b64e
 from tether.revocation import (
     BulletinTracker,
@@ -94,11 +95,11 @@ def test_bump_drops_expired_entries_and_increments_serial() -> None:
 
 def test_file_round_trip_is_private(tmp_path: Path) -> None:
     path = tmp_path / "authority" / "revocations.json"
-    assert Revocations.load(path) == Revocations()
+    assert revocation_file.load(path) == Revocations()
     revs = _revs(7, users={"alice": {}})
-    revs.save(path)
+    revocation_file.save(path, revs)
     assert path.stat().st_mode & 0o077 == 0
-    assert Revocations.load(path) == revs
+    assert revocation_file.load(path) == revs
 
 
 def test_malformed_documents_are_errors() -> None:

@@ -15,25 +15,19 @@ chunk's bytes. The broker sees only sizes.
 
 from __future__ import annotations
 
-import math
-import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from nacl.exceptions import CryptoError
-from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
 
-from tether import grants
+from tether import envelope, grants
+from tether.crypto import Random
 from tether.encoding import b64d, b64e, dumps, loads
 from tether.errors import TetherError
-from tether.signed import BadDocument, open_document, peek_document, sign_document
 
 QUERY: Final = "audit-query"
 REPLY: Final = "audit-reply"
 MODE: Final = "audit"
-MAX_SKEW: Final = 120.0
 CHUNK_MIN: Final = 1024
 CHUNK_MAX: Final = 64 * 1024
 CHUNK_DEFAULT: Final = 48 * 1024
@@ -41,7 +35,6 @@ CHUNK_DEFAULT: Final = 48 * 1024
 # listener is slow for larger packets (docs/sources.md#mosquitto-websockets).
 CHUNK_SMALL: Final = 2816
 OPS: Final = ("list", "search", "commands", "fetch", "verify")
-_NONCE = re.compile(r"[0-9a-f]{32}")
 
 
 class QueryDropped(TetherError):
@@ -52,21 +45,13 @@ class QueryRefused(TetherError):
     """Authentic, but not allowed (the message says why); the reply is an error."""
 
 
-@dataclass
-class PendingQuery:
-    nonce: str
-    reply_key: PrivateKey
-    payload: bytes
+PendingQuery = envelope.Pending
 
 
 def build_query(client: SigningKey, grant_token: str, recorder_x25519: bytes, op: str,
-                args: dict[str, Any], now: float, chunk: int = CHUNK_DEFAULT) -> PendingQuery:
-    reply_key = PrivateKey.generate()
-    nonce = secrets.token_hex(16)
-    doc = {"type": QUERY, "grant": grant_token, "op": op, "args": args, "nonce": nonce, "ts": now,
-           "reply_key": b64e(bytes(reply_key.public_key)), "chunk": chunk}
-    sealed = SealedBox(PublicKey(recorder_x25519)).encrypt(sign_document(client, QUERY, doc))
-    return PendingQuery(nonce, reply_key, sealed)
+                args: dict[str, Any], now: float, rand: Random, chunk: int = CHUNK_DEFAULT) -> PendingQuery:
+    fields = {"type": QUERY, "grant": grant_token, "op": op, "args": args, "chunk": chunk}
+    return envelope.seal_request(client, QUERY, recorder_x25519, fields, now, rand)
 
 
 @dataclass(frozen=True)
@@ -103,26 +88,24 @@ def open_query(x25519_secret: bytes, authority_key: bytes, payload: bytes,
                now: float) -> Query:
     """Decrypt and authenticate a query. Raises QueryDropped; checks no authorisation yet."""
     try:
-        blob = SealedBox(PrivateKey(x25519_secret)).decrypt(payload)
-        token = peek_document(blob).get("grant")
-    except (CryptoError, BadDocument, ValueError, TypeError) as exc:
+        claims, blob = envelope.unseal(x25519_secret, payload)
+    except envelope.EnvelopeError as exc:
         raise QueryDropped("undecryptable or malformed query") from exc
+    token = claims.get("grant")
     if not isinstance(token, str):
         raise QueryDropped("the query carries no grant")
     try:
         grant = grants.decode(authority_key, token)
-        doc = open_document(b64d(grant.client_key), QUERY, blob)
-    except (grants.GrantError, BadDocument, ValueError) as exc:
+    except grants.GrantError as exc:
         raise QueryDropped(f"query not authentic: {exc}") from exc
     try:
-        ts = float(doc["ts"])
-        reply_key = b64d(str(doc["reply_key"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise QueryDropped(f"malformed query: {exc!r}") from exc
-    if doc.get("type") != QUERY or not _NONCE.fullmatch(str(doc.get("nonce"))) or len(reply_key) != 32:
-        raise QueryDropped("malformed query: type, nonce or reply key")
-    if not math.isfinite(ts) or abs(now - ts) > MAX_SKEW:
-        raise QueryDropped("query timestamp outside the allowed clock skew")
+        doc = envelope.verify_request(b64d(grant.client_key), QUERY, blob, now)
+    except envelope.StaleEnvelope as exc:
+        raise QueryDropped("query timestamp outside the allowed clock skew") from exc
+    except (envelope.EnvelopeError, ValueError) as exc:
+        raise QueryDropped(f"query not authentic or malformed: {exc}") from exc
+    if doc.get("type") != QUERY:
+        raise QueryDropped("malformed query: not an audit query")
     return Query(doc, grant)
 
 
@@ -132,12 +115,11 @@ def authorise(query: Query, *, recorder: str, recorder_key: bytes, client: str,
     g = query.grant
     if g.mode != MODE:
         raise QueryRefused(f"the grant is for {g.mode!r}, not audit")
-    if g.agent != recorder or g.agent_key != b64e(recorder_key):
-        raise QueryRefused(f"the grant is for {g.agent!r}, not this recorder ({recorder!r})")
-    if g.expires <= now:
-        raise QueryRefused("the grant has expired; request a new one")
-    if g.mqtt_name != client:
-        raise QueryRefused("the grant was issued to another client connection")
+    try:
+        grants.check_binding(g, role="recorder", audience=recorder, audience_key=recorder_key,
+                             mqtt_name=client, now=now)
+    except grants.GrantError as exc:
+        raise QueryRefused(str(exc)) from exc
     if query.op not in OPS:
         raise QueryRefused(f"unknown operation {query.op!r}; expected one of {', '.join(OPS)}")
 
@@ -147,10 +129,8 @@ def build_replies(recorder: SigningKey, query: Query, response: dict[str, Any]) 
     body = dumps(response)
     size = query.chunk
     parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
-    box = SealedBox(PublicKey(query.reply_key))
-    return [box.encrypt(sign_document(recorder, REPLY, {
-        "nonce": query.nonce, "seq": n, "total": len(parts), "data": b64e(part)}))
-        for n, part in enumerate(parts)]
+    return [envelope.seal_reply(recorder, REPLY, query.doc, {"seq": n, "total": len(parts), "data": b64e(part)})
+            for n, part in enumerate(parts)]
 
 
 @dataclass
@@ -166,11 +146,10 @@ class ReplyAssembler:
     def offer(self, payload: bytes) -> dict[str, Any] | None:
         """The response once every chunk has arrived; None until then (or if not ours)."""
         try:
-            blob = SealedBox(self.pending.reply_key).decrypt(payload)
-            doc = open_document(self.recorder_key, REPLY, blob)
-        except (CryptoError, BadDocument, ValueError):
+            doc = envelope.open_reply(self.pending, self.recorder_key, REPLY, payload)
+        except envelope.EnvelopeError:
             return None
-        if doc.get("nonce") != self.pending.nonce:
+        if doc is None:
             return None
         seq, total = doc.get("seq"), doc.get("total")
         if not isinstance(seq, int) or not isinstance(total, int) or not 0 <= seq < total:

@@ -26,7 +26,6 @@ logging in without pause fills only its own: see `SlotTokens` for why replays st
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from dataclasses import dataclass, field
 
@@ -35,6 +34,7 @@ import nacl.pwhash.argon2id as argon2id
 from nacl.signing import SigningKey, VerifyKey
 
 from tether.encoding import b64d, b64e
+from tether.skew import MAX_SKEW, within_skew
 
 PERSON = b"tether-console"
 SALT_LEN = 16
@@ -79,7 +79,7 @@ def derive(passphrase: str, authority_ed25519: bytes, user: str) -> ConsoleKeys:
 
 TOKEN_PREFIX = "tc1."
 TOKEN_DOMAIN = b"tether-console-mqtt-v1"
-TOKEN_SKEW = 120.0
+TOKEN_SKEW = MAX_SKEW
 _TOKEN_LEN = 8 + 16 + 64
 
 
@@ -91,9 +91,10 @@ def _token_message(username: str, client_id: str, ts_nonce: bytes) -> bytes:
     return b"\0".join([TOKEN_DOMAIN, username.encode("utf-8"), client_id.encode("utf-8"), ts_nonce])
 
 
-def broker_token(seed: bytes, username: str, client_id: str, now: float, nonce: bytes | None = None) -> str:
-    """A one-time broker password for the console slot `username`."""
-    ts_nonce = struct.pack(">Q", int(now)) + (os.urandom(16) if nonce is None else nonce)
+def broker_token(seed: bytes, username: str, client_id: str, now: float, nonce: bytes) -> str:
+    """A one-time broker password for the console slot `username`; `nonce` is 16 fresh
+    random bytes."""
+    ts_nonce = struct.pack(">Q", int(now)) + nonce
     sig = SigningKey(seed).sign(_token_message(username, client_id, ts_nonce)).signature
     return TOKEN_PREFIX + b64e(ts_nonce + sig)
 
@@ -166,7 +167,7 @@ class TokenChecker:
         if ts_nonce is None:
             return False
         (ts,) = struct.unpack(">Q", ts_nonce[:8])
-        if abs(now - ts) > TOKEN_SKEW:
+        if not within_skew(ts, now):
             return False
         self._sweep(now)
         return self._slots.setdefault(username, SlotTokens()).take(ts_nonce, now)

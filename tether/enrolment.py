@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
-import secrets
 from typing import Any
 
-from nacl.exceptions import BadSignatureError, CryptoError
-from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from tether.crypto import Random
 from tether.encoding import b64d, b64e, dumps, loads
+from tether.envelope import new_nonce, open_sealed, seal_to
 from tether.errors import TetherError
+from tether.skew import within_skew
 
-MAX_SKEW = 120.0
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: codes get read aloud
 
 
@@ -32,12 +31,15 @@ class EnrolError(TetherError):
     """The enrolment cannot proceed; the message says why."""
 
 
-def new_activation_id() -> str:
-    return "act-" + secrets.token_hex(4)
+def new_activation_id(rand: Random) -> str:
+    return "act-" + rand(4).hex()
 
 
-def new_code() -> str:
-    raw = "".join(secrets.choice(_ALPHABET) for _ in range(20))
+def new_code(rand: Random) -> str:
+    """20 symbols of the 32-letter alphabet, 5 bits each from 100 random bits: uniform,
+    with no modulo bias (32 divides 2**100)."""
+    bits = int.from_bytes(rand(13), "big") >> 4
+    raw = "".join(_ALPHABET[(bits >> (5 * i)) & 31] for i in range(20))
     return "-".join(raw[i : i + 5] for i in range(0, 20, 5))
 
 
@@ -62,9 +64,9 @@ def _mac_ok(code: str, body: bytes, mac: object) -> bool:
 
 
 def build_request(agent_key: SigningKey, x25519_public: bytes, activation: str, code: str,
-                  name: str, now: float) -> bytes:
+                  name: str, now: float, rand: Random) -> bytes:
     doc = {"type": "enrol", "activation": activation, "name": name, "ts": now,
-           "nonce": secrets.token_hex(16), "ed25519": b64e(bytes(agent_key.verify_key)),
+           "nonce": new_nonce(rand), "ed25519": b64e(bytes(agent_key.verify_key)),
            "x25519": b64e(x25519_public)}
     body = dumps(doc)
     return dumps({"body": body.decode(), "mac": _mac(code, body),
@@ -96,7 +98,7 @@ def verify_request(payload: bytes, code: str, now: float | None) -> dict[str, An
         ts = float(doc["ts"])
     except (BadSignatureError, ValueError, KeyError, TypeError) as exc:
         raise EnrolError("the request is not signed by the key it carries") from exc
-    if len(x) != 32 or not math.isfinite(ts) or (now is not None and abs(now - ts) > MAX_SKEW):
+    if len(x) != 32 or not within_skew(ts, ts if now is None else now):
         raise EnrolError("request timestamp outside the allowed clock skew; check NTP")
     return doc
 
@@ -104,16 +106,19 @@ def verify_request(payload: bytes, code: str, now: float | None) -> dict[str, An
 def build_reply(request: dict[str, Any], code: str, answer: dict[str, Any]) -> bytes:
     body = dumps(dict(answer, nonce=request["nonce"]))
     sealed = dumps({"body": body.decode(), "mac": _mac(code, body)})
-    return SealedBox(PublicKey(b64d(str(request["x25519"])))).encrypt(sealed)
+    return seal_to(b64d(str(request["x25519"])), sealed)
 
 
 def open_reply(payload: bytes, code: str, x25519_secret: bytes, nonce: str) -> dict[str, Any] | None:
     """The authority's answer, or None if the payload is not the answer to our request."""
+    opened = open_sealed(x25519_secret, payload)
+    if opened is None:
+        return None
     try:
-        outer = loads(SealedBox(PrivateKey(x25519_secret)).decrypt(payload))
+        outer = loads(opened)
         body = str(outer["body"]).encode()
         doc = loads(body)
-    except (CryptoError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
     if not isinstance(doc, dict) or doc.get("nonce") != nonce:
         return None

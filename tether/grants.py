@@ -7,12 +7,12 @@ can be used for one session only (`jti` is remembered until `exp`).
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tether import paseto
+from tether.crypto import Random
 from tether.encoding import b64e, dumps, loads
 from tether.errors import TetherError
 from tether.limits import MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, MAX_GRANT_BYTES
@@ -105,8 +105,8 @@ def command_problem(mode: str, command: object) -> str | None:
     return None
 
 
-def new_jti() -> str:
-    return secrets.token_hex(16)
+def new_jti(rand: Random) -> str:
+    return rand(16).hex()
 
 
 def issue(authority_seed: bytes, grant: Grant, now: float) -> str:
@@ -162,6 +162,21 @@ def decode(authority_key: bytes, token: str) -> Grant:
         raise GrantError(f"grant is malformed: {exc}") from exc
 
 
+def check_binding(grant: Grant, *, role: str, audience: str, audience_key: bytes, mqtt_name: str,
+                  now: float, client_key: bytes | None = None) -> None:
+    """Raise GrantError unless the grant is unexpired, names this agent or recorder (the
+    `role`) and its key, binds `client_key` (if given) and was issued to this client
+    connection."""
+    if grant.agent != audience or grant.agent_key != b64e(audience_key):
+        raise GrantError(f"grant is for {role} {grant.agent!r}, not this one ({audience!r})")
+    if grant.expires <= now:
+        raise GrantError("grant has expired; request a new one")
+    if client_key is not None and grant.client_key != b64e(client_key):
+        raise GrantError("grant is bound to another client key")
+    if grant.mqtt_name != mqtt_name:
+        raise GrantError("grant was issued to another client connection")
+
+
 class GrantChecker:
     """The agent's offline verification, including single use of each grant."""
 
@@ -169,20 +184,14 @@ class GrantChecker:
                  used: dict[str, float] | None = None) -> None:
         self._authority_key = authority_key
         self._agent = agent_name
-        self._agent_key = b64e(agent_key)
+        self._agent_key = agent_key
         # jti -> expiry; the caller may pass its own, to keep it across restarts.
         self._used: dict[str, float] = {} if used is None else used
 
     def check(self, token: str, *, client_key: bytes, mqtt_name: str, now: float) -> Grant:
         grant = decode(self._authority_key, token)
-        if grant.agent != self._agent or grant.agent_key != self._agent_key:
-            raise GrantError(f"grant is for agent {grant.agent!r}, not this one ({self._agent!r})")
-        if grant.expires <= now:
-            raise GrantError("grant has expired; request a new one")
-        if grant.client_key != b64e(client_key):
-            raise GrantError("grant is bound to another client key")
-        if grant.mqtt_name != mqtt_name:
-            raise GrantError("grant was issued to another client connection")
+        check_binding(grant, role="agent", audience=self._agent, audience_key=self._agent_key,
+                      mqtt_name=mqtt_name, now=now, client_key=client_key)
         if grant.mode not in MODES:
             raise GrantError(f"unknown session mode {grant.mode!r}")
         for jti in [j for j, exp in self._used.items() if exp <= now]:

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
 
-from tether.edge.keys import read_private_file, write_private_file
-from tether.encoding import dumps, loads
 from tether.errors import TetherError
 from tether.signed import BadDocument, open_document, sign_document
 
@@ -75,21 +72,6 @@ class Revocations:
                        terminate=[dict(t) for t in terminate])
         except (TypeError, ValueError) as exc:
             raise RevocationError(f"malformed revocation list: {exc}") from exc
-
-    @classmethod
-    def load(cls, path: Path) -> Revocations:
-        if not path.exists():
-            return cls()
-        try:
-            doc = loads(read_private_file(path))
-        except ValueError as exc:
-            raise RevocationError(f"{path} is not valid JSON") from exc
-        if not isinstance(doc, dict):
-            raise RevocationError(f"{path} is not a JSON object")
-        return cls.from_doc(doc)
-
-    def save(self, path: Path) -> None:
-        write_private_file(path, dumps(self.to_doc()))
 
     # ----- changes (authority side) -----
 

@@ -34,7 +34,7 @@ def mint(stack: Stack, user: Identity, slot: str, **changes: Any) -> str:
         user=user.name, agent="local", agent_key=b64e(agent.public_key),
         client_key=b64e(user.public_key), mqtt_name=slot, mode="exec",
         run_as=getpass.getuser(), command=["true"], max_duration=60, idle_timeout=0,
-        recording="off", recorder=None, reason=None, jti=grants.new_jti(), expires=now + 120,
+        recording="off", recorder=None, reason=None, jti=grants.new_jti(os.urandom), expires=now + 120,
     )
     fields.update(changes)
     grant = grants.Grant(**fields)

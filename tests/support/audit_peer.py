@@ -14,6 +14,7 @@ back out of order, with a duplicate, and with a forged chunk (another key) first
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -73,7 +74,7 @@ def main() -> None:
             g = grants.Grant(user=USER, agent=RECORDER, agent_key=b64e(bytes(REC.verify_key)),
                              client_key=b64e(bytes(client_key.verify_key)), mqtt_name=SLOT, mode="audit",
                              run_as="", command=None, max_duration=0, idle_timeout=0, recording="off",
-                             recorder=None, reason=None, jti=grants.new_jti(), expires=now + life)
+                             recorder=None, reason=None, jti=grants.new_jti(os.urandom), expires=now + life)
             body = {"ok": True, "grant": grants.issue(AUTHORITY_SEED, g, now), "agent": {
                 "name": RECORDER, "ed25519": b64e(bytes(REC.verify_key)), "x25519": b64e(bytes(REC_X.public_key))}}
             reply = authz.build_reply(AUTHORITY, request, body)

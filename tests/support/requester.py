@@ -3,6 +3,7 @@ grant requests (fields no tether command would send), raw payloads and floods.""
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import threading
@@ -42,7 +43,7 @@ class Requester:
 
     def request(self, body: dict[str, Any]) -> authz.PendingRequest:
         return authz.build_request(self.identity.signing_key, self.identity.name,
-                                   b64d(self.identity.authority["x25519"]), body, time.time())
+                                   b64d(self.identity.authority["x25519"]), body, time.time(), rand=os.urandom)
 
     def send(self, payload: bytes, qos: int = 1) -> None:
         self.client.publish(self.topics.authz_request(self.name), payload, qos).wait_for_publish(10)

@@ -44,7 +44,7 @@ def _audit_query_doc() -> dict[str, Any]:
 
 
 def _audit_query_seeds() -> list[bytes]:
-    pending = auditq.build_query(fx.CLIENT, fx.grant_token("audit"), fx.RECORDER_X_PUB, "list", {}, fx.NOW)
+    pending = auditq.build_query(fx.CLIENT, fx.grant_token("audit"), fx.RECORDER_X_PUB, "list", {}, fx.NOW, rand=fx.fixed_random(fx.REPLY_X))
     doc = _audit_query_doc()
     return [seed(0, pending.payload), seed(1, fx.sign_raw(fx.CLIENT, auditq.QUERY, dumps(doc))),
             seed(2, dumps(doc))]

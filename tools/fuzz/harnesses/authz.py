@@ -33,7 +33,7 @@ def _authz_request_signed(data: bytes) -> None:
 
 def _authz_request_seeds() -> list[bytes]:
     body = {"type": "grant", "agent": fx.AGENT_NAME, "mode": "shell", "run_as": "alice", "reason": "fuzz"}
-    pending = authz.build_request(fx.CLIENT, "alice", fx.AUTHORITY_X_PUB, body, fx.NOW)
+    pending = authz.build_request(fx.CLIENT, "alice", fx.AUTHORITY_X_PUB, body, fx.NOW, rand=fx.fixed_random(fx.REPLY_X))
     doc = dict(body, user="alice", nonce=fx.REPLY_NONCE, ts=fx.NOW, reply_key=b64e(fx.REPLY_X_PUB))
     signed = fx.sign_raw(fx.CLIENT, authz.REQUEST, dumps(doc))
     return [seed(0, pending.payload), seed(1, signed), seed(2, dumps(doc))]

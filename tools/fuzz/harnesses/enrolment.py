@@ -26,7 +26,7 @@ def _enrol_request_signed(data: bytes) -> None:
 
 
 def _enrol_request_seeds() -> list[bytes]:
-    payload = enrolment.build_request(fx.AGENT, fx.DEVICE_X_PUB, "act-1", fx.ENROL_CODE, fx.AGENT_NAME, fx.NOW)
+    payload = enrolment.build_request(fx.AGENT, fx.DEVICE_X_PUB, "act-1", fx.ENROL_CODE, fx.AGENT_NAME, fx.NOW, rand=fx.fixed_random(fx.REPLY_X))
     return [seed(0, payload), seed(1, str(loads(payload)["body"]).encode())]
 
 
