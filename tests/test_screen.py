@@ -7,7 +7,8 @@ import random
 import pyte
 import pytest
 
-from tether.recorder.screen import SequenceFilter, Terminal
+from tether.recorder.screen import Terminal
+from tether.recorder.stream_filters import SequenceFilter
 
 
 def stock(data: bytes, columns: int = 20, lines: int = 3) -> list[str]:
