@@ -38,10 +38,11 @@ drops RemoveDecorator (it only removes @dataclass/@property/@classmethod, which 
 Everything else (NumberReplacer, AddNot, ReplaceTrueWithFalse, ExceptionReplacer,
 ZeroIterationForLoop, unary operators, break/continue) runs in full.
 
-authority/policy.py: only policy *evaluation* is mutated (``evaluate``, ``access``, ``_applies``,
-``labels_match``, ``run_as_allowed``, ``_is_literal``, ``command_line``, ``_check_allow``,
-``_deny_bites``, ``TimeWindow.contains``, ``Policy.decide``, ``Decision.statement_label``,
-``Statement.label``); TOML parsing, validation and writing are excluded (the parser is covered by
+The policy (authority/policy/): only policy *evaluation* is mutated: the functions of
+``evaluation.py`` (``evaluate``, ``access``, ``_applies``, ``labels_match``, ``run_as_allowed``,
+``_is_literal``, ``command_line``, ``_check_allow``, ``_deny_bites``) and, in ``model.py``,
+``TimeWindow.contains``, ``Policy.decide``, ``Decision.statement_label`` and ``Statement.label``;
+TOML parsing, validation and writing (``parse.py``, ``write.py``) are excluded (the parser is covered by
 the fuzz harness and tests/test_policy.py, but its many message strings would swamp the figures).
 """
 
@@ -66,9 +67,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_MAP = {"agent": "agent", "authority": "authority", "recorder": "recorder",
+PACKAGE_MAP = {"edge": "edge", "commands": "commands", "agent": "agent", "authority": "authority",
+               "recorder": "recorder",
                "client": "client", "broker": "broker"}
-COPY_DIRS = ["tether", "agent", "authority", "recorder", "client", "broker", "tests", "docs"]
+COPY_DIRS = ["tether", "edge", "commands", "agent", "authority", "recorder", "client", "broker", "tests", "docs"]
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", ".hypothesis",
                                      ".mypy_cache", "dist", "*.so")
 
@@ -86,16 +88,22 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "tether/recevents.py": (["tests/test_recording.py", "tests/test_verify_log.py"], []),
     # The CLI tests run the installed `tether` executable (the checkout, not the mutated copy),
     # and the dumps round-trip property exercises only the excluded writer: both are left out.
-    "authority/policy.py": (["tests/test_policy.py"],
-                            ["-k", "not test_cli and not dumps_parses_back"]),
+    "authority/policy/evaluation.py": (["tests/test_policy.py", "tests/test_policy_mutants.py"],
+                                     ["-k", "not test_cli and not dumps_parses_back"]),
+    "authority/policy/model.py": (["tests/test_policy.py", "tests/test_policy_mutants.py"],
+                                  ["-k", "not test_cli and not dumps_parses_back"]),
     "recorder/verify.py": (["tests/test_verify_log.py"], []),
 }
 
-# Functions of authority/policy.py that are mutated; everything else there is not.
-POLICY_EVALUATION = {"evaluate", "access", "_applies", "labels_match", "run_as_allowed",
-                     "_is_literal", "command_line", "_check_allow", "_deny_bites",
-                     "TimeWindow.contains", "Policy.decide", "Decision.statement_label",
-                     "Statement.label"}
+# Modules of which only these functions are mutated (the policy's evaluation); everything else
+# in them is not.
+MUTATED_FUNCTIONS: dict[str, set[str]] = {
+    "authority/policy/evaluation.py": {"evaluate", "access", "_applies", "labels_match",
+                                     "run_as_allowed", "_is_literal", "command_line",
+                                     "_check_allow", "_deny_bites"},
+    "authority/policy/model.py": {"TimeWindow.contains", "Policy.decide",
+                                  "Decision.statement_label", "Statement.label"},
+}
 
 _KEEP_BINARY = {("Add", "Sub"), ("Sub", "Add"), ("Mul", "Div"), ("Div", "Mul"),
                 ("FloorDiv", "Mul"), ("Mod", "FloorDiv"), ("Pow", "Mul"),
@@ -218,21 +226,22 @@ def operator_excluded(name: str) -> bool:
     return False
 
 
-def policy_line_ranges(source: str) -> list[tuple[int, int]]:
-    """Line ranges (inclusive) of the evaluation functions of authority/policy.py."""
+def function_line_ranges(module: str, source: str) -> list[tuple[int, int]]:
+    """Line ranges (inclusive) of the functions of `module` that are mutated."""
+    names = MUTATED_FUNCTIONS[module]
     ranges: list[tuple[int, int]] = []
     tree = ast.parse(source)
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name in POLICY_EVALUATION:
+        if isinstance(node, ast.FunctionDef) and node.name in names:
             ranges.append((node.lineno, node.end_lineno or node.lineno))
         if isinstance(node, ast.ClassDef):
             for sub in node.body:
                 qual = f"{node.name}.{getattr(sub, 'name', '')}"
-                if isinstance(sub, ast.FunctionDef) and qual in POLICY_EVALUATION:
+                if isinstance(sub, ast.FunctionDef) and qual in names:
                     ranges.append((sub.lineno, sub.end_lineno or sub.lineno))
-    missing = POLICY_EVALUATION - {n for n in _names(tree)}
+    missing = names - {n for n in _names(tree)}
     if missing:
-        raise SystemExit(f"authority/policy.py no longer defines {sorted(missing)}: update the tool")
+        raise SystemExit(f"{module} no longer defines {sorted(missing)}: update the tool")
     return ranges
 
 
@@ -394,7 +403,7 @@ def mark_skipped(session: Path, module: str, source: str, limit: int | None = No
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    ranges = policy_line_ranges(source) if module == "authority/policy.py" else None
+    ranges = function_line_ranges(module, source) if module in MUTATED_FUNCTIONS else None
     annotations = annotation_spans(source)
     with use_db(str(session), WorkDB.Mode.open) as db:
         skipped = []
