@@ -21,7 +21,7 @@ from tether.authority.bulletin import BulletinKeeper
 from tether.authority.nonces import NonceJournal
 from tether.authority.policy import Policy, PolicyError, Request, UnsafePolicyFile, access, evaluate
 from tether.authority.provision import commit
-from tether.authority.registry import Principal, Registry, principal_of_slot
+from tether.authority.registry import Principal, Registry
 from tether.authority.requests import request_problem
 from tether.authz import rotation_message
 from tether.edge.home import Home
@@ -33,7 +33,7 @@ from tether.errors import TetherError
 from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
 from tether.ratelimit import RateLimiter
 from tether.skew import MAX_SKEW
-from tether.topics import Topics
+from tether.topics import Topics, principal_of_slot
 
 log = logging.getLogger("tether.authority")
 GRANT_LIFETIME = 300.0
