@@ -5,18 +5,15 @@ and no zombie is left."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import pty
 import pwd
 import shutil
 import signal
-import struct
 import subprocess
-import termios
 from dataclasses import dataclass
 
 from tether.agent import shell_integration
+from tether.edge.pty import open_pty, take_controlling_tty
 from tether.errors import TetherError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -89,14 +86,6 @@ def _workdir(ra: RunAs) -> str:
     return ra.home if os.path.isdir(ra.home) else "/"
 
 
-def set_winsize(fd: int, cols: int, rows: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _take_controlling_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 @dataclass
 class Spawned:
     proc: subprocess.Popen[bytes]
@@ -128,9 +117,8 @@ def _pidfd(proc: subprocess.Popen[bytes]) -> int:
 
 
 def spawn_shell(ra: RunAs, term: str, cols: int, rows: int, extra_env: dict[str, str]) -> Spawned:
-    master, slave = pty.openpty()
+    master, slave = open_pty(cols, rows)
     try:
-        set_winsize(master, cols, rows)
         if ra.switch:
             os.fchown(slave, ra.uid, -1)
             os.fchmod(slave, 0o620)
@@ -147,7 +135,7 @@ def spawn_shell(ra: RunAs, term: str, cols: int, rows: int, extra_env: dict[str,
             cwd=_workdir(ra),
             env=launch.env,
             start_new_session=True,
-            preexec_fn=_take_controlling_tty,
+            preexec_fn=take_controlling_tty,
             close_fds=True,
             user=ra.uid if ra.switch else None,
             group=ra.gid if ra.switch else None,

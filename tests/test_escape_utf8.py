@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.agent.session import utf8_cut, utf8_tail_incomplete
 from tether.client.escape import HELP, EscapeFilter, EscapeResult
+from tether.session_core import utf8_cut, utf8_tail_incomplete
 
 # ----- escape filter -----
 
