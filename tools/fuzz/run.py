@@ -45,7 +45,8 @@ class Result:
 
 
 sys.path.insert(0, str(ROOT))
-from tools.fuzz.harnesses import NAMES, load  # noqa: E402  (needs ROOT on the path)
+import tests.support  # noqa: E402, F401  (needs ROOT on the path; maps the role folders into tether)
+from tools.fuzz.harnesses import NAMES, load  # noqa: E402
 
 
 def worker(name: str, seeds_dir: Path, libfuzzer_args: list[str]) -> None:
