@@ -156,7 +156,7 @@ class Console:
     def send(self, op: str, args: dict[str, Any], chunk: int = auditq.CHUNK_DEFAULT,
              via: str | None = None) -> auditq.PendingQuery:
         pending = auditq.build_query(self.key, self.grant, b64d(self.recorder["x25519"]),
-                                     op, args, time.time(), chunk, rand=os.urandom)
+                                     op, args, time.time(), os.urandom, chunk)
         self.mqtt.publish(f"{P}/rec/{self.recorder['name']}/q/{via or self.slot}", pending.payload,
                           qos=1)
         return pending
