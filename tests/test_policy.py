@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stack import TETHER
 
-from tether.commands import policy as policy_cli
 from tether.authority.policy import (
     ACTIONS,
     DEFAULT_MAX_DURATION,
@@ -33,6 +32,7 @@ from tether.authority.policy import (
     parse_duration,
     validate,
 )
+from tether.commands import policy as policy_cli
 
 MONDAY_10 = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)  # a Monday
 
