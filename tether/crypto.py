@@ -22,11 +22,6 @@ from nacl.exceptions import CryptoError
 Random = Callable[[int], bytes]
 """n -> n random bytes: `os.urandom` at the edges."""
 
-KEY_LEN = 32
-NONCE_LEN = 24  # XChaCha20-Poly1305
-TAG_LEN = 16
-
-
 def kdf(key: bytes, person: bytes, data: bytes) -> bytes:
     """KDF(key, data, person): keyed BLAKE2b-256 with a personalisation label."""
     return hashlib.blake2b(data, key=key, digest_size=32, person=person).digest()
@@ -62,8 +57,8 @@ def dh(secret: bytes, public: bytes) -> bytes | None:
     make the keys derived from it known to anyone)."""
     try:
         shared = crypto_scalarmult(secret, public)
-    except CryptoError:  # libsodium itself refuses an all-zero result
+    except CryptoError:  # libsodium itself refuses an all-zero result...
         return None
-    if shared == bytes(32):
+    if shared == bytes(32):  # ...and so does this, whatever the binding does
         return None
     return shared
