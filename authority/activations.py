@@ -109,7 +109,7 @@ def enrol(store: Activations, registry: Registry, authority: Identity, activatio
         claims: dict[str, Any] = {}
         try:
             claims = enrolment.read_request(payload)
-            reply = enrolment.build_reply(claims, act.code, {"ok": False, "error": str(exc)})
+            reply = enrolment.build_reply(claims, act.code, {"ok": False, "error": str(exc)}, os.urandom)
         except (enrolment.EnrolError, KeyError, ValueError, TypeError):
             reply = None
         return reply, {"activation": act.id, "agent": _valid_or_none(claims.get("name")), "why": str(exc)}
@@ -126,7 +126,7 @@ def enrol(store: Activations, registry: Registry, authority: Identity, activatio
             pending.items[name] = PendingEnrolment(act.id, name, fp, b64e(payload), now)
             answer = {"ok": False, "pending": True, "fingerprint": fp,
                       "error": f"waiting for an administrator: tether authority agents approve {name}"}
-            return enrolment.build_reply(request, act.code, answer), {
+            return enrolment.build_reply(request, act.code, answer, os.urandom), {
                 "activation": act.id, "agent": name, "pending": True, "fingerprint": fp}
     if problem is None:
         password, hashed = new_mqtt_password()
@@ -147,7 +147,7 @@ def enrol(store: Activations, registry: Registry, authority: Identity, activatio
         answer = {"ok": False, "error": problem}
     fields = {"activation": act.id, "agent": _valid_or_none(name), "labels": act.labels,
               "why": problem, "fingerprint": fingerprint(str(request["ed25519"]))}
-    return enrolment.build_reply(request, act.code, answer), fields
+    return enrolment.build_reply(request, act.code, answer, os.urandom), fields
 
 
 def _valid_or_none(name: object) -> str | None:

@@ -221,7 +221,7 @@ class AuthorityService:
     def _reply(self, mqtt_name: str, req: dict[str, Any], answer: dict[str, Any]) -> None:
         assert self.conn is not None
         self.conn.publish(self.topics.authz_reply(mqtt_name), authz.build_reply(
-            self.identity.signing_key, req, answer), qos=1)
+            self.identity.signing_key, req, answer, os.urandom), qos=1)
 
     def _on_enrol(self, activation_id: str, payload: bytes, now: float,
                   approved: bool = False) -> None:

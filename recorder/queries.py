@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -282,7 +283,7 @@ class AuditQueries:
             self.stats["refused"] += 1
             log.warning("refused audit query %s from %s: %s", query.op, client, exc)
             self._publish(reply_topic, auditq.build_replies(
-                self.identity.signing_key, query, {"ok": False, "op": query.op, "error": str(exc)}))
+                self.identity.signing_key, query, {"ok": False, "op": query.op, "error": str(exc)}, os.urandom))
             return
         if len(self._tasks) >= MAX_PENDING:
             self.stats["dropped_busy"] += 1
@@ -296,7 +297,7 @@ class AuditQueries:
 
     def _compute(self, query: auditq.Query) -> list[bytes]:
         response = self.worker.answer(query.op, query.args)
-        return auditq.build_replies(self.identity.signing_key, query, response)
+        return auditq.build_replies(self.identity.signing_key, query, response, os.urandom)
 
     async def _answer(self, query: auditq.Query, topic: str) -> None:
         loop = asyncio.get_running_loop()
@@ -307,7 +308,7 @@ class AuditQueries:
             # An answer, so the console says what happened instead of waiting for a timeout.
             self._publish(topic, auditq.build_replies(self.identity.signing_key, query, {
                 "ok": False, "op": query.op,
-                "error": f"the recorder failed on this query ({type(exc).__name__}); its log has the details"}))
+                "error": f"the recorder failed on this query ({type(exc).__name__}); its log has the details"}, os.urandom))
             return
         self.stats[f"answered_{query.op}"] += 1
         conn = self.conn

@@ -49,7 +49,7 @@ def test_request_reply_round_trip() -> None:
     assert req["nonce"] == pending.nonce
     assert req["ts"] == NOW
     assert req["reply_key"] == b64e(bytes(pending.reply_key.public_key))
-    reply = build_reply(AUTHORITY, req, {"ok": True, "grant": "v4.public.xyz"})
+    reply = build_reply(AUTHORITY, req, {"ok": True, "grant": "v4.public.xyz"}, os.urandom)
     doc = open_reply(pending, bytes(AUTHORITY.verify_key), reply)
     assert doc == {"ok": True, "grant": "v4.public.xyz", "nonce": pending.nonce}
 
@@ -59,7 +59,7 @@ def test_broker_sees_only_ciphertext() -> None:
     for secret in (b"web1", b"hotfix", b"alice", pending.nonce.encode()):
         assert secret not in pending.payload
     req = authority_receives(pending.payload)
-    reply = build_reply(AUTHORITY, req, {"ok": True, "grant": "v4.public.secretgrant"})
+    reply = build_reply(AUTHORITY, req, {"ok": True, "grant": "v4.public.secretgrant"}, os.urandom)
     assert b"secretgrant" not in reply
 
 
@@ -139,13 +139,13 @@ def test_reply_for_another_nonce_returns_none() -> None:
     pending = request()
     req = authority_receives(pending.payload)
     forged = dict(req, nonce="0" * 32)  # same reply key, another request's nonce
-    reply = build_reply(AUTHORITY, forged, {"ok": True})
+    reply = build_reply(AUTHORITY, forged, {"ok": True}, os.urandom)
     assert open_reply(pending, bytes(AUTHORITY.verify_key), reply) is None
 
 
 def test_reply_to_another_request_returns_none() -> None:
     mine, theirs = request(), request()
-    reply = build_reply(AUTHORITY, authority_receives(theirs.payload), {"ok": True})
+    reply = build_reply(AUTHORITY, authority_receives(theirs.payload), {"ok": True}, os.urandom)
     assert open_reply(mine, bytes(AUTHORITY.verify_key), reply) is None
     assert open_reply(theirs, bytes(AUTHORITY.verify_key), reply) == {"ok": True, "nonce": theirs.nonce}
     assert open_reply(mine, bytes(AUTHORITY.verify_key), b"garbage") is None
@@ -155,7 +155,7 @@ def test_reply_not_signed_by_the_authority_raises() -> None:
     pending = request()
     req = authority_receives(pending.payload)
     mallory = SigningKey.generate()
-    reply = build_reply(mallory, req, {"ok": True, "grant": "v4.public.evil"})
+    reply = build_reply(mallory, req, {"ok": True, "grant": "v4.public.evil"}, os.urandom)
     with pytest.raises(AuthzError, match="authority"):
         open_reply(pending, bytes(AUTHORITY.verify_key), reply)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -165,7 +166,7 @@ class World:
             body = {"ok": True, "grant": "v4.public.token",
                     "agent": {"ed25519": b64e(bytes(self.agent_key.verify_key)),
                               "x25519": b64e(x25519_public(self.agent_x))}}
-        reply = authz.build_reply(signer or self.authority_key, doc, body)
+        reply = authz.build_reply(signer or self.authority_key, doc, body, os.urandom)
         self.core.on_message(self.topics.authz_reply(SLOT), reply)
 
     # ----- the agent -----

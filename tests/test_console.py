@@ -308,13 +308,13 @@ def test_query_round_trip_in_small_chunks() -> None:
                      now=time.time())
     assert (query.op, query.args, query.chunk) == ("list", {"user": "bob"}, auditq.CHUNK_MIN)
     response = {"ok": True, "op": "list", "result": {"text": "é" * 3000}}
-    replies = auditq.build_replies(REC.signing_key, query, response)
+    replies = auditq.build_replies(REC.signing_key, query, response, os.urandom)
     assert len(replies) == 6  # 6000+ bytes of JSON in 1024-byte chunks
     assert all(len(r) < 1024 * 4 // 3 + 300 for r in replies)
     asm = auditq.ReplyAssembler(pending, REC.public_key)
     # Out of order, with a duplicate and a stranger's message mixed in.
     stranger = auditq.build_replies(REC.signing_key, _open(auditq.build_query(
-        ALICE, _grant(), REC.x25519_public, "list", {}, time.time(), rand=os.urandom)), {"ok": True})
+        ALICE, _grant(), REC.x25519_public, "list", {}, time.time(), rand=os.urandom)), {"ok": True}, os.urandom)
     assert asm.offer(stranger[0]) is None
     order = [replies[i] for i in (5, 0, 3, 3, 1, 2)]
     assert [asm.offer(r) for r in order] == [None] * 6
@@ -324,7 +324,7 @@ def test_query_round_trip_in_small_chunks() -> None:
 def test_forged_replies_are_ignored() -> None:
     pending = auditq.build_query(ALICE, _grant(), REC.x25519_public, "list", {}, time.time(), rand=os.urandom)
     query = _open(pending)
-    forged = auditq.build_replies(SigningKey.generate(), query, {"ok": True, "op": "list"})
+    forged = auditq.build_replies(SigningKey.generate(), query, {"ok": True, "op": "list"}, os.urandom)
     assert auditq.ReplyAssembler(pending, REC.public_key).offer(forged[0]) is None
 
 
@@ -372,7 +372,7 @@ def test_small_chunks_fit_a_4k_websocket_packet() -> None:
                                  time.time(), chunk=auditq.CHUNK_SMALL, rand=os.urandom)
     query = _open(pending)
     body = {"ok": True, "op": "fetch", "result": {"asciicast": "\u2588" * 20000}}
-    replies = auditq.build_replies(REC.signing_key, query, body)
+    replies = auditq.build_replies(REC.signing_key, query, body, os.urandom)
     topic = f"{P}/rec/{'r' * 64}/r/{'u' * 64}"  # the longest names
     packet = [1 + 3 + 2 + len(topic) + 2 + len(r) for r in replies]  # header, topic, id
     assert len(replies) > 10 and max(packet) <= 4096

@@ -47,7 +47,7 @@ def test_reply_is_sealed_to_the_device_and_authenticated_by_the_code() -> None:
     code = "ABCDE-FGHJK-LMNPQ-RSTUV"
     payload, _, x = _request(code)
     request = enrolment.verify_request(payload, code, NOW)
-    reply = enrolment.build_reply(request, code, {"ok": True, "broker": {"password": "s3cret"}})
+    reply = enrolment.build_reply(request, code, {"ok": True, "broker": {"password": "s3cret"}}, os.urandom)
     assert b"s3cret" not in reply
     doc = enrolment.open_reply(reply, code, bytes(x), request["nonce"])
     assert doc is not None and doc["ok"] and doc["authentic"]

@@ -7,7 +7,7 @@ import itertools
 import math
 
 import pytest
-from nacl.public import PrivateKey
+from nacl.public import PrivateKey, SealedBox
 from nacl.signing import SigningKey
 
 from tether import auditq, authz, envelope, grants
@@ -22,6 +22,7 @@ ANSWERER = SigningKey(bytes([2]) * 32)
 RECIPIENT = PrivateKey(bytes([3]) * 32)
 REPLY_SECRET = bytes([4]) * 32
 NONCE_BYTES = bytes(range(16))
+EPHEMERAL = bytes([5]) * 32  # the sealed box's
 
 
 def fixed(*chunks: bytes) -> Random:
@@ -34,6 +35,22 @@ def fixed(*chunks: bytes) -> Random:
         return out
 
     return rand
+
+
+def test_a_sealed_box_is_libsodiums_with_its_ephemeral_key_from_rand() -> None:
+    sealed = envelope.seal_to(bytes(RECIPIENT.public_key), b"hello", fixed(EPHEMERAL))
+    assert sealed[:32] == bytes(PrivateKey(EPHEMERAL).public_key) and len(sealed) == 32 + 16 + 5
+    assert SealedBox(RECIPIENT).decrypt(sealed) == b"hello"
+    assert sealed == envelope.seal_to(bytes(RECIPIENT.public_key), b"hello", fixed(EPHEMERAL))
+    assert sealed != envelope.seal_to(bytes(RECIPIENT.public_key), b"hello", fixed(bytes([6]) * 32))
+    assert envelope.open_sealed(PrivateKey(bytes([7]) * 32), sealed) is None
+
+
+def test_a_request_is_the_same_bytes_for_the_same_random_bytes() -> None:
+    def build() -> bytes:
+        return authz.build_request(SENDER, "alice", bytes(RECIPIENT.public_key), {"type": "grant"}, NOW,
+                                   fixed(REPLY_SECRET, NONCE_BYTES, EPHEMERAL)).payload
+    assert build() == build()
 
 
 @pytest.mark.parametrize("offset", [0.0, 1.0, -1.0, MAX_SKEW, -MAX_SKEW])
@@ -53,7 +70,7 @@ def test_a_stamp_that_is_no_time_is_refused(ts: float) -> None:
 
 def test_a_request_takes_its_reply_key_then_its_nonce_from_rand() -> None:
     pending = envelope.seal_request(SENDER, "test-request", bytes(RECIPIENT.public_key), {"a": 1}, NOW,
-                                    fixed(REPLY_SECRET, NONCE_BYTES))
+                                    fixed(REPLY_SECRET, NONCE_BYTES, EPHEMERAL))
     assert pending.nonce == NONCE_BYTES.hex() == "000102030405060708090a0b0c0d0e0f"
     assert bytes(pending.reply_key) == REPLY_SECRET
     claims, blob = envelope.unseal(bytes(RECIPIENT), pending.payload)
@@ -61,14 +78,14 @@ def test_a_request_takes_its_reply_key_then_its_nonce_from_rand() -> None:
     assert claims == doc
     assert doc == {"a": 1, "nonce": pending.nonce, "ts": NOW,
                    "reply_key": b64e(bytes(PrivateKey(REPLY_SECRET).public_key))}
-    reply = envelope.seal_reply(ANSWERER, "test-reply", doc, {"ok": True})
+    reply = envelope.seal_reply(ANSWERER, "test-reply", doc, {"ok": True}, fixed(EPHEMERAL))
     assert envelope.open_reply(pending, bytes(ANSWERER.verify_key), "test-reply", reply) == {
         "ok": True, "nonce": pending.nonce}
 
 
 def test_a_stale_request_is_a_stale_envelope_and_a_wrong_signer_is_not_stale() -> None:
     pending = envelope.seal_request(SENDER, "test-request", bytes(RECIPIENT.public_key), {}, NOW,
-                                    fixed(REPLY_SECRET, NONCE_BYTES))
+                                    fixed(REPLY_SECRET, NONCE_BYTES, EPHEMERAL))
     _, blob = envelope.unseal(bytes(RECIPIENT), pending.payload)
     with pytest.raises(envelope.StaleEnvelope):
         envelope.verify_request(bytes(SENDER.verify_key), "test-request", blob, NOW + MAX_SKEW + 1)
@@ -80,22 +97,22 @@ def test_a_stale_request_is_a_stale_envelope_and_a_wrong_signer_is_not_stale() -
 
 
 def test_a_reply_to_another_nonce_or_key_is_not_ours_and_an_unsigned_one_raises() -> None:
-    pending = envelope.seal_request(SENDER, "q", bytes(RECIPIENT.public_key), {}, NOW, fixed(REPLY_SECRET, NONCE_BYTES))
+    pending = envelope.seal_request(SENDER, "q", bytes(RECIPIENT.public_key), {}, NOW, fixed(REPLY_SECRET, NONCE_BYTES, EPHEMERAL))
     doc = envelope.verify_request(bytes(SENDER.verify_key), "q", envelope.unseal(bytes(RECIPIENT), pending.payload)[1], NOW)
-    other_nonce = envelope.seal_reply(ANSWERER, "r", dict(doc, nonce="ff" * 16), {})
+    other_nonce = envelope.seal_reply(ANSWERER, "r", dict(doc, nonce="ff" * 16), {}, fixed(EPHEMERAL))
     assert envelope.open_reply(pending, bytes(ANSWERER.verify_key), "r", other_nonce) is None
-    other_key = envelope.seal_reply(ANSWERER, "r", dict(doc, reply_key=b64e(bytes(RECIPIENT.public_key))), {})
+    other_key = envelope.seal_reply(ANSWERER, "r", dict(doc, reply_key=b64e(bytes(RECIPIENT.public_key))), {}, fixed(EPHEMERAL))
     assert envelope.open_reply(pending, bytes(ANSWERER.verify_key), "r", other_key) is None
-    forged = envelope.seal_reply(SENDER, "r", doc, {})
+    forged = envelope.seal_reply(SENDER, "r", doc, {}, fixed(EPHEMERAL))
     with pytest.raises(envelope.EnvelopeError):
         envelope.open_reply(pending, bytes(ANSWERER.verify_key), "r", forged)
 
 
 def test_grant_requests_and_audit_queries_are_the_same_envelope_under_their_domains() -> None:
     req = authz.build_request(SENDER, "alice", bytes(RECIPIENT.public_key), {"type": "grant"}, NOW,
-                              fixed(REPLY_SECRET, NONCE_BYTES))
+                              fixed(REPLY_SECRET, NONCE_BYTES, EPHEMERAL))
     query = auditq.build_query(SENDER, "v4.public.x", bytes(RECIPIENT.public_key), "list", {}, NOW,
-                               fixed(REPLY_SECRET, NONCE_BYTES))
+                               fixed(REPLY_SECRET, NONCE_BYTES, EPHEMERAL))
     assert (req.nonce, bytes(req.reply_key)) == (query.nonce, bytes(query.reply_key))
     _, req_blob = envelope.unseal(bytes(RECIPIENT), req.payload)
     _, query_blob = envelope.unseal(bytes(RECIPIENT), query.payload)

@@ -175,7 +175,7 @@ def authority_answers(d: Driver, answer: dict[str, Any] | None = None) -> dict[s
         answer = {"ok": True, "grant": grants.issue(bytes([8]) * 32, grant, time.time()),
                   "agent": {"name": AGENT, "ed25519": b64e(bytes(AGENT_KEY.verify_key)),
                             "x25519": b64e(bytes(AGENT_X.public_key))}}
-    d.deliver(TOPICS.authz_reply(SLOT), authz.build_reply(AUTHORITY, request, answer))
+    d.deliver(TOPICS.authz_reply(SLOT), authz.build_reply(AUTHORITY, request, answer, os.urandom))
     return request
 
 
@@ -356,9 +356,9 @@ def test_reply_from_a_forger_is_ignored(driver: Driver) -> None:
     payload = driver.expect_pub(TOPICS.authz_request(SLOT))
     _, blob = authz.open_request_envelope(bytes(AUTHORITY_X), payload)
     request = authz.verify_request(bytes(CLIENT.verify_key), blob, time.time())
-    forged = authz.build_reply(AGENT_KEY, request, {"ok": False, "error": "denied: forged"})
+    forged = authz.build_reply(AGENT_KEY, request, {"ok": False, "error": "denied: forged"}, os.urandom)
     driver.deliver(TOPICS.authz_reply(SLOT), forged)
-    driver.deliver(TOPICS.authz_reply(SLOT), authz.build_reply(AUTHORITY, request, {"ok": False, "error": "denied: real"}))
+    driver.deliver(TOPICS.authz_reply(SLOT), authz.build_reply(AUTHORITY, request, {"ok": False, "error": "denied: real"}, os.urandom))
     assert driver.expect_event("denied")["message"] == "denied: real"
 
 

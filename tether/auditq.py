@@ -124,12 +124,13 @@ def authorise(query: Query, *, recorder: str, recorder_key: bytes, client: str,
         raise QueryRefused(f"unknown operation {query.op!r}; expected one of {', '.join(OPS)}")
 
 
-def build_replies(recorder: SigningKey, query: Query, response: dict[str, Any]) -> list[bytes]:
+def build_replies(recorder: SigningKey, query: Query, response: dict[str, Any], rand: Random) -> list[bytes]:
     """The response as sealed, signed chunks of at most `query.chunk` bytes of JSON each."""
     body = dumps(response)
     size = query.chunk
     parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
-    return [envelope.seal_reply(recorder, REPLY, query.doc, {"seq": n, "total": len(parts), "data": b64e(part)})
+    return [envelope.seal_reply(recorder, REPLY, query.doc, {"seq": n, "total": len(parts), "data": b64e(part)},
+                                rand)
             for n, part in enumerate(parts)]
 
 

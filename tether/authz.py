@@ -65,8 +65,8 @@ def rotation_message(old_key: bytes, new_key: bytes, new_x25519: bytes = b"") ->
     return b"tether-rotate\x00" + old_key + new_key + new_x25519
 
 
-def build_reply(authority: SigningKey, request: dict[str, Any], body: dict[str, Any]) -> bytes:
-    return envelope.seal_reply(authority, REPLY, request, body)
+def build_reply(authority: SigningKey, request: dict[str, Any], body: dict[str, Any], rand: Random) -> bytes:
+    return envelope.seal_reply(authority, REPLY, request, body, rand)
 
 
 def open_reply(pending: PendingRequest, authority_key: bytes, payload: bytes) -> dict[str, Any] | None:

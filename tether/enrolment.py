@@ -103,10 +103,10 @@ def verify_request(payload: bytes, code: str, now: float | None) -> dict[str, An
     return doc
 
 
-def build_reply(request: dict[str, Any], code: str, answer: dict[str, Any]) -> bytes:
+def build_reply(request: dict[str, Any], code: str, answer: dict[str, Any], rand: Random) -> bytes:
     body = dumps(dict(answer, nonce=request["nonce"]))
     sealed = dumps({"body": body.decode(), "mac": _mac(code, body)})
-    return seal_to(b64d(str(request["x25519"])), sealed)
+    return seal_to(b64d(str(request["x25519"])), sealed, rand)
 
 
 def open_reply(payload: bytes, code: str, x25519_secret: bytes, nonce: str) -> dict[str, Any] | None:

@@ -10,10 +10,12 @@ repeats the nonce. The broker sees only sizes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from nacl.bindings import crypto_box
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
@@ -57,8 +59,7 @@ def seal_request(sender: SigningKey, domain: str, recipient_x25519: bytes, field
     reply_key = new_key(rand)
     nonce = new_nonce(rand)
     doc = dict(fields, nonce=nonce, ts=now, reply_key=b64e(bytes(reply_key.public_key)))
-    payload = SealedBox(PublicKey(recipient_x25519)).encrypt(sign_document(sender, domain, doc))
-    return Pending(nonce, reply_key, payload)
+    return Pending(nonce, reply_key, seal_to(recipient_x25519, sign_document(sender, domain, doc), rand))
 
 
 def unseal(x25519_secret: bytes, payload: bytes) -> tuple[dict[str, Any], bytes]:
@@ -91,13 +92,19 @@ def verify_request(sender_key: bytes, domain: str, blob: bytes, now: float) -> d
     return doc
 
 
-def seal_to(x25519_public: bytes, plaintext: bytes) -> bytes:
-    return SealedBox(PublicKey(x25519_public)).encrypt(plaintext)
+def seal_to(x25519_public: bytes, plaintext: bytes, rand: Random) -> bytes:
+    """libsodium's sealed box (crypto_box_seal; SealedBox and the web console open it) with
+    its ephemeral key from `rand`: epk || crypto_box(m, BLAKE2b-192(epk || pk), pk, esk)."""
+    ephemeral = PrivateKey(rand(32))
+    epk = bytes(ephemeral.public_key)
+    nonce = hashlib.blake2b(epk + x25519_public, digest_size=24).digest()
+    return epk + crypto_box(plaintext, nonce, bytes(PublicKey(x25519_public)), bytes(ephemeral))
 
 
-def seal_reply(answerer: SigningKey, domain: str, request: dict[str, Any], fields: dict[str, Any]) -> bytes:
+def seal_reply(answerer: SigningKey, domain: str, request: dict[str, Any], fields: dict[str, Any],
+               rand: Random) -> bytes:
     doc = dict(fields, nonce=request["nonce"])
-    return seal_to(b64d(str(request["reply_key"])), sign_document(answerer, domain, doc))
+    return seal_to(b64d(str(request["reply_key"])), sign_document(answerer, domain, doc), rand)
 
 
 def open_sealed(x25519_secret: PrivateKey | bytes, payload: bytes) -> bytes | None:

@@ -77,7 +77,7 @@ def main() -> None:
                              recorder=None, reason=None, jti=grants.new_jti(os.urandom), expires=now + life)
             body = {"ok": True, "grant": grants.issue(AUTHORITY_SEED, g, now), "agent": {
                 "name": RECORDER, "ed25519": b64e(bytes(REC.verify_key)), "x25519": b64e(bytes(REC_X.public_key))}}
-            reply = authz.build_reply(AUTHORITY, request, body)
+            reply = authz.build_reply(AUTHORITY, request, body, os.urandom)
             out.write(json.dumps({"deliver": [{"topic": TOPICS.authz_reply(SLOT), "b64": b64e(reply)}],
                                   "grants": issued}) + "\n")
         elif topic == f"{TOPICS.prefix}/rec/{RECORDER}/q/{SLOT}":
@@ -88,8 +88,8 @@ def main() -> None:
                 out.write(json.dumps({"dropped": str(exc)}) + "\n")
                 out.flush()
                 continue
-            replies = auditq.build_replies(REC, query, answer(query.op, query.args))
-            forged = auditq.build_replies(FORGER, query, {"ok": True, "op": query.op, "result": {"forged": True}})
+            replies = auditq.build_replies(REC, query, answer(query.op, query.args), os.urandom)
+            forged = auditq.build_replies(FORGER, query, {"ok": True, "op": query.op, "result": {"forged": True}}, os.urandom)
             order = [forged[0], *reversed(replies), replies[0]]
             rtopic = f"{TOPICS.prefix}/rec/{RECORDER}/r/{SLOT}"
             out.write(json.dumps({"deliver": [{"topic": rtopic, "b64": b64e(m)} for m in order],

@@ -22,7 +22,7 @@ def _audit_query(payload: bytes) -> None:
     with contextlib.suppress(auditq.QueryRefused):
         auditq.authorise(query, recorder=fx.RECORDER_NAME, recorder_key=fx.RECORDER_PK,
                          client=fx.CLIENT_MQTT, now=fx.NOW)
-    auditq.build_replies(fx.RECORDER, query, {"ok": True})
+    auditq.build_replies(fx.RECORDER, query, {"ok": True}, fx.fixed_random(fx.AGENT_EPH))
 
 
 def _audit_query_raw(data: bytes) -> None:
@@ -85,7 +85,7 @@ def _audit_reply_signed(data: bytes) -> None:
 
 def _audit_reply_seeds() -> list[bytes]:
     query = auditq.Query(dict(_audit_query_doc(), chunk=auditq.CHUNK_MIN), fx.grant("audit"))
-    replies = auditq.build_replies(fx.RECORDER, query, {"ok": True, "sessions": [{"sid": "ab" * 16}] * 40})
+    replies = auditq.build_replies(fx.RECORDER, query, {"ok": True, "sessions": [{"sid": "ab" * 16}] * 40}, fx.fixed_random(fx.AGENT_EPH))
 
     docs = [SealedBox(fx.REPLY_X).decrypt(r)[64:] for r in replies]
     return [seed(0, replies[0]), seed(1, fx.sign_raw(fx.RECORDER, auditq.REPLY, docs[0])),

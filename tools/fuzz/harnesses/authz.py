@@ -66,7 +66,7 @@ def _authz_reply_signed(data: bytes) -> None:
 def _authz_reply_seeds() -> list[bytes]:
     request = {"nonce": fx.REPLY_NONCE, "reply_key": b64e(fx.REPLY_X_PUB)}
     reply = {"ok": True, "grant": fx.grant_token(), "nonce": fx.REPLY_NONCE}
-    return [seed(0, authz.build_reply(fx.AUTHORITY, request, {"ok": True, "grant": fx.grant_token()})),
+    return [seed(0, authz.build_reply(fx.AUTHORITY, request, {"ok": True, "grant": fx.grant_token()}, fx.fixed_random(fx.AGENT_EPH))),
             seed(1, fx.sign_raw(fx.AUTHORITY, authz.REPLY, dumps(reply))), seed(2, dumps(reply))]
 
 

@@ -57,7 +57,7 @@ def _enrol_reply_maced(data: bytes) -> None:
 def _enrol_reply_seeds() -> list[bytes]:
     answer = {"ok": True, "broker": {"host": "127.0.0.1", "port": 1883}, "nonce": fx.REPLY_NONCE}
     request = {"nonce": fx.REPLY_NONCE, "x25519": b64e(fx.DEVICE_X_PUB)}
-    return [seed(0, enrolment.build_reply(request, fx.ENROL_CODE, {"ok": True})),
+    return [seed(0, enrolment.build_reply(request, fx.ENROL_CODE, {"ok": True}, fx.fixed_random(fx.AGENT_EPH))),
             seed(1, dumps({"body": dumps(answer).decode(), "mac": "x"})), seed(2, dumps(answer))]
 
 
