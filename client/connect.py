@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from tether import authz
+from tether.client_session import (
+    AUTHORITY_TIMEOUT,
+    authority_timeout_message,
+    request_too_large_message,
+)
 from tether.edge.home import Home
 from tether.edge.keys import Identity, KeyFileError
 from tether.edge.mqtt import BrokerError, BrokerSettings, MessageHandler, MqttConnection
 from tether.encoding import b64d
 from tether.errors import TetherError
 from tether.topics import USER_SLOTS, Topics, user_slot
-
-AUTHORITY_TIMEOUT = 10.0
 
 
 class ClientError(TetherError):
@@ -126,15 +129,10 @@ class GrantRequester:
             self.identity.signing_key, self.identity.name, authority_x, body, time.time(),
             rand=os.urandom)
         if len(self._pending.payload) > authz.MAX_REQUEST_BYTES:  # the authority would drop it unread
-            raise ClientError(f"this request is {len(self._pending.payload)} bytes, over the authority's "
-                            f"limit of {authz.MAX_REQUEST_BYTES}; shorten the command or the reason")
+            raise ClientError(request_too_large_message(len(self._pending.payload)))
         self._reply = asyncio.get_running_loop().create_future()
         self.conn.publish(self.topics.authz_request(self.slot.name), self._pending.payload, qos=1)
         try:
             return await asyncio.wait_for(self._reply, AUTHORITY_TIMEOUT)
         except TimeoutError:
-            raise AuthorityTimeout(
-                f"the authority did not answer within {AUTHORITY_TIMEOUT:.0f} s via the broker at "
-                f"{self.conn.settings.address}. Is `tether up` (or `tether authority`) running? "
-                "(It also ignores a user who sends too many requests at once: wait a minute.)"
-            ) from None
+            raise AuthorityTimeout(authority_timeout_message(self.conn.settings.address)) from None

@@ -71,15 +71,23 @@ def stderr_line(text: str) -> None:
     sys.stderr.flush()
 
 
+def show_output(payload: bytes, stderr: bool = False) -> None:
+    """Session output: the remote stdout and stderr to ours."""
+    write_all(2 if stderr else 1, payload)
+
+
+def show_notice(text: str) -> None:
+    """A notice from the agent, on stderr."""
+    from tether.display import safe
+
+    # The agent's text, shown outside the session's own output: escaped like every
+    # other field from another principal, so it cannot drive the user's terminal.
+    stderr_line(f"tether: {safe(text)}")
+
+
 def show_frame(frame: Frame) -> None:
     """Session output: stdout and stderr to ours, notices from the agent to stderr."""
-    if frame.type == FrameType.DATA:
-        write_all(1, frame.payload)
-    elif frame.type == FrameType.STDERR:
-        write_all(2, frame.payload)
+    if frame.type in (FrameType.DATA, FrameType.STDERR):
+        show_output(frame.payload, frame.type == FrameType.STDERR)
     elif frame.type == FrameType.NOTICE:
-        from tether.display import safe
-
-        # The agent's text, shown outside the session's own output: escaped like every
-        # other field from another principal, so it cannot drive the user's terminal.
-        stderr_line(f"tether: {safe(frame.payload.decode(errors='replace'))}")
+        show_notice(frame.payload.decode(errors="replace"))

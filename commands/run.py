@@ -50,7 +50,6 @@ async def _run(args: argparse.Namespace) -> int:
     from tether.client.connect import load_identity
     from tether.client.session import ClientSession
     from tether.client.stdin import StdinReader
-    from tether.client.terminal import show_frame
     from tether.frames import FrameType
 
     identity = load_identity(args.identity)
@@ -61,7 +60,7 @@ async def _run(args: argparse.Namespace) -> int:
         "env": {k: os.environ[k] for k in ENV_PASSED if k in os.environ},
     }
 
-    session = ClientSession(identity, args.agent, "exec", request, show_frame)
+    session = ClientSession(identity, args.agent, "exec", request)
     loop = asyncio.get_running_loop()
     aborted = asyncio.Event()
     last_interrupt = 0.0
@@ -83,8 +82,7 @@ async def _run(args: argparse.Namespace) -> int:
             if not data:
                 session.send(FrameType.EOF)
                 return None
-            rest = session.offer(data)
-            return session.send_data(rest) if rest else None
+            return session.send_input(data)
 
         # With fd 0 closed at startup, Python leaves sys.stdin None and fd 0 may be reused
         # by a socket: never read it then.

@@ -41,7 +41,7 @@ async def _shell(args: argparse.Namespace) -> int:
     from tether.client.escape import HELP, EscapeFilter
     from tether.client.session import ClientSession
     from tether.client.stdin import StdinReader
-    from tether.client.terminal import raw_mode, show_frame, stderr_line, terminal_size
+    from tether.client.terminal import raw_mode, stderr_line, terminal_size
 
 
     identity = load_identity(args.identity)
@@ -55,7 +55,7 @@ async def _shell(args: argparse.Namespace) -> int:
         "env": {k: os.environ[k] for k in ENV_PASSED if k in os.environ},
     }
 
-    session = ClientSession(identity, args.agent, "shell", request, show_frame)
+    session = ClientSession(identity, args.agent, "shell", request)
     loop = asyncio.get_running_loop()
     disconnected = asyncio.Event()
     try:
@@ -70,10 +70,10 @@ async def _shell(args: argparse.Namespace) -> int:
                 result = escapes.feed(data)
                 if result.help:
                     stderr_line("\n" + HELP)
-                rest = session.offer(result.data) if result.data else b""
+                pending = session.send_input(result.data) if result.data else None
                 if result.disconnect:
                     disconnected.set()
-                return session.send_data(rest) if rest else None
+                return pending
 
             # fd 0 closed at startup leaves sys.stdin None, and fd 0 may be a socket now.
             reader = StdinReader(on_chunk) if sys.stdin is not None else None
