@@ -333,6 +333,20 @@ def test_credit_is_returned_only_when_the_page_has_written_the_output(driver: Dr
     agent.pump(lambda m: agent.channel.send_capacity() == 1 << 20)
 
 
+def test_queued_input_goes_out_when_an_ack_opens_the_window(driver: Driver) -> None:
+    """Input beyond the credit window waits in the page's queue; the agent's ACK alone (no
+    output for the page to ack back, as with echo off) sends the rest."""
+    start(driver, request={"run_as": None, "reason": None, "term": "xterm-256color", "cols": 80, "rows": 24,
+                           "env": {}, "window": 8192})
+    authority_answers(driver)
+    agent = Agent(driver, {"max_duration": 3600, "mode": "shell", "run_as": "alice"})
+    driver.expect_event("accepted")
+    data = bytes(range(256)) * 100  # 25,600 bytes: more than three windows
+    driver.send(op="input", b64=b64e(data))
+    agent.pump(lambda m: len(agent.input_text()) >= len(data))
+    assert agent.input_text() == data
+
+
 def test_denial_carries_the_reason_and_whether_one_is_required(driver: Driver) -> None:
     start(driver)
     authority_answers(driver, {"ok": False, "error": "denied: statement #2 'prod': a reason is required"})

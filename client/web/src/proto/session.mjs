@@ -225,6 +225,7 @@ export class SessionCore {
       }
     }
     this._advance();
+    if (this.state === 'open') this._pumpInput(); // an ack may have opened the window for queued input
     this.flush();
     if (this.channel.peerClosed && this.state === 'open') {
       // Our CLOSE carries the final ack of everything the agent sent (once written).
