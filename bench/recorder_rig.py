@@ -14,7 +14,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-import support  # noqa: E402, F401  (first: it maps the checkout's role folders into tether)
 from stack import Stack, running_stack  # noqa: E402
 
 from tether import grants  # noqa: E402

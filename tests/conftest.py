@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import support  # noqa: F401  (first: it maps the checkout's role folders into tether)
 from stack import Stack, running_stack
 
 BROKERS = ["amqtt", "mosquitto"]

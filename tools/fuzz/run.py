@@ -45,7 +45,6 @@ class Result:
 
 
 sys.path.insert(0, str(ROOT))
-import tests.support  # noqa: E402, F401  (needs ROOT on the path; maps the role folders into tether)
 from tools.fuzz.harnesses import NAMES, load  # noqa: E402
 
 
