@@ -26,11 +26,11 @@ from tether.crypto import Random, kdf, personal_hash, x25519_public
 from tether.encoding import b64d, b64e, dumps, loads
 from tether.errors import TetherError
 from tether.limits import MAX_HELLO_BYTES
+from tether.skew import MAX_SKEW, within_skew
 
 HS_VERSION = 0x81  # high bit set: never confused with a frame (version 1)
 PREFIX = struct.Struct(">BB16s")
 NONCE = bytes(24)  # every handshake key encrypts exactly one message
-MAX_SKEW = 120.0
 
 
 class HsType(IntEnum):
@@ -269,7 +269,7 @@ class AgentHandshake:
         self._forget(now)
         if eph_pub in self._seen:
             raise HelloRejected("replayed handshake message", hello)
-        if abs(now - ts) > MAX_SKEW:
+        if not within_skew(ts, now):
             raise HelloRejected(
                 f"handshake timestamp is {now - ts:+.0f} s off the agent's clock; check NTP", hello
             )
