@@ -120,7 +120,7 @@ class ExecKind:
 
     def close_input(self) -> bool:
         assert self.proc is not None
-        if self.proc.proc.stdin is None:
+        if self.proc.stdin is None or self.proc.proc.stdin is None:
             return False
         self.proc.proc.stdin.close()
         self.proc.stdin = None
@@ -144,5 +144,5 @@ KINDS: dict[str, Callable[[], Kind]] = {"shell": ShellKind, "exec": ExecKind}
 
 
 def make_kind(mode: str) -> Kind:
-    """The kind for a grant's mode (the service refused modes this agent lacks)."""
-    return KINDS.get(mode, ExecKind)()
+    """The kind for a grant's mode (the service refuses modes not in `KINDS`)."""
+    return KINDS[mode]()

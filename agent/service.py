@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether import grants
+from tether.agent.kinds import KINDS
 from tether.agent.process import SpawnError, resolve_run_as
 from tether.agent.recording_link import OPEN_TIMEOUT, RecordingLink
 from tether.agent.replay_state import ReplayState, ReplayStateError
@@ -38,7 +39,7 @@ log = logging.getLogger("tether.agent")
 PENDING_TIMEOUT = 30.0
 CLIENT_HANDSHAKE_WAIT = 10.0  # tether.client.session.HANDSHAKE_TIMEOUT
 MAX_EARLY_FRAMES = 64
-CAPABILITIES = ["shell", "exec"]
+CAPABILITIES = list(KINDS)  # the session kinds this agent runs (agent/kinds.py)
 # HELLOs per client connection (the slot in the topic), checked before any crypto: one
 # connection starts one session at a time, so this is far above honest use and far below
 # what would slow the agent down for everyone else.

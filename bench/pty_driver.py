@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import select
 import shlex
-import struct
-import subprocess
-import termios
 import threading
 import time
 from collections.abc import Sequence
@@ -20,9 +16,7 @@ from pathlib import Path
 
 from bench_common import READY_CMD, READY_RE, BenchError, kill_pid
 
-
-def _take_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+from tether.edge.pty import read_ready, spawn_on_pty
 
 
 class PtyProc:
@@ -31,15 +25,7 @@ class PtyProc:
     def __init__(self, argv: Sequence[str], env: dict[str, str], cwd: Path,
                  cols: int = 80, rows: int = 24) -> None:
         self.argv = list(argv)
-        self.master, slave = os.openpty()
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
-                start_new_session=True, preexec_fn=_take_tty,
-            )
-        finally:
-            os.close(slave)
+        self.proc, self.master = spawn_on_pty(self.argv, cols=cols, rows=rows, env=env, cwd=cwd)
         self.tail = b""
 
     def send(self, data: bytes) -> None:
@@ -55,12 +41,8 @@ class PtyProc:
             if left <= 0:
                 raise BenchError(f"{shlex.join(self.argv)}: {regex.pattern!r} not seen in "
                                  f"{timeout:.0f} s; last output: {buf[-400:]!r}")
-            ready, _, _ = select.select([self.master], [], [], min(left, 0.5))
-            if ready:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except OSError:
-                    chunk = b""
+            chunk = read_ready(self.master, min(left, 0.5))
+            if chunk is not None:
                 if not chunk:
                     raise BenchError(f"{shlex.join(self.argv)} exited early: {buf[-400:]!r}")
                 buf = (buf + chunk)[-8192:]

@@ -9,18 +9,17 @@ keystrokes for the interactive ones (vim, top). The files are regenerated, not c
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pty
 import select
 import signal
-import struct
 import sys
-import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tether.edge.pty import set_winsize
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 COLUMNS, LINES = 120, 40
@@ -83,11 +82,11 @@ def run_pty(cap: Capture, columns: int = COLUMNS, lines: int = LINES) -> list[tu
         env = dict(os.environ, TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8",
                    COLUMNS=str(columns), LINES=str(lines), **cap.env)
         try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+            set_winsize(0, columns, lines)
             os.execvpe(cap.argv[0], cap.argv, env)
         finally:
             os._exit(127)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+    set_winsize(fd, columns, lines)
     start = time.monotonic()
     chunks: list[tuple[float, bytes]] = []
     keys = list(cap.keys)

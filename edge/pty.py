@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import struct
 import subprocess
 import termios
@@ -59,6 +60,19 @@ def spawn_on_pty(argv: Sequence[str], *, cols: int = 80, rows: int = 24,
     finally:
         os.close(slave)
     return proc, master
+
+
+def read_ready(fd: int, timeout: float, size: int = 65536) -> bytes | None:
+    """One read of a PTY master (or pipe) once it is readable: None if nothing came within
+    `timeout`, b"" at the end (EOF, or EIO once the slave side has closed)."""
+    if not select.select([fd], [], [], max(0.0, timeout))[0]:
+        return None
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 def foreground_pgrp(fd: int) -> int | None:

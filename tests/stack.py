@@ -5,14 +5,12 @@ amqtt or Mosquitto from the repo's mosquitto.conf, each in its own process), and
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import os
 import re
 import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import termios
@@ -28,6 +26,7 @@ from tether.authority.policy import Policy, Statement
 from tether.authority.provision import authority_identity, commit, ensure_local_setup, new_principal
 from tether.authority.registry import Registry
 from tether.edge.home import Home
+from tether.edge.pty import open_pty, read_ready, set_winsize, take_controlling_tty
 
 _BESIDE = Path(sys.executable).parent / "tether"
 TETHER = str(_BESIDE) if _BESIDE.exists() else (shutil.which("tether") or "tether")
@@ -287,20 +286,15 @@ def running_stack(kind: str, root: Path) -> Iterator[Stack]:
         stack.close()
 
 
-def _take_tty() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 class PtyClient:
     """A tether command on a real pseudo-terminal, driven like a person at a keyboard."""
 
     def __init__(self, stack: Stack, *args: str, cols: int = 80, rows: int = 24) -> None:
-        self.master, slave = os.openpty()
+        self.master, slave = open_pty(cols, rows)
         self.slave_name = os.ttyname(slave)
-        self.resize(cols, rows)
         self.proc = subprocess.Popen(
             [TETHER, *args], stdin=slave, stdout=slave, stderr=slave, env=stack.env, cwd=stack.root,
-            start_new_session=True, preexec_fn=_take_tty,
+            start_new_session=True, preexec_fn=take_controlling_tty,
         )
         os.close(slave)
         self.buffer = b""
@@ -314,19 +308,15 @@ class PtyClient:
             os.close(fd)
 
     def resize(self, cols: int, rows: int) -> None:
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        set_winsize(self.master, cols, rows)
 
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
 
     def _read(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
+        chunk = read_ready(self.master, timeout)
+        if chunk is None:
             return False
-        try:
-            chunk = os.read(self.master, 65536)
-        except OSError:
-            chunk = b""
         if not chunk:
             raise EOFError(self.buffer[-2000:].decode(errors="replace"))
         self.buffer += chunk

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import select
 import signal
 import struct
 import subprocess
 import sys
-import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tether.commands.replay import parse_keys
+from tether.edge.pty import open_pty, read_ready
 from tether.recevents import Event, EventKind, chain_next, genesis, log_record
 from tether.recorder import db as recdb
 from tether.recorder import keyframes
@@ -250,8 +249,7 @@ class PtyRun:
     """The replay CLI on a pseudo-terminal of its own, 80x24."""
 
     def __init__(self, args: list[str], home: Path) -> None:
-        master, slave = os.openpty()
-        termios.tcsetwinsize(slave, (24, 80))
+        master, slave = open_pty(80, 24)
         env = {**os.environ, "TETHER_HOME": str(home), "TERM": "xterm"}
         self.proc = subprocess.Popen([sys.executable, "-c", HARNESS, *args], stdin=slave,
                                      stdout=slave, stderr=slave, env=env, cwd=ROOT,
@@ -267,12 +265,8 @@ class PtyRun:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{needle!r} not seen; got {self.output[-2000:]!r}")
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except OSError:
-                    chunk = b""
+            chunk = read_ready(self.master, left)
+            if chunk is not None:
                 if not chunk:
                     raise AssertionError(f"EOF before {needle!r}; got {self.output[-2000:]!r}")
                 self.output += chunk

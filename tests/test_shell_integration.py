@@ -4,16 +4,13 @@ zsh is not installed on the test machines, so it has no test here."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pwd
 import re
-import select
 import shutil
 import stat
 import subprocess
 import tempfile
-import termios
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -23,6 +20,7 @@ import pytest
 
 from tether.agent import shell_integration as si
 from tether.agent.process import RunAs, spawn_shell
+from tether.edge.pty import read_ready, spawn_on_pty
 
 BASH = shutil.which("bash")
 DASH = shutil.which("dash")
@@ -40,30 +38,13 @@ class Shell:
 
     @classmethod
     def start(cls, launch: si.Launch, cwd: str) -> Shell:
-        master, slave = os.openpty()
-        try:
-            proc = subprocess.Popen(
-                launch.argv,
-                executable=launch.executable,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                cwd=cwd,
-                env=launch.env,
-                start_new_session=True,
-                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-            )
-        finally:
-            os.close(slave)
+        proc, master = spawn_on_pty(launch.argv, executable=launch.executable, cwd=cwd,
+                                    env=launch.env)
         return cls(master, proc)
 
     def _read(self, timeout: float) -> None:
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if ready:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                data = b""
+        data = read_ready(self.master, timeout)
+        if data is not None:
             if not data:
                 raise EOFError
             self.buffer += data
