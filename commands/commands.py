@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tether.commands.options import add_store_argument, store_dir
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -12,20 +14,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Enter was pressed (source enter). Advisory: a program can print forged marks."
     )
     parser.add_argument("sid", help="the session id, or a unique prefix of it")
-    parser.add_argument("--store", help="the recordings directory (default $TETHER_HOME/recordings)")
+    add_store_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the commands as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from tether.commands.main import UserError
     from tether.commands.search import open_index
     from tether.display import safe, safe_json
-    from tether.edge.home import Home
 
-    store = Path(args.store).expanduser() if args.store else Home.default().recordings
+    store = store_dir(args)
     prefix = args.sid.strip().lower()
     if not prefix:
         raise UserError("give a session id")

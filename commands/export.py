@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tether.commands.options import add_store_argument, store_dir
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -19,8 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("asciicast", "text"), default="asciicast",
                         help="asciicast (default) or text")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    parser.add_argument("--store", help="the recordings directory (default "
-                        "$TETHER_HOME/recordings)")
+    add_store_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,12 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     from tether.commands.main import UserError
     from tether.display import safe
-    from tether.edge.home import Home
     from tether.recorder import db as recdb
     from tether.recorder.export import asciicast, transcript
     from tether.recorder.replay import Recording, ReplayError, resolve_sid
 
-    store = Path(args.store).expanduser() if args.store else Home.default().recordings
+    store = store_dir(args)
     try:
         db = recdb.connect(store, create=False)
     except FileNotFoundError as exc:

@@ -5,19 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tether.commands.options import add_verbose_argument
+from tether.commands.options import add_store_argument, add_verbose_argument, store_dir
 from tether.edge.process import setup_logging
-
-
-def add_store_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", metavar="DIR", type=Path,
-                        help="the recording store (default $TETHER_HOME/recordings)")
-
-
-def store_dir(args: argparse.Namespace) -> Path:
-    from tether.edge.home import Home
-
-    return Path(args.store) if getattr(args, "store", None) else Home.default().recordings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, BinaryIO
 
+from tether.commands.options import add_store_argument, store_dir
+
 if TYPE_CHECKING:
     from tether.recorder.replay import Player
 
@@ -33,8 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--at", metavar="TIME", help="start at TIME: seconds, mm:ss or h:mm:ss")
     parser.add_argument("--hit", type=int, metavar="N",
                         help="start just before hit N of the last `tether search`")
-    parser.add_argument("--store", help="the recordings directory (default "
-                        "$TETHER_HOME/recordings)")
+    add_store_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import sys
     from datetime import datetime
-    from pathlib import Path
 
     from tether.commands.main import UserError
     from tether.display import safe
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.idle_limit is not None and not args.idle_limit > 0:
         raise UserError("--idle-limit must be more than 0")
     home = Home.default()
-    store = Path(args.store).expanduser() if args.store else home.recordings
+    store = store_dir(args)
     try:
         db = recdb.connect(store, create=False)
     except FileNotFoundError as exc:

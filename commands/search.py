@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from tether.commands.options import add_store_argument, store_dir
+
 if TYPE_CHECKING:
     import sqlite3
     from pathlib import Path
@@ -25,13 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="T", help="ISO date/time, or relative: 30m, 2h, 3d")
     parser.add_argument("--until", metavar="T", help="ISO date/time, or relative: 30m, 2h, 3d")
     parser.add_argument("--limit", type=int, default=20, help="at most N hits (default 20)")
-    parser.add_argument("--store", help="the recordings directory (default $TETHER_HOME/recordings)")
+    add_store_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the hits as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
     from tether.commands.main import UserError
     from tether.display import safe_json
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tether.recorder import search as s
 
     home = Home.default()
-    store = Path(args.store).expanduser() if args.store else home.recordings
+    store = store_dir(args)
     try:
         since = s.parse_when(args.since) if args.since else None
         until = s.parse_when(args.until) if args.until else None

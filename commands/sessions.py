@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
-    from tether.commands.recorder import add_store_argument
+    from tether.commands.options import add_store_argument
 
     p.add_argument("--agent", help="only sessions on this agent")
     p.add_argument("--user", help="only sessions of this user")
@@ -53,7 +53,7 @@ def _list(args: argparse.Namespace) -> int:
     import time
 
     from tether.commands.main import UserError
-    from tether.commands.recorder import store_dir
+    from tether.commands.options import store_dir
     from tether.display import safe, safe_json
     from tether.recorder.db import connect
     from tether.recorder.search import parse_when

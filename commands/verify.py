@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tether.commands.recorder import add_store_argument
+from tether.commands.options import add_store_argument
 
 if TYPE_CHECKING:
     from tether.recorder.verify import Report
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import sqlite3
 
     from tether.commands.main import UserError
-    from tether.commands.recorder import store_dir
+    from tether.commands.options import store_dir
     from tether.display import safe
     from tether.recorder.db import connect, log_path, open_message_path
     from tether.recorder.verify import verify_log
