@@ -32,7 +32,7 @@ from tether.channel import DEFAULT_WINDOW_BYTES, KEEPALIVE, Channel
 from tether.crypto import Random
 from tether.display import safe
 from tether.encoding import b64d, loads
-from tether.frames import MAX_PAYLOAD, Direction, FrameCipher, FrameType
+from tether.frames import MAX_PAYLOAD, Direction, Frame, FrameCipher, FrameType
 from tether.handshake import HS_VERSION, ClientHandshake, HandshakeError, HandshakeRefused
 from tether.presence import read_status
 from tether.revocation import BulletinTracker
@@ -123,6 +123,7 @@ class ClientSessionCore:
         self.input_queued = 0
         self._consume_queue: deque[_Delivered] = deque()
         self._close_when_consumed = False
+        self._delivering = False
         self._timer: object | None = None
         self._timer_at = 0.0
         self._keepalive: object | None = None
@@ -326,7 +327,23 @@ class ClientSessionCore:
     def _on_datagram(self, payload: bytes) -> None:
         ch = self.channel
         assert ch is not None
-        for f in ch.receive(payload, self.clock.mono()):
+        self._delivering = True  # output written at once is accounted for below, once
+        try:
+            self._deliver(ch.receive(payload, self.clock.mono()))
+        finally:
+            self._delivering = False
+        if self.state != "open":
+            return
+        self._advance()
+        self._pump_input()  # an ack may have opened the window for queued input
+        self.flush()
+        if ch.peer_closed:
+            # Our CLOSE carries the final ack of everything the agent sent (once written).
+            self._close_when_consumed = True
+            self._maybe_finish()
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        for f in frames:
             entry = _Delivered(f.seq)
             self._consume_queue.append(entry)
             if f.type in (FrameType.DATA, FrameType.STDERR):
@@ -344,21 +361,12 @@ class ClientSessionCore:
                 self._emit({"type": "notice", "text": f.payload.decode(errors="replace")})
             elif f.type == FrameType.CLOSE:
                 self._emit({"type": "peer-closed"})
-        if self.state != "open":
-            return
-        self._advance()
-        self._pump_input()  # an ack may have opened the window for queued input
-        self.flush()
-        if ch.peer_closed:
-            # Our CLOSE carries the final ack of everything the agent sent (once written).
-            self._close_when_consumed = True
-            self._maybe_finish()
 
     def _done(self, entry: _Delivered) -> None:
         if entry.done:
             return
         entry.done = True
-        if self.state != "open" or self.channel is None:
+        if self._delivering or self.state != "open" or self.channel is None:
             return
         self._advance()
         self.flush()
