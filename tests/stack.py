@@ -26,6 +26,7 @@ from tether.authority.policy import Policy, Statement
 from tether.authority.provision import authority_identity, commit, ensure_local_setup, new_principal
 from tether.authority.registry import Registry
 from tether.edge.home import Home
+from tether.edge.keys import Identity
 from tether.edge.pty import open_pty, read_ready, set_winsize, take_controlling_tty
 
 _BESIDE = Path(sys.executable).parent / "tether"
@@ -183,6 +184,38 @@ class Stack:
 
 
     # ----- the recorder -----
+
+    def add_agent(self, prefix: str) -> Identity:
+        """A new agent principal named PREFIX plus random hex, registered and known to the
+        broker: a peer that tests drive by hand (it runs no agent)."""
+        from tether.authority.provision import authority_identity, commit, new_principal
+        from tether.authority.registry import Registry
+
+        registry = Registry.load(self.home.registry)
+        agent = new_principal(self.home, registry, authority_identity(self.home),
+                              prefix + os.urandom(2).hex(), "agent", host="127.0.0.1",
+                              port=self.port)
+        commit(self.home, registry)
+        assert self.broker is not None
+        self.broker.reload()
+        return agent
+
+    def live_session(self, agent: str = "local") -> subprocess.Popen[bytes]:
+        """`tether run AGENT` with a command that is running once `ready` is printed: the
+        agent has started its process, so it counts (and can end) this session."""
+        proc = self.popen("run", agent, "--", "sh", "-c", "echo ready; exec sleep 60",
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        out = b""
+        deadline = time.monotonic() + 20
+        while b"ready" not in out:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate()
+                raise AssertionError(f"the session did not start: {out!r} {err!r}\n{self.log_tail()}")
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                out += os.read(proc.stdout.fileno(), 4096)
+        return proc
 
     def start_role(self, *args: str, ready: bytes | None = None, env: dict[str, str] | None = None,
                    slow_disk: bool = False, preexec_fn: Any = None,

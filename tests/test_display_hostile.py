@@ -292,15 +292,8 @@ async def _refusing_agent(agent: Identity, reason: str, ready: asyncio.Event,
 
 
 def test_run_escapes_an_agents_refusal(stack: Stack) -> None:
-    from tether.authority.provision import authority_identity, commit, new_principal
-    from tether.authority.registry import Registry
-
-    name = "refuser" + os.urandom(2).hex()
-    registry = Registry.load(stack.home.registry)
-    agent = new_principal(stack.home, registry, authority_identity(stack.home), name, "agent",
-                          host="127.0.0.1", port=stack.port)
-    commit(stack.home, registry)
-    stack.broker.reload()
+    agent = stack.add_agent("refuser")
+    name = agent.name
     reason = "no" + "".join(HOSTILE)
     body = statement().replace('agents = ["local"]', f'agents = ["local", "{name}"]')
 

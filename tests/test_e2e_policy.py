@@ -40,30 +40,11 @@ def test_deny_wins_over_allow(stack: Stack) -> None:
         assert r.returncode == 255 and b"no-exec" in r.stderr, r.stderr
 
 
-LIVE = ("sh", "-c", "echo ready; exec sleep 60")
-
-
-def _live_session(stack: Stack) -> subprocess.Popen[bytes]:
-    """`tether run local` with a command that is running once `ready` is printed: the
-    agent has started its process, so it counts this session."""
-    proc = stack.popen("run", "local", "--", *LIVE, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    out = b""
-    deadline = time.monotonic() + 20
-    while b"ready" not in out:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            _, err = proc.communicate()
-            raise AssertionError(f"the session did not start: {out!r} {err!r}\n{stack.log_tail()}")
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            out += os.read(proc.stdout.fileno(), 4096)
-    return proc
 
 
 def test_max_sessions(stack: Stack) -> None:
     with policy(stack, statement(max_sessions="1")):
-        first = _live_session(stack)
+        first = stack.live_session()
         try:
             second = stack.tether("run", "local", "--", "true")
             assert second.returncode == 255, (second.stderr, stack.log_tail())

@@ -294,22 +294,16 @@ def test_recorder_refuses_a_second_recording_of_one_grant(stack: Stack) -> None:
     import dataclasses
 
     from tether import grants
-    from tether.authority.provision import authority_identity, commit, new_principal
-    from tether.authority.registry import Registry
+    from tether.authority.provision import authority_identity
     from tether.edge.keys import Identity
     from tether.edge.mqtt import BrokerSettings, MqttConnection
     from tether.encoding import b64e
     from tether.recording import RecordingSender, session_body
     from tether.topics import REC, Topics
 
-    name = "forger" + os.urandom(2).hex()
-    registry = Registry.load(stack.home.registry)
+    agent = stack.add_agent("forger")
+    name = agent.name
     authority = authority_identity(stack.home)
-    agent = new_principal(stack.home, registry, authority, name, "agent", host="127.0.0.1",
-                          port=stack.port)
-    commit(stack.home, registry)
-    assert stack.broker is not None
-    stack.broker.reload()
     recorder = Identity.load(stack.home.recorder_identity())
     now = time.time()
     grant = grants.Grant(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import select
 import subprocess
 import time
 
@@ -20,21 +18,6 @@ from tether.revocation import RevocationError, Revocations, open_bulletin, sign_
 from tether.topics import Topics
 
 TOPICS = Topics()
-LIVE = ("sh", "-c", "echo ready; exec sleep 60")
-
-
-def _live_session(stack: Stack) -> subprocess.Popen[bytes]:
-    """`tether run local` with a command that is running once `ready` is printed."""
-    proc = stack.popen("run", "local", "--", *LIVE, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    out = b""
-    deadline = time.monotonic() + 20
-    while b"ready" not in out:
-        assert time.monotonic() < deadline and proc.poll() is None, f"session did not start: {out!r}"
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            out += os.read(proc.stdout.fileno(), 4096)
-    return proc
 
 
 def _session_ids(spy: Spy) -> set[str]:
@@ -82,7 +65,7 @@ def _exited_within(proc: subprocess.Popen[bytes], since: float, what: str) -> tu
 def test_revoking_a_user_closes_live_sessions_and_blocks_new_ones(fresh_stack: Stack) -> None:
     stack = fresh_stack
     user = Identity.load(stack.home.user_identity).name
-    proc = _live_session(stack)
+    proc = stack.live_session()
     done = stack.tether("authority", "revoke", "user", user, "--reason", "left the team")
     returned = time.monotonic()
     assert done.returncode == 0, done.stderr
@@ -143,7 +126,7 @@ def test_forged_bulletin_is_ignored_and_terminate_ends_a_session(stack: Stack) -
     spy = Spy(stack)
     try:
         before = _session_ids(spy)
-        proc = _live_session(stack)
+        proc = stack.live_session()
         sid = wait_for(lambda: _session_ids(spy) - before, what="the session id").pop()
         # A forged bulletin (right shape, wrong key) and garbage, both retained, from a
         # principal with full broker access: neither may end the session or revoke the user.

@@ -142,20 +142,14 @@ def test_the_consoles_replay_gets_a_clamped_size(store: Path) -> None:
 def test_the_recorder_refuses_an_open_with_a_bad_size(stack: Stack) -> None:
     """A compromised agent (its own key, a real grant) sends OPENs with bad sizes."""
     from tether import grants
-    from tether.authority.provision import authority_identity, commit, new_principal
-    from tether.authority.registry import Registry
+    from tether.authority.provision import authority_identity
     from tether.edge.keys import Identity
     from tether.edge.mqtt import BrokerSettings, MqttConnection
     from tether.topics import REC, Topics
 
-    name = "sizer" + os.urandom(2).hex()
-    registry = Registry.load(stack.home.registry)
+    agent = stack.add_agent("sizer")
+    name = agent.name
     authority = authority_identity(stack.home)
-    agent = new_principal(stack.home, registry, authority, name, "agent", host="127.0.0.1",
-                          port=stack.port)
-    commit(stack.home, registry)
-    assert stack.broker is not None
-    stack.broker.reload()
     recorder = Identity.load(stack.home.recorder_identity())
 
     def sender(cols: Any, rows: Any) -> RecordingSender:
