@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from test_indexer import STARTED, add_session
 
+from tether.commands import commands as commands_cli
+from tether.commands import search as search_cli
 from tether.commands.main import UserError
 from tether.recevents import EventKind
-from tether.commands import commands as commands_cli, search as search_cli
 from tether.recorder.indexer import IndexWorker
 from tether.recorder.search import parse_when
 
