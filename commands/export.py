@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tether.commands.options import add_store_argument, store_dir
+from tether.commands.options import add_store_argument, open_store, store_dir
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,15 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     from tether.commands.main import UserError
     from tether.display import safe
-    from tether.recorder import db as recdb
     from tether.recorder.export import asciicast, transcript
     from tether.recorder.replay import Recording, ReplayError, resolve_sid
 
     store = store_dir(args)
-    try:
-        db = recdb.connect(store, create=False)
-    except FileNotFoundError as exc:
-        raise UserError(f"no recordings in {store}") from exc
+    db = open_store(store)
     try:
         sid = resolve_sid(db, args.sid)
         rec = Recording.load(store, db, sid)

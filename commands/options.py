@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from pathlib import Path
 
 
@@ -27,3 +28,15 @@ def store_dir(args: argparse.Namespace) -> Path:
 
     store = getattr(args, "store", None)
     return Path(store).expanduser() if store else Home.default().recordings
+
+
+def open_store(store: Path) -> sqlite3.Connection:
+    """The store's database, for reading; a clear error when there is none."""
+    from tether.commands.main import UserError
+    from tether.recorder.db import connect
+
+    try:
+        return connect(store, create=False)
+    except FileNotFoundError:
+        raise UserError(f"no recordings under {store}: the recorder stores them there "
+                        "(`tether up` runs one), or give the store with --store") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, BinaryIO
 
-from tether.commands.options import add_store_argument, store_dir
+from tether.commands.options import add_store_argument, open_store, store_dir
 
 if TYPE_CHECKING:
     from tether.recorder.replay import Player
@@ -47,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from tether.commands.main import UserError
     from tether.display import safe
     from tether.edge.home import Home
-    from tether.recorder import db as recdb
     from tether.recorder import keyframes
     from tether.recorder.replay import (
         Player,
@@ -66,10 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--idle-limit must be more than 0")
     home = Home.default()
     store = store_dir(args)
-    try:
-        db = recdb.connect(store, create=False)
-    except FileNotFoundError as exc:
-        raise UserError(f"no recordings in {store}") from exc
+    db = open_store(store)
     try:
         at = 0.0
         hit_offset: int | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tether.commands.options import add_store_argument, store_dir
+from tether.commands.options import add_store_argument, open_store, store_dir
 
 if TYPE_CHECKING:
     import sqlite3
@@ -71,14 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
 def open_index(store: Path) -> sqlite3.Connection:
     """The store's database, read side; a clear error if there is none."""
-    from tether.commands.main import UserError
-    from tether.recorder import db as rdb
     from tether.recorder import textindex
 
-    try:
-        conn = rdb.connect(store, create=False)
-    except FileNotFoundError:
-        raise UserError(f"no recordings in {store} (no index.db)") from None
+    conn = open_store(store)
     textindex.ensure_schema(conn)
     return conn
 

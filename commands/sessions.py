@@ -53,17 +53,12 @@ def _list(args: argparse.Namespace) -> int:
     import time
 
     from tether.commands.main import UserError
-    from tether.commands.options import store_dir
+    from tether.commands.options import open_store, store_dir
     from tether.display import safe, safe_json
-    from tether.recorder.db import connect
     from tether.recorder.search import parse_when
 
     store = store_dir(args)
-    try:
-        db = connect(store, create=False)
-    except FileNotFoundError:
-        raise UserError(f"no recordings under {store}; the recorder stores them there "
-                        "(`tether up` runs one)") from None
+    db = open_store(store)
     try:
         since = parse_when(args.since) if args.since else None
         until = parse_when(args.until) if args.until else None

@@ -83,17 +83,14 @@ def run(args: argparse.Namespace) -> int:
     import sqlite3
 
     from tether.commands.main import UserError
-    from tether.commands.options import store_dir
+    from tether.commands.options import open_store, store_dir
     from tether.display import safe
-    from tether.recorder.db import connect, log_path, open_message_path
+    from tether.recorder.db import log_path, open_message_path
     from tether.recorder.verify import verify_log
 
     key = authority_key(args.authority_key)
     store = store_dir(args)
-    try:
-        db = connect(store, create=False)
-    except FileNotFoundError:
-        raise UserError(f"no recordings under {store}") from None
+    db = open_store(store)
     db.row_factory = sqlite3.Row
     sid = resolve_sid(db, args.sid)
     row = dict(db.execute("SELECT * FROM sessions WHERE sid=?", (sid,)).fetchone())
