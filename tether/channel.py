@@ -84,11 +84,13 @@ class Channel:
         # receive side
         self._delivered = 0
         self._consumed = 0
-        self._acked_consumed = 0
         self._unacked_bytes = 0
         self._unacked_frames = 0
         self._buffer: dict[int, Frame] = {}
         self._buffered_bytes = 0
+        # An honest sender keeps within a window (its own may be the default even when
+        # ours is smaller), so twice the larger is room for reordering.
+        self._max_buffered = 2 * max(self.window_bytes, DEFAULT_WINDOW_BYTES)
         self._sizes: dict[int, int] = {}
         self._last_peer_ack_no = 0
         self._ack_due: float | None = None
@@ -201,14 +203,12 @@ class Channel:
             self._schedule_ack(now)  # the peer may have missed our ack
             return []
         self.last_heard = now
-        # An honest sender keeps within a window (its own may be the default even when
-        # ours is smaller), so twice the larger, in frames and bytes, is room for
-        # reordering; past that the frame is dropped (it will be resent).
+        # Past twice the window, in frames or bytes, the frame is dropped (it is resent).
         if (
             seq > self._delivered + 2 * self.window_frames
             or (
                 seq > self._delivered + 1  # the next in order is delivered, never held
-                and self._buffered_bytes + len(frame.payload) > 2 * max(self.window_bytes, DEFAULT_WINDOW_BYTES)
+                and self._buffered_bytes + len(frame.payload) > self._max_buffered
             )
         ):
             self.stats.dropped += 1
@@ -257,7 +257,6 @@ class Channel:
     def _ack_sent(self, now: float) -> None:
         if not self._buffer and self._consumed == self._delivered:
             self._ack_due = None
-        self._acked_consumed = self._consumed
         self._unacked_bytes = 0
         self._unacked_frames = 0
 
