@@ -50,6 +50,27 @@ class UserError(TetherError):
     Raised by command modules only: library code raises its own TetherError subclasses."""
 
 
+# Options whose values are base64url keys: a key may begin with "-", which argparse would
+# take for an option ("expected one argument"), so `--key -AbC` is glued to `--key=-AbC`.
+KEY_OPTIONS = frozenset({"--key", "--authority-key"})
+
+
+def glue_key_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--":
+            out.append(arg)
+            out.extend(rest)
+            break
+        if arg in KEY_OPTIONS:
+            value = next(rest, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def _top_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {name:<10} {help_}" for name, help_ in COMMANDS.items())
     return argparse.ArgumentParser(
@@ -84,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     module: CommandModule = importlib.import_module(f"tether.commands.{name}")
     parser = argparse.ArgumentParser(prog=f"tether {name}", description=help_)
     module.configure(parser)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_args(glue_key_values(argv[1:]))
     try:
         return module.run(args)
     except TetherError as exc:

@@ -258,7 +258,12 @@ class Stack:
 
     def wait_recorded(self, status: str = "closed", after: float = 0.0,
                       timeout: float = 30.0) -> dict[str, Any]:
-        """Wait until the newest session that started after `after` has `status`."""
+        """Wait until the newest session that started after `after` has `status`.
+
+        `after` is a time.time() taken before the session was asked for: the agent stamps
+        `started` with its own time.time() later, so no margin is needed, and a margin would
+        let the previous test's session (its row newer until this one's OPEN lands) match.
+        """
         def done() -> dict[str, Any] | None:
             row = self.recorded()
             return row if row and row["started"] >= after and row["status"] == status else None
@@ -278,7 +283,7 @@ class Stack:
             assert client.drain_until_exit(timeout=30) == 0
         finally:
             client.close()
-        return self.wait_recorded("closed", after=start - 1)
+        return self.wait_recorded("closed", after=start)
 
     def log_bytes(self, sid: str) -> bytes:
         return (self.home.recordings / "logs" / f"{sid}.log").read_bytes()

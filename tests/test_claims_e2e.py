@@ -391,7 +391,7 @@ def test_an_optional_recording_runs_on_after_3_s_of_recorder_silence(fresh_stack
             run.stdin.write(b"more\n")
             run.stdin.close()
             assert run.wait(60) == 0
-            row = stack.wait_recorded("closed", after=start - 1, timeout=60)
+            row = stack.wait_recorded("closed", after=start, timeout=60)
     finally:
         spy.close()
         with contextlib.suppress(ProcessLookupError):

@@ -111,7 +111,7 @@ def test_vim_leaves_no_trace_on_the_shell_screen(stack: Stack) -> None:
     finally:
         client.close()
     assert path.read_text().strip() == "inside-vim-zq"
-    sid = stack.wait_recorded("closed", after=start - 1)["sid"]
+    sid = stack.wait_recorded("closed", after=start)["sid"]
     text = stack.tether("export", sid, "--format", "text").stdout.decode()
     assert "after-2" in text
     assert "inside-vim-zq" not in text, text

@@ -59,7 +59,7 @@ def test_twenty_megabytes_recorded_completely(stack: Stack) -> None:
     assert r.returncode == 0, r.stderr
     received = hashlib.sha256(r.stdout).hexdigest()
     assert received == hashlib.sha256(source.read_bytes()).hexdigest()
-    row = stack.wait_recorded("closed", after=start - 1)
+    row = stack.wait_recorded("closed", after=start)
     assert row["exit_code"] == 0 and row["chain"] == "ok" and row["bytes_out"] == len(r.stdout)
     assert hashlib.sha256(_output(stack.log_bytes(row["sid"]))).hexdigest() == received
     v = stack.tether("verify", row["sid"])
@@ -70,7 +70,7 @@ def test_metadata_is_recorded(stack: Stack) -> None:
     start = time.time()
     r = stack.tether("run", "--reason", "INC-7", "local", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert r.returncode == 3
-    row = stack.wait_recorded("closed", after=start - 1)
+    row = stack.wait_recorded("closed", after=start)
     user = stack.home.user_identity
     assert row["agent"] == "local" and row["reason"] == "INC-7" and row["mode"] == "exec"
     assert row["user"] == loads(user.read_bytes())["name"]
@@ -92,7 +92,7 @@ def test_verify_points_at_the_break(stack: Stack) -> None:
     start = time.time()
     r = stack.tether("run", "local", "--", "sh", "-c", "for i in $(seq 1 40); do echo line-$i; sleep 0.01; done")
     assert r.returncode == 0
-    sid = stack.wait_recorded("closed", after=start - 1)["sid"]
+    sid = stack.wait_recorded("closed", after=start)["sid"]
     log = stack.log_bytes(sid)
     records = list(iter_log(log))
     outputs = [rec for rec in records if rec.event.kind == EventKind.OUTPUT]
@@ -150,7 +150,7 @@ def test_password_at_a_silent_prompt_is_never_stored(stack: Stack) -> None:
         assert client.drain_until_exit() == 0
     finally:
         client.close()
-    row = stack.wait_recorded("closed", after=start - 1)
+    row = stack.wait_recorded("closed", after=start)
     log = stack.log_bytes(row["sid"])
     assert secret not in log
     events = [rec.event for rec in iter_log(log)]
@@ -227,7 +227,7 @@ def test_recorder_loss_freezes_then_a_restart_resumes_completely(fresh_stack: St
             assert client.drain_until_exit() == 0
         finally:
             client.close()
-    row = stack.wait_recorded("closed", after=start - 1)
+    row = stack.wait_recorded("closed", after=start)
     out = _output(stack.log_bytes(row["sid"]))
     for word in (b"before-42", b"during-42", b"frozen-42"):
         assert word in out
@@ -273,7 +273,7 @@ def test_optional_recording_runs_without_a_recorder(fresh_stack: Stack) -> None:
         start = time.time()
         r = stack.tether("run", "local", "--", "echo", "recorded-now")
         assert r.returncode == 0
-        row = stack.wait_recorded("closed", after=start - 1)
+        row = stack.wait_recorded("closed", after=start)
         assert b"recorded-now" in _output(stack.log_bytes(row["sid"]))
     finally:
         _kill(recorder)
@@ -354,7 +354,7 @@ def test_a_lost_row_is_rebuilt_from_the_log(fresh_stack: Stack) -> None:
     start = time.time()
     r = stack.tether("run", "local", "--", "echo", "kept-in-the-log")
     assert r.returncode == 0
-    row = stack.wait_recorded("closed", after=start - 1)
+    row = stack.wait_recorded("closed", after=start)
     stack.stop_up()
     db = sqlite3.connect(stack.home.recordings / "index.db")
     db.execute("DELETE FROM sessions WHERE sid=?", (row["sid"],))

@@ -84,7 +84,7 @@ def test_no_ack_before_the_fsync_that_makes_it_true(fresh_stack: Stack) -> None:
                              timeout=120)
             assert r.returncode == 0, r.stderr
             assert r.stdout.endswith(b"done-42\n") and len(r.stdout) > 6 * 100_000
-            row = stack.wait_recorded("closed", after=start - 1, timeout=60)
+            row = stack.wait_recorded("closed", after=start, timeout=60)
         sid = row["sid"]
         ends = event_ends(stack.log_bytes(sid))
         # The end manifest's ack: the recording is complete and acked.

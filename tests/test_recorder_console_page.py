@@ -20,7 +20,7 @@ def _exec(stack: Stack, *argv: str) -> str:
     start = time.time()
     r = stack.tether("run", "local", "--", *argv)
     assert r.returncode == 0, r.stderr
-    return str(stack.wait_recorded("closed", after=start - 1)["sid"])
+    return str(stack.wait_recorded("closed", after=start)["sid"])
 
 
 def _shown(b: Browser, page: int, sid: str) -> str:

@@ -43,7 +43,7 @@ def store(stack: Stack) -> tuple[Path, str, str]:
     start = time.time()
     r = stack.tether("run", "--reason", BIDI, "local", "--", "sh", "-c", "echo done", EVIL)
     assert r.returncode == 0, r.stderr
-    exec_row = stack.wait_recorded("closed", after=start - 1)
+    exec_row = stack.wait_recorded("closed", after=start)
 
     def indexed() -> bool:
         out = stack.tether("search", NEEDLE, "--json", "--session", shell["sid"])

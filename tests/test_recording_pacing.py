@@ -87,7 +87,7 @@ def test_output_stops_within_a_window_while_the_recorder_is_stopped(fresh_stack:
             out.thread.join(10)
             assert bytes(out.data) == expected_output()  # nothing lost, nothing repeated
             assert b"recording stalled" not in err.data, bytes(err.data)
-            row = stack.wait_recorded("closed", after=start - 1, timeout=60)
+            row = stack.wait_recorded("closed", after=start, timeout=60)
         print(f"{held} bytes ({held / WINDOW:.2f} windows) after SIGSTOP, stopped "
               f"{stalled_after:.2f} s after it; resumed {resumed_after * 1000:.0f} ms after SIGCONT")
         recorded = b"".join(stored.event.data for stored in iter_log(stack.log_bytes(row["sid"]))

@@ -29,7 +29,7 @@ def _exec(stack: Stack, *argv: str, reason: str | None = None) -> dict[str, Any]
     extra = ["--reason", reason] if reason else []
     r = stack.tether("run", *extra, "local", "--", *argv)
     assert r.returncode == 0, r.stderr
-    return stack.wait_recorded("closed", after=start - 1)
+    return stack.wait_recorded("closed", after=start)
 
 
 def _copy(stack: Stack, name: str) -> Path:
