@@ -100,6 +100,7 @@ class RecordingLink:
         self._timer.arm(self.sender.next_deadline())
 
     def on_reconnect(self) -> None:
+        self.sender.excuse_silence(time.monotonic())
         self.flush()
 
     def on_message(self, blob: bytes) -> None:
@@ -125,6 +126,10 @@ class RecordingLink:
             log.warning("%s: the recorder never acked the end of the recording; giving up", self.topic)
             self.close()
             return
+        if not self.conn.connected:
+            # The agent is cut off, not the recorder: the session waits, it is not frozen
+            # or ended for a silence nobody could break.
+            self.sender.excuse_silence(now)
         if self.on_silence is not None:
             self.on_silence(self.sender.silent_for(now))
         healthy = self._healthy(now)

@@ -51,6 +51,9 @@ log = logging.getLogger("tether.agent.session")
 COALESCE_SECONDS = 0.002
 EXIT_DRAIN_GRACE = 2.0
 CLOSE_ACK_TIMEOUT = 10.0
+# A client cut off from the broker (or an agent cut off itself) may come back this long
+# after it was last heard, and still gets the session's tail and exit status.
+RESUME_WINDOW = 90.0
 KILL_GRACE = 5.0
 DEFAULT_CLIENT_TIMEOUT = 300.0  # ten missed keepalives (tether.channel.KEEPALIVE)
 
@@ -99,6 +102,7 @@ class AgentSession:
         self._drain_task: asyncio.Task[None] | None = None
         self._exit_status: tuple[int | None, int | None] | None = None
         self._finishing = False
+        self._cut_until = 0.0  # the last moment the agent was seen cut off from the broker
         self._done = False
         self._end_task: asyncio.Task[None] | None = None
 
@@ -217,9 +221,19 @@ class AgentSession:
         self.core.stop_idle()
         self._end_task = self.loop.create_task(self._finish())
 
+    def _peer_may_return(self, since: float) -> bool:
+        """Whether the session's tail may still reach its client: it was heard from (or we
+        were cut off from the broker ourselves) within the resume window. A client that
+        sent CLOSE is not waiting for the tail: it gets the old short grace."""
+        now = time.monotonic()
+        if not self.conn.connected:
+            self._cut_until = now
+        heard = max(self.channel.last_heard or 0.0, self._cut_until, since)
+        return now - heard < (CLOSE_ACK_TIMEOUT if self.channel.peer_closed else RESUME_WINDOW)
+
     async def _finish(self) -> None:
         # Everything read must be sent before EXIT; wait for credit if need be.
-        deadline = time.monotonic() + CLOSE_ACK_TIMEOUT
+        since = time.monotonic()
         for r in self._readers:
             # A busy loop may not have read the last output yet. Bounded, in case a
             # background job that inherited the pipe or PTY keeps writing.
@@ -228,7 +242,7 @@ class AgentSession:
         # Output held for a required recording that is lost was never recorded, so it may not
         # be shown either: dropped at once, not after the deadline.
         while (self.core.output_pending and not self.core.recording_lost
-               and time.monotonic() < deadline):
+               and self._peer_may_return(since)):
             self._send_buffered(final=True)
             if self.core.output_pending:
                 await asyncio.sleep(0.01)
@@ -238,7 +252,7 @@ class AgentSession:
         self._flush_channel()
         if self.recording is not None:
             self.recording.finish()
-        while not self.channel.all_acked and time.monotonic() < deadline:
+        while not self.channel.all_acked and self._peer_may_return(since):
             await asyncio.sleep(0.02)
         log.debug("%s: finished, all acked: %s", self.topic_out, self.channel.all_acked)
         self.close_resources()

@@ -86,6 +86,7 @@ class ClientSession:
         self.slot = acquire_slot(self.identity)
         self.conn = conn = await connect(self.identity, self.slot, self._on_message)
         conn.on_connected.append(self._on_reconnected)
+        conn.on_disconnected.append(self._on_disconnected)
         authority = self.identity.authority
         self.core = core = ClientSessionCore(
             user=self.identity.name, key=self.identity.signing_key, slot=self.slot.name,
@@ -125,6 +126,11 @@ class ClientSession:
             self.exit = ExitStatus(evt["code"], evt["signal"])
         elif kind == "notice":
             self.show_notice(evt["text"])
+        elif kind == "agent-offline":
+            self.show_notice(f"agent {self.agent!r} is unreachable; reconnecting… "
+                             f"(waiting up to {evt['grace']:.0f} s)")
+        elif kind == "agent-online":
+            self.show_notice(f"agent {self.agent!r} reconnected")
         elif kind == "input-drained":
             self._drained.set()
         elif kind == "bad-status":
@@ -147,9 +153,20 @@ class ClientSession:
         if self.core is not None:
             self.core.on_message(topic, payload)
 
+    def _on_disconnected(self) -> None:
+        if self._in_session():
+            assert self.conn is not None
+            self.show_notice(f"lost the connection to the broker at {self.conn.settings.address}; "
+                             "reconnecting…")
+
     def _on_reconnected(self) -> None:
         if self.core is not None:
             self.core.reconnected()
+        if self._in_session():
+            self.show_notice("reconnected to the broker")
+
+    def _in_session(self) -> bool:
+        return self.core is not None and self.core.state == "open"
 
     # ----- from the user -----
 

@@ -42,7 +42,9 @@ from tether.topics import A2C, C2A, Topics
 AUTHORITY_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
 STATUS_WAIT = 1.0  # how long a grant waits for the agent's retained status before trying anyway
-OFFLINE_GRACE = 20.0
+# An agent cut off from the broker (a network cut, a broker restart) resumes its sessions
+# when it is back; 90 s covers a cut of 60 s plus the reconnect backoff (at most 5 s).
+OFFLINE_GRACE = 90.0
 MAX_EARLY = 64
 MAX_INPUT_QUEUE = 1 << 20
 

@@ -299,6 +299,11 @@ class RecordingSender:
             return 0.0
         return max(0.0, now - self._last_heard)
 
+    def excuse_silence(self, now: float) -> None:
+        """Our own link to the broker was down until `now`: the recorder could not have
+        answered, so its debt starts again from here (a cut agent is not a stalled recorder)."""
+        self._last_heard = max(self._last_heard, now)
+
     def on_message(self, blob: bytes, now: float) -> bool:
         """Handle an ACK or REFUSE. True if it was authentic and new."""
         try:

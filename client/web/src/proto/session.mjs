@@ -19,7 +19,8 @@ import { claims } from './grants.mjs';
 
 export const AUTHORITY_TIMEOUT = 10.0;
 export const HANDSHAKE_TIMEOUT = 10.0;
-export const OFFLINE_GRACE = 20.0;
+// As in tether/client_session.py: a cut of 60 s plus the reconnect backoff.
+export const OFFLINE_GRACE = 90.0;
 const MAX_EARLY = 64;
 const MAX_INPUT_QUEUE = 1 << 20;
 
