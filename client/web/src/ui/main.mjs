@@ -187,27 +187,44 @@ function shell(config, me, client) {
   bus.subscribe(ctx.asker.subscriptions()).catch(() => {}).finally(() => instances.start());
 
   // Broker connection state. One console slot per user: another tab logging in as the
-  // same user takes the connection over, and the broker drops this one.
+  // same user takes the connection over, and the broker drops this one soon after every
+  // reconnect. Only a connection the broker accepted counts as a drop: a reconnect attempt
+  // refused during a network cut closes too, and is not a takeover.
   let connectedAt = clock.mono();
+  let accepted = true;
   let quickDrops = 0;
+  let fade = null;
+  const connStatus = (content, kind = '', hideAfter = 0) => {
+    timers.clear(fade);
+    connBanner.className = `conn-banner ${kind}`;
+    connBanner.replaceChildren(...[].concat(content));
+    connBanner.hidden = false;
+    fade = hideAfter ? timers.set(() => { connBanner.hidden = true; }, hideAfter) : null;
+  };
+  const reconnecting = () => connStatus('Disconnected from the broker; reconnecting…', 'warn');
   client.on('close', () => {
-    if (clock.mono() - connectedAt < 5) quickDrops += 1;
+    if (accepted) {
+      accepted = false;
+      quickDrops = clock.mono() - connectedAt < 5 ? quickDrops + 1 : 0;
+    }
     if (quickDrops >= 2) {
       client.end(true);
-      connBanner.replaceChildren('This console was opened in another tab or window (one console connection per user). ',
-        h('button', { onclick: () => location.reload() }, 'Use it here'));
+      connStatus(['This console was opened in another tab or window (one console connection per user). ',
+        h('button', { onclick: () => location.reload() }, 'Use it here')], 'warn');
     } else {
-      connBanner.textContent = 'Disconnected from the broker; reconnecting…';
+      reconnecting();
     }
-    connBanner.hidden = false;
   });
   client.on('connect', () => {
     connectedAt = clock.mono();
-    connBanner.hidden = true;
+    accepted = true;
+    connStatus('Reconnected to the broker.', 'ok', 5);
     for (const p of pages) p.reconnected?.();
     document.dispatchEvent(new CustomEvent('tether-reconnected'));
   });
-  client.on('offline', () => { connBanner.textContent = 'Offline: waiting for the network…'; connBanner.hidden = false; });
+  // mqtt.js emits 'offline' from inside its own 'close' handling (before ours runs): the
+  // same words, so the banner does not flicker between two texts.
+  client.on('offline', () => { if (quickDrops < 2) reconnecting(); });
   window.tether = { ctx }; // for debugging from the browser console
 }
 

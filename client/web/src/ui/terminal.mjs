@@ -46,6 +46,7 @@ export class TerminalTab {
     this.term.loadAddon(this.finder);
     this.term.attachCustomKeyEventHandler((ev) => this.keys(ev));
     this.session = null;
+    this.bannerFade = null;
     this.resizeObserver = new ResizeObserver(() => this.refit());
     this.offReconnect = null;
   }
@@ -91,10 +92,14 @@ export class TerminalTab {
     try { this.fit.fit(); } catch { /* not laid out yet */ }
   }
 
-  setBanner(text, kind = '') {
+  // With `hideAfter` (seconds), a passing note: it goes away by itself unless another
+  // banner replaced it meanwhile.
+  setBanner(text, kind = '', hideAfter = 0) {
+    this.ctx.timers.clear(this.bannerFade);
     this.banner.className = `banner ${kind}`;
     this.banner.replaceChildren(...[].concat(text));
     this.banner.hidden = false;
+    this.bannerFade = hideAfter ? this.ctx.timers.set(() => { this.banner.hidden = true; }, hideAfter) : null;
   }
 
   async start() {
@@ -121,7 +126,7 @@ export class TerminalTab {
     this.off = ctx.bus.listen((topic, payload) => s.onMessage(topic, payload));
     const onReconnect = () => {
       s.reconnected();
-      if (s.state === 'open') this.setBanner('Reconnected to the broker; the session continues.', 'done');
+      if (s.state === 'open') this.setBanner('Reconnected to the broker; the session continues.', 'done', 5);
     };
     document.addEventListener('tether-reconnected', onReconnect);
     this.offReconnect = () => document.removeEventListener('tether-reconnected', onReconnect);
@@ -143,6 +148,7 @@ export class TerminalTab {
         this.setBanner(`Access granted${evt.claims?.run_as ? ` as ${evt.claims.run_as}` : ''}; connecting to ${this.agent}…`);
         break;
       case 'accepted':
+        this.ctx.timers.clear(this.bannerFade);
         this.banner.hidden = true;
         this.recorded.hidden = !evt.recorded; // the badge in the bar says so for the whole session
         this.focus();
@@ -158,10 +164,10 @@ export class TerminalTab {
         this.term.write(`\r\n\x1b[33mtether: ${evt.text}\x1b[0m\r\n`);
         break;
       case 'agent-offline':
-        this.setBanner(`${this.agent} went offline; waiting ${evt.grace} s for it to come back…`, 'warn');
+        this.setBanner(`${this.agent} is unreachable; reconnecting… (waiting up to ${evt.grace} s)`, 'warn');
         break;
       case 'agent-online':
-        this.setBanner(`${this.agent} is back online.`, 'done');
+        this.setBanner(`${this.agent} reconnected; the session continues.`, 'done', 5);
         break;
       case 'lost':
         this.setBanner(`Disconnected: ${evt.message}.`, 'bad');
