@@ -71,6 +71,7 @@ class AgentService:
     def __post_init__(self) -> None:
         ident = self.identity
         self.name = ident.name
+        self.boot = time.time()  # in every status: readers tell a restart from a resume
         self.replay = ReplayState.load(self.replay_file, time.time())
         self._hs = AgentHandshake(ident.signing_key, ident.x25519_secret or b"",
                                   seen=self.replay.hellos, rand=os.urandom)
@@ -99,7 +100,8 @@ class AgentService:
 
     async def start(self) -> None:
         settings = BrokerSettings.from_identity(self.name, self.identity.broker)
-        will = Will(self.topics.status(self.name), status_document(self.identity.signing_key, False, time.time()))
+        will = Will(self.topics.status(self.name),
+                    status_document(self.identity.signing_key, False, time.time(), self.boot))
         self.conn = MqttConnection(settings, self._on_message, clean_session=False, will=will)
         self.conn.on_connected.append(self._on_connected)
         self.conn.subscribe(self.topics.handshake_inbox(self.name), 1)
@@ -113,7 +115,7 @@ class AgentService:
         assert self.conn is not None
         self.conn.publish(self.topics.presence(self.name), self._presence(True), qos=1, retain=True)
         self.conn.publish(self.topics.status(self.name),
-                          status_document(self.identity.signing_key, True, time.time()), qos=1, retain=True)
+                          status_document(self.identity.signing_key, True, time.time(), self.boot), qos=1, retain=True)
         for session in self.sessions.values():
             session.on_reconnect()
         for link in self.recordings.values():
@@ -138,7 +140,7 @@ class AgentService:
             session.close_resources()
         if self.conn is not None:
             self.conn.publish(self.topics.status(self.name),
-                              status_document(self.identity.signing_key, False, time.time()), qos=1, retain=True)
+                              status_document(self.identity.signing_key, False, time.time(), self.boot), qos=1, retain=True)
             self.conn.publish(self.topics.presence(self.name), self._presence(False), qos=1, retain=True)
             await self.conn.close()
 

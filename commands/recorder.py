@@ -21,6 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the recorder's identity file (default: the one `tether up` "
                         "created under $TETHER_HOME/recorders/)")
     add_store_argument(parser)
+    parser.add_argument("--agent-grace", type=float, default=90.0, metavar="SECONDS",
+                        help="how long an agent may be cut off from the broker before its open "
+                        "recordings are marked aborted (default 90: its sessions resume if it "
+                        "comes back within that time; a restarted agent aborts them at once)")
     add_verbose_argument(parser)
 
 
@@ -31,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args))
 
 
-async def start_recorder(identity_path: Path, store: Path) -> tuple[object, object]:
+async def start_recorder(identity_path: Path, store: Path,
+                         agent_grace: float | None = None) -> tuple[object, object]:
     """Start the service and its index worker; return both for `stop_recorder`."""
     from tether.edge.keys import Identity
     from tether.recorder.index_process import IndexProcess
@@ -41,6 +46,8 @@ async def start_recorder(identity_path: Path, store: Path) -> tuple[object, obje
     indexer = IndexProcess(store)
     indexer.start()
     service = RecorderService(identity, store, indexer=indexer)
+    if agent_grace is not None:
+        service.agent_grace = agent_grace
     try:
         await service.start()
     except BaseException:
@@ -75,7 +82,9 @@ async def _serve(args: argparse.Namespace) -> int:
                         "recorder add NAME --out FILE` and pass --identity FILE")
     store = store_dir(args)
     try:
-        parts = await start_recorder(identity, store)
+        if not args.agent_grace >= 0:
+            raise UserError("--agent-grace must be a number of seconds, 0 or more")
+        parts = await start_recorder(identity, store, args.agent_grace)
     except (BrokerError, KeyFileError) as exc:
         raise UserError(str(exc)) from exc
     print(f"recorder is up; storing recordings in {store}", flush=True)

@@ -150,7 +150,9 @@ class IndexWorker:
             "SELECT s.sid, s.log_bytes, s.status, s.cols, s.rows, s.started,"
             " coalesce(p.log_offset, 0), coalesce(p.output_offset, 0), coalesce(p.t, 0)"
             " FROM sessions s LEFT JOIN index_progress p ON p.sid = s.sid"
-            " WHERE p.sid IS NULL OR (p.finished = 0 AND p.error IS NULL)").fetchall()
+            # A finished index that no longer covers the log: an aborted session resumed.
+            " WHERE p.sid IS NULL OR ((p.finished = 0 OR p.log_offset < s.log_bytes)"
+            " AND p.error IS NULL)").fetchall()
         busy = False
         for sid, log_bytes, status, cols, nrows, started, saved, out_saved, t_saved in rows:
             try:

@@ -43,6 +43,11 @@ class Notifier(Protocol):
     def notify(self) -> None: ...
 
 
+# An agent cut off from the broker resumes its sessions when it is back (its clients wait
+# 90 s for it, tether.client_session.OFFLINE_GRACE): its open recordings wait as long.
+AGENT_GRACE = 90.0
+
+
 @dataclass
 class _Live:
     receiver: RecordingReceiver
@@ -55,6 +60,7 @@ class RecorderService:
     store_root: Path
     topics: Topics = field(default_factory=Topics)
     indexer: Notifier | None = None
+    agent_grace: float = AGENT_GRACE
 
     def __post_init__(self) -> None:
         self.name = self.identity.name
@@ -65,6 +71,7 @@ class RecorderService:
         self._authority = b64d(self.identity.authority["ed25519"])
         self._to_ack: set[str] = set()
         self._agent_keys: dict[str, bytes] = {}
+        self._aborts: dict[str, tuple[asyncio.TimerHandle, object]] = {}  # agent -> (timer, boot)
         self._flush_scheduled = False
         self._committing: asyncio.Future[None] | None = None
         # One thread: commits happen in order, and the SQLite connection is never shared.
@@ -216,7 +223,8 @@ class RecorderService:
         self._want_ack(sid)
 
     def _on_presence(self, agent: str, topic: str, payload: bytes) -> None:
-        """An agent that goes offline (its will, or a clean stop) aborts its open recordings."""
+        """An agent that goes offline (its will, or a clean stop) aborts its open recordings,
+        unless it comes back, not restarted, within `agent_grace`."""
         try:
             if topic == self.topics.presence(agent):
                 doc = read_presence(payload)
@@ -227,9 +235,22 @@ class RecorderService:
                 return
         except (BadDocument, KeyError, ValueError):
             return
+        boot = doc.get("boot")
+        pending = self._aborts.pop(agent, None)
+        if pending is not None:
+            pending[0].cancel()
         if doc.get("online") is False:
-            self.store.abort_agent(agent)
-            self._schedule_flush()
+            # Cut off or stopped: its sessions may resume (tether.agent.session.RESUME_WINDOW).
+            # A stop has ended them already; what is still live is aborted after the grace.
+            handle = asyncio.get_running_loop().call_later(self.agent_grace, self._abort, agent)
+            self._aborts[agent] = (handle, boot)
+        elif pending is not None and (boot is None or boot != pending[1]):
+            self._abort(agent)  # back, but restarted: the sessions it had are gone
+
+    def _abort(self, agent: str) -> None:
+        self._aborts.pop(agent, None)
+        self.store.abort_agent(agent)
+        self._schedule_flush()
 
     # ----- durability, then acks -----
 

@@ -174,8 +174,13 @@ def read_presence(blob: bytes, expected_key: bytes | None = None) -> dict[str, A
 STATUS_DOMAIN = "status"
 
 
-def status_document(key: SigningKey, online: bool, now: float) -> bytes:
-    return sign_document(key, STATUS_DOMAIN, {"online": online, "ts": now})
+def status_document(key: SigningKey, online: bool, now: float, boot: float | None = None) -> bytes:
+    """`boot`: when the agent process started. A reader that sees an agent come back tells
+    a resumed agent (same boot: its sessions go on) from a restarted one (they are gone)."""
+    doc: dict[str, Any] = {"online": online, "ts": now}
+    if boot is not None:
+        doc["boot"] = boot
+    return sign_document(key, STATUS_DOMAIN, doc)
 
 
 def read_status(blob: bytes, key: bytes) -> dict[str, Any]:
@@ -185,4 +190,6 @@ def read_status(blob: bytes, key: bytes) -> dict[str, Any]:
     doc = open_document(key, STATUS_DOMAIN, blob)
     _bool(doc, "online")
     _time(doc, "ts")
+    if "boot" in doc:
+        _time(doc, "boot")
     return doc
