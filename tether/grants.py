@@ -55,6 +55,11 @@ class Grant:
     max_sessions: int | None = None  # concurrent sessions of this user on this agent
     recorder_x25519: str | None = None  # the recorder's keys, certified by this grant
     recorder_ed25519: str | None = None
+    # Seconds a session outlives its client (detached) before it ends; 0: it ends with the
+    # client, as before detaching existed (a grant without the claim).
+    detach_timeout: int = 0
+    # The sid (hex) of the live session this grant attaches to, instead of starting one.
+    attach: str | None = None
 
     def claims(self, issued: float) -> dict[str, Any]:
         return {
@@ -76,6 +81,8 @@ class Grant:
             "max_sessions": self.max_sessions,
             "recorder_keys": (None if self.recorder_x25519 is None else
                               {"x25519": self.recorder_x25519, "ed25519": self.recorder_ed25519}),
+            "detach_timeout": self.detach_timeout,
+            "attach": self.attach,
             "iat": _iso(issued),
             "exp": _iso(self.expires),
         }
@@ -155,11 +162,27 @@ def decode(authority_key: bytes, token: str) -> Grant:
             max_sessions=int(c["max_sessions"]) if c.get("max_sessions") is not None else None,
             recorder_x25519=str(rk["x25519"]) if rk else None,
             recorder_ed25519=str(rk["ed25519"]) if rk else None,
+            detach_timeout=_seconds(c.get("detach_timeout", 0)),
+            attach=_sid_or_none(c.get("attach")),
         )
     except paseto.PasetoError as exc:
         raise GrantError(f"grant signature invalid: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise GrantError(f"grant is malformed: {exc}") from exc
+
+
+def _seconds(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("detach_timeout is not a whole number of seconds")
+    return value
+
+
+def _sid_or_none(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 32 or not all(c in "0123456789abcdef" for c in value):
+        raise ValueError("attach is not a session id (32 lowercase hex digits)")
+    return value
 
 
 def check_binding(grant: Grant, *, role: str, audience: str, audience_key: bytes, mqtt_name: str,
