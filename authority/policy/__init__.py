@@ -32,6 +32,7 @@ from .evaluation import (
 )
 from .model import (
     ACTIONS,
+    DEFAULT_DETACH_TIMEOUT,
     DEFAULT_MAX_DURATION,
     MAX_POLICY_BYTES,
     SESSION_ACTIONS,
@@ -51,6 +52,7 @@ from .write import append_statement, statement_toml
 
 __all__ = [
     "ACTIONS",
+    "DEFAULT_DETACH_TIMEOUT",
     "DEFAULT_MAX_DURATION",
     "MAX_POLICY_BYTES",
     "SESSION_ACTIONS",

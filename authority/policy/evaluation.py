@@ -174,7 +174,7 @@ def _check_allow(st: Statement, index: int, request: Request) -> Decision | tupl
         return 5, f"user {who!r} already has {request.active_sessions} of {st.max_sessions} sessions"
     return Decision(True, f"allowed by statement {st.label(index)}", run_as, index,
                     st.max_duration, st.idle_timeout, st.id, st.recording, st.require_reason,
-                    st.max_sessions)
+                    st.max_sessions, st.detach_timeout)
 
 
 def _deny_bites(st: Statement, request: Request, run_as: str | None) -> bool:

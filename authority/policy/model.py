@@ -22,15 +22,19 @@ EFFECTS = ("allow", "deny")
 RECORDING = ("required", "optional", "off")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_MAX_DURATION = 12 * 3600
+# How long a shell or exec session outlives its client (detached) unless a statement says.
+DEFAULT_DETACH_TIMEOUT = 600
 MAX_POLICY_BYTES = 1024 * 1024
 ROOT = "root"
 
 STATEMENT_KEYS = (
     "id", "effect", "users", "groups", "agents", "labels", "actions", "run_as", "commands",
     "time_window", "max_duration", "idle_timeout", "require_reason", "recording", "max_sessions",
+    "detach_timeout",
 )
 # Limits and conditions that only make sense on an allow statement.
-ALLOW_ONLY_KEYS = ("max_duration", "idle_timeout", "require_reason", "recording", "max_sessions")
+ALLOW_ONLY_KEYS = ("max_duration", "idle_timeout", "require_reason", "recording", "max_sessions",
+                   "detach_timeout")
 TOP_KEYS = ("groups", "statement")
 TIME_WINDOW_KEYS = ("days", "hours", "tz")
 
@@ -236,6 +240,7 @@ class Statement:
     require_reason: bool = False
     recording: str = "optional"
     max_sessions: int | None = None
+    detach_timeout: int = DEFAULT_DETACH_TIMEOUT
     line: int | None = field(default=None, compare=False)
 
     def label(self, index: int) -> str:
@@ -257,6 +262,7 @@ class Decision:
     recording: str = "optional"
     require_reason: bool = False
     max_sessions: int | None = None
+    detach_timeout: int = DEFAULT_DETACH_TIMEOUT
 
     @property
     def statement_label(self) -> str | None:

@@ -206,7 +206,7 @@ def _statement(raw: dict[str, Any], index: int, where: _Locator) -> tuple[Statem
             if key in raw:
                 bad(key, f"{key} has no meaning on a deny statement; it is a limit of an allow")
         return st, problems
-    for key in ("max_duration", "idle_timeout"):
+    for key in ("max_duration", "idle_timeout", "detach_timeout"):
         if key in raw:
             try:
                 seconds = parse_duration(raw[key], key)

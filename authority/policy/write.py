@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .model import (
+    DEFAULT_DETACH_TIMEOUT,
     DEFAULT_MAX_DURATION,
     Policy,
     Statement,
@@ -94,6 +95,8 @@ def statement_toml(st: Statement) -> str:
             lines.append(f"recording = {_value(st.recording)}")
         if st.max_sessions is not None:
             lines.append(f"max_sessions = {st.max_sessions}")
+        if st.detach_timeout != DEFAULT_DETACH_TIMEOUT:
+            lines.append(f"detach_timeout = {_value(format_duration(st.detach_timeout))}")
     return "\n".join(lines) + "\n"
 
 
