@@ -7,6 +7,7 @@ text that never quotes the offending value (docs/threat-model.md, bounded inputs
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable
@@ -17,12 +18,16 @@ from tether.encoding import b64d
 from tether.limits import MAX_REASON_BYTES, MAX_RUN_AS_BYTES
 from tether.topics import valid_name
 
-TYPES = ("grant", "access", "terminate", "rotate")
+TYPES = ("grant", "access", "terminate", "rotate", "live", "sessions")
 MAX_ACCESS_AGENTS = 20  # per access request: the signed reply stays under 4 KiB
+MAX_LIVE_SESSIONS = 256  # in one agent's report of its live sessions
+MAX_LIVE_COMMAND = 256  # characters of an exec session's command as shown (never granted)
+LIVE_MODES = ("shell", "exec")  # the modes a live session can have
 # An OS user name: what useradd and directory services (sssd's name@domain, Samba's
 # machine$) produce; never an option-like leading '-'. ASCII, so characters are bytes.
 RUN_AS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\$?")
 SID = re.compile(r"[0-9a-f]{1,64}")
+SESSION_ID = re.compile(r"[0-9a-f]{32}")  # what agents make: 16 random bytes in hex
 NAME_RULE = "1-64 letters, digits, '-', '_' or '.', not starting with '-' or '.'"
 
 
@@ -44,7 +49,18 @@ def _grant(req: dict[str, Any]) -> str | None:
     if not (optional and agent in (None, "")) and not _is_name(agent):
         return f"the agent name is not valid: use {NAME_RULE}"
     return (_run_as_problem(req.get("run_as")) or reason_problem(req.get("reason"))
-            or grants.command_problem(str(mode), req.get("command")))
+            or grants.command_problem(str(mode), req.get("command")) or _attach_problem(req))
+
+
+def _attach_problem(req: dict[str, Any]) -> str | None:
+    attach = req.get("attach")
+    if attach is None:
+        return None
+    if not _is_session_id(attach):
+        return "the session to attach to is not valid: use the 32-digit hex id `tether sessions` shows"
+    if req.get("mode") != "shell":
+        return "only shell sessions can be attached"
+    return None
 
 
 def _access(req: dict[str, Any]) -> str | None:
@@ -76,8 +92,67 @@ def _rotate(req: dict[str, Any]) -> str | None:
     return None
 
 
+def _sessions(req: dict[str, Any]) -> str | None:
+    agent = req.get("agent")
+    if agent is not None and not _is_name(agent):
+        return f"the agent name is not valid: use {NAME_RULE}"
+    return None
+
+
+def _live(req: dict[str, Any]) -> str | None:
+    """An agent's whole list of its live sessions (the authority keeps it to answer
+    `sessions` and attach grants). Strict: one bad entry refuses the list, so nothing
+    half-understood is offered to users."""
+    if not _is_time(req.get("boot")):
+        return "a live report carries the agent's boot time (a number)"
+    sessions = req.get("sessions")
+    if not isinstance(sessions, list) or len(sessions) > MAX_LIVE_SESSIONS:
+        return f"a live report carries a list of at most {MAX_LIVE_SESSIONS} sessions"
+    seen: set[str] = set()
+    for number, entry in enumerate(sessions, 1):
+        problem = _live_session_problem(entry)
+        if problem is None and entry["sid"] in seen:
+            problem = "its session id appears twice"
+        if problem is not None:
+            return f"live session #{number}: {problem}"
+        seen.add(entry["sid"])
+    return None
+
+
+def _live_session_problem(entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return "not an object"
+    if not _is_session_id(entry.get("sid")):
+        return "the session id is not 32 lowercase hex digits"
+    if not _is_name(entry.get("user")):
+        return f"the user name is not valid: use {NAME_RULE}"
+    mode = entry.get("mode")
+    if mode not in LIVE_MODES:
+        return f"unknown session mode; expected one of {', '.join(LIVE_MODES)}"
+    run_as = entry.get("run_as")
+    if run_as in (None, "") or _run_as_problem(run_as):
+        return "the run-as user is not a valid user name"
+    command = entry.get("command")
+    if mode == "shell" and command is not None:
+        return "only exec sessions name a command"
+    if command is not None and not _is_text(command, MAX_LIVE_COMMAND):
+        return f"the command is not text of at most {MAX_LIVE_COMMAND} characters"
+    if not _is_time(entry.get("started")):
+        return "the start time is not a number"
+    if not isinstance(entry.get("attached"), bool):
+        return "attached is not true or false"
+    detached_at = entry.get("detached_at")
+    if detached_at is not None and not _is_time(detached_at):
+        return "detached_at is not a number or null"
+    timeout = entry.get("detach_timeout")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        return "detach_timeout is not a whole number of seconds"
+    return None
+
+
 _CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "grant": _grant, "access": _access, "terminate": _terminate, "rotate": _rotate,
+    "live": _live, "sessions": _sessions,
 }
 
 
@@ -106,6 +181,32 @@ def _is_name(value: object) -> bool:
     return isinstance(value, str) and valid_name(value)
 
 
+def _is_session_id(value: object) -> bool:
+    return isinstance(value, str) and SESSION_ID.fullmatch(value) is not None
+
+
+def _is_time(value: object) -> bool:
+    """A Unix time: a finite number, not before 1970 (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int past any float
+        return False
+
+
+def _is_text(value: object, max_chars: int) -> bool:
+    """A string of at most `max_chars` characters that is valid UTF-8 (no lone
+    surrogates, which JSON can carry and no encoder writes back out)."""
+    if not isinstance(value, str) or len(value) > max_chars:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_key(value: object, size: int) -> bool:
     if not isinstance(value, str) or len(value) > 2 * size:
         return False
@@ -115,4 +216,5 @@ def _is_key(value: object, size: int) -> bool:
         return False
 
 
-__all__ = ["MAX_ACCESS_AGENTS", "TYPES", "reason_problem", "request_problem"]
+__all__ = ["LIVE_MODES", "MAX_ACCESS_AGENTS", "MAX_LIVE_COMMAND", "MAX_LIVE_SESSIONS", "TYPES",
+           "reason_problem", "request_problem"]

@@ -18,6 +18,7 @@ from tether import auditq, authz, grants
 from tether.authority.activations import Activations, PendingStore, enrol
 from tether.authority.audit import AuditLog
 from tether.authority.bulletin import BulletinKeeper
+from tether.authority.live import MAX_LISTED, LiveSession, LiveTable
 from tether.authority.nonces import NonceJournal
 from tether.authority.policy import Policy, PolicyError, Request, UnsafePolicyFile, access, evaluate
 from tether.authority.provision import commit
@@ -28,7 +29,7 @@ from tether.edge.home import Home
 from tether.edge.keys import Identity, KeyFileError
 from tether.edge.mqtt import BrokerSettings, MqttConnection
 from tether.edge.watch import FileWatch, poll
-from tether.encoding import b64d, b64e
+from tether.encoding import b64d, b64e, dumps
 from tether.errors import TetherError
 from tether.limits import AUTHORITY_REQUEST_BURST, AUTHORITY_REQUEST_RATE
 from tether.ratelimit import RateLimiter
@@ -44,6 +45,11 @@ REQUEST_BURST = AUTHORITY_REQUEST_BURST
 RATE_KEYS = 4096  # principals tracked; the least recently heard is forgotten first
 DROP_LOG_INTERVAL = 60.0  # log a principal's dropped requests at most this often
 MAX_ENROL_BYTES = 16 * 1024  # a sealed enrolment request is well under 2 KiB
+# The sessions in one answer to `sessions`, as JSON: with the envelope, well under the
+# brokers' packet cap (edge/mqtt.MAX_PAYLOAD) whatever the agents reported.
+MAX_SESSIONS_REPLY_BYTES = 96 * 1024
+# Modes whose sessions can outlive their client (the grant's detach_timeout).
+DETACHABLE = ("shell", "exec")
 
 
 class AuthorityStateError(TetherError):
@@ -74,6 +80,7 @@ class AuthorityService:
         self.nonces: NonceJournal | None = None
         self.limiter = RateLimiter(REQUEST_RATE, REQUEST_BURST, RATE_KEYS)
         self._drop_log = RateLimiter(1 / DROP_LOG_INTERVAL, 1, RATE_KEYS)
+        self.live = LiveTable()
 
     def _refresh(self) -> None:
         """Pick up registry and policy edits without a restart; each request re-checks
@@ -155,6 +162,9 @@ class AuthorityService:
         if request is None:
             return
         principal, req = request
+        if req.get("type") == "live":  # frequent, and decides nothing: never audited
+            self._reply(mqtt_name, req, self._on_live(principal, req, now))
+            return
         problem = request_problem(req)
         if problem is not None:  # nothing from the request is logged or audited but its sender
             log.warning("refused a malformed request from %s: %s", principal.name, problem)
@@ -169,7 +179,7 @@ class AuthorityService:
             self._reply(mqtt_name, req, answer)
             return
         reply = self._decide(principal.name, mqtt_name, req, now)
-        if req["type"] != "access":  # a question that changes nothing is not audited
+        if req["type"] not in ("access", "sessions"):  # questions that change nothing are not audited
             self._audit_decision(principal.name, req, reply)
         self.decisions += 1
         self._reply(mqtt_name, req, reply)
@@ -265,14 +275,16 @@ class AuthorityService:
             self._on_enrol(item.activation, b64d(item.payload), time.time(), approved=True)
 
     def _audit_decision(self, user: str, req: dict[str, Any], reply: dict[str, Any]) -> None:
-        """Written (and fsync'd) before the reply goes out: no unrecorded grants."""
-        common = {"user": user, "agent": req.get("agent"), "mode": req.get("mode"),
-                  "reason": req.get("reason"), "command": req.get("command"), "sid": req.get("sid")}
+        """Written (and fsync'd) before the reply goes out: no unrecorded grants. Only
+        fields request_problem checked for this type are written."""
         kind = str(req.get("type"))
-        if kind != "grant":
+        if kind != "grant":  # rotate
             event = kind if reply.get("ok") else f"{kind}-refused"
-            self.audit.append(event, **common, why=reply.get("error"), new_key=req.get("new_key"))
+            self.audit.append(event, user=user, why=reply.get("error"), new_key=req.get("new_key"))
             return
+        common = {"user": user, "agent": req.get("agent"), "mode": req.get("mode"),
+                  "reason": req.get("reason"), "command": req.get("command"),
+                  "sid": req.get("attach")}
         if not reply.get("ok"):
             self.audit.append("grant-denied", **common, why=reply.get("error"))
             return
@@ -316,6 +328,8 @@ class AuthorityService:
             return {"ok": False, "error": "agents may only rotate their keys"}
         if kind == "access":
             return self._access(user, req, now)
+        if kind == "sessions":
+            return self._sessions(user, req, now)
         if req["mode"] == auditq.MODE:
             return self._decide_audit(user, mqtt_name, req, now)
         return self._decide_session(user, mqtt_name, req, now)
@@ -338,12 +352,21 @@ class AuthorityService:
                                              agent_name, agent.ed25519)
         if revoked:
             return {"ok": False, "error": revoked}
+        run_as: str | None = req.get("run_as") or None
+        attach: str | None = req.get("attach")
+        if attach is not None:
+            live = self.live.find(agent_name, attach, now)
+            refusal = _attach_refusal(live, user, agent_name, attach, run_as)
+            if refusal:
+                return {"ok": False, "error": refusal}
+            assert live is not None
+            run_as = live.run_as  # decided afresh: rights revoked since are not regained
         argv: list[str] | None = req.get("command")
         reason: str | None = req.get("reason")
         decision = evaluate(self.policy, Request(
             user=user, groups=self.registry.principals[user].groups,
             agent=agent_name, agent_labels=agent.labels, action=mode,
-            run_as=req.get("run_as") or None, command=argv, reason=reason,
+            run_as=run_as, command=argv, reason=reason,
             now=datetime.fromtimestamp(now, UTC),
             active_sessions=0,  # the agent enforces max_sessions, which the grant carries
         ))
@@ -375,14 +398,63 @@ class AuthorityService:
             jti=grants.new_jti(os.urandom),
             expires=now + GRANT_LIFETIME,
             max_sessions=decision.max_sessions,
+            detach_timeout=decision.detach_timeout if mode in DETACHABLE else 0,
+            attach=attach,
         )
         try:
             token = grants.issue(self.identity.signing_seed, grant, now)
         except grants.GrantError as exc:
             return {"ok": False, "error": f"denied: {exc}"}
-        log.info("granted %s %s on %s as %s", user, mode, agent_name, decision.run_as)
+        log.info("granted %s %s on %s as %s%s", user, mode, agent_name, decision.run_as,
+                 f" (attach {attach})" if attach else "")
         return {"ok": True, "grant": token, "agent": {"name": agent_name, "ed25519": agent.ed25519,
                                                      "x25519": agent.x25519}}
+
+    def _on_live(self, principal: Principal, req: dict[str, Any], now: float) -> dict[str, Any]:
+        """An agent's report of its live sessions (authority/live.py): replaces its list."""
+        if principal.kind != "agent":
+            log.warning("refused a live report from %s, which is not an agent", principal.name)
+            return {"ok": False, "error": "refused: only agents report live sessions"}
+        problem = request_problem(req)
+        if problem is not None:
+            log.warning("refused a malformed live report from %s: %s", principal.name, problem)
+            return {"ok": False, "error": f"refused: {problem}"}
+        if self.registry_error:
+            return {"ok": False, "error": f"denied: {self.registry_error}"}
+        revoked = self.bulletin.revocations.agent_refusal(principal.name, principal.ed25519)
+        if revoked:
+            self.live.forget(principal.name)
+            return {"ok": False, "error": f"denied: {revoked}"}
+        sessions = [LiveSession.from_json(entry) for entry in req["sessions"]]
+        if not self.live.report(principal.name, float(req["boot"]), sessions, now):
+            log.warning("ignored a live report from %s of an older boot than one it has sent "
+                        "(is an earlier process of it still running?)", principal.name)
+        return {"ok": True}
+
+    def _sessions(self, user: str, req: dict[str, Any], now: float) -> dict[str, Any]:
+        """The caller's own live sessions, newest first, with what it may do with each.
+        Changes nothing and issues nothing: an attach is decided by its own grant request."""
+        wanted: str | None = req.get("agent")
+        names = []
+        for name in [wanted] if wanted is not None else self.live.agents(now):
+            agent = self.registry.principals.get(name)
+            if (agent is not None and agent.kind == "agent"
+                    and not self.bulletin.revocations.agent_refusal(name, agent.ed25519)):
+                names.append(name)
+        found = self.live.of_user(user, names, now)
+        out: list[dict[str, Any]] = []
+        size = 0
+        for name, session in found[:MAX_LISTED]:
+            entry = dict(session.to_json(), agent=name,
+                         actions=["attach"] if session.mode == "shell" else [])
+            size += len(dumps(entry)) + 1
+            if size > MAX_SESSIONS_REPLY_BYTES:
+                break
+            out.append(entry)
+        answer: dict[str, Any] = {"ok": True, "sessions": out}
+        if len(out) < len(found):
+            answer["more"] = True  # left out: the oldest
+        return answer
 
     def _access(self, user: str, req: dict[str, Any], now: float) -> dict[str, Any]:
         """The run-as choices the policy gives `user` on each agent asked about (the
@@ -443,3 +515,17 @@ class AuthorityService:
         return {"ok": True, "grant": token, "agent": {"name": recorder.name,
                                                      "ed25519": recorder.ed25519,
                                                      "x25519": recorder.x25519}}
+
+
+def _attach_refusal(live: LiveSession | None, user: str, agent: str, sid: str,
+                    run_as: str | None) -> str | None:
+    """Why `user` cannot attach to session `sid` on `agent` as the live table knows it."""
+    if live is None:
+        return f"no live session {sid} on agent {agent}: it ended, or the agent has not reported it yet"
+    if live.user != user:
+        return f"session {sid} on {agent} is not yours"
+    if live.mode != "shell":
+        return "only shell sessions can be attached"
+    if run_as is not None and run_as != live.run_as:
+        return f"session {sid} on {agent} runs as {live.run_as!r}, not {run_as!r}"
+    return None
