@@ -24,6 +24,7 @@ from tether.authority.requests import MAX_LIVE_COMMAND, MAX_LIVE_SESSIONS, reque
 from tether.authority.service import AuthorityService
 from tether.edge.home import Home
 from tether.edge.keys import Identity, write_private_file
+from tether.edge.mqtt import MAX_PAYLOAD
 from tether.encoding import b64e, loads
 from tether.topics import Topics
 
@@ -355,3 +356,17 @@ def test_table_remembers_the_newest_boot_after_dropping_the_list() -> None:
                                    _session(SID[3], started=2.0)], now=1000.0)
     assert [(a, s.sid) for a, s in table.of_user("alice", ["a", "b"], 1000.0)] == [
         ("b", SID[3]), ("a", SID[1])]
+
+
+def test_the_sessions_answer_stays_under_the_brokers_packet_cap(auth: Authority) -> None:
+    # The worst case agents can report: commands JSON escapes to six bytes a character
+    # (put in the table directly: one report of these would exceed the request size limit).
+    huge = [LiveSession.from_json(live(SID[i], mode="exec", command="\x01" * MAX_LIVE_COMMAND,
+                                       run_as="u" * 256, started=float(i)))
+            for i in range(100)]
+    auth.service.live.report("web1", 1.0, huge, time.time())
+    before = len(auth.outbox.sent)
+    reply = auth.ask("alice", {"type": "sessions", "agent": None})
+    assert len(auth.outbox.sent[before][1]) <= MAX_PAYLOAD
+    assert reply["more"] is True and 40 < len(reply["sessions"]) < 100
+    assert [s["started"] for s in reply["sessions"]] == [float(i) for i in range(99, 99 - len(reply["sessions"]), -1)]
