@@ -1,4 +1,4 @@
-"""Reattach, the authority's half (issue 11 item 4; /work/notes/attach-spec.md): agents'
+"""Reattach, the authority's half (issue 11 item 4; docs/protocol.md §6): agents'
 `live` reports, users' `sessions` questions and grant requests that attach to a live
 session. Each request is built, signed and sealed as a client or agent builds it, goes
 through the real AuthorityService in-process (its registry, policy, nonce journal and
