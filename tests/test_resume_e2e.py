@@ -343,6 +343,85 @@ def test_input_survives_a_client_side_cut(stack: Stack, relay: Relay, tmp_path: 
 # ----- c: the agent's link cut: output, input and a required recording survive -----
 
 
+class Sessions:
+    """Four sessions at once, each checking one thing across a cut: 50 MiB of output
+    (sha256), 4 MiB of stdin written before, during and after the cut (stored exactly),
+    a shell with lines typed during the cut (each runs exactly once), and a command that
+    prints its tail and exits 7 while the cut lasts (tail and code arrive afterwards)."""
+
+    def __init__(self, stack: Stack, env: dict[str, str], tmp_path: Path, blob: Path) -> None:
+        self.stack = stack
+        self.typed = tmp_path / "typed"
+        self.stored = tmp_path / "received"
+        self.go, self.done = tmp_path / "go", tmp_path / "done"
+        self.parts = [os.urandom(MB), os.urandom(2 * MB), os.urandom(MB)]
+        self.lines: list[str] = []
+        self.shell = start_shell(SimpleNamespace(env=env, root=stack.root))
+        self.output = Run(stack, "-n", "local", "--", "cat", str(blob), env=env)
+        self.input = Run(stack, "local", "--", "sh", "-c", 'cat > "$1"; echo stored', "sh",
+                         str(self.stored), env=env, stdin=subprocess.PIPE, keep_stdout=True)
+        script = (f'echo started; while [ ! -e "{self.go}" ]; do sleep 0.05; done; '
+                  'i=0; while [ $i -lt 2000 ]; do echo "tail line $i"; i=$((i+1)); done; '
+                  f'touch "{self.done}"; exit 7')
+        self.ending = Run(stack, "-n", "local", "--", "sh", "-c", script, env=env, keep_stdout=True)
+        self.runs = [self.output, self.input, self.ending]
+        self.tail = "started\n" + "".join(f"tail line {i}\n" for i in range(2000))
+
+    def before_cut(self) -> None:
+        assert self.input.feeder is not None
+        self.input.feeder.feed(self.parts[0])
+        wait_for(lambda: self.stored.exists() and self.stored.stat().st_size == len(self.parts[0]),
+                 timeout=60, what="the first MiB of stdin stored remotely")
+        wait_for(lambda: b"started" in b"".join(c for _, c in self.ending.out.chunks), timeout=60,
+                 what="the ending command running")
+        wait_for(lambda: self.output.out.count >= 10 * MB or self.output.proc.poll() is not None,
+                 timeout=120, what="10 MiB of output")
+        for run in self.runs:
+            assert run.proc.poll() is None, run.err.text()
+
+    def during_cut(self, cut: float) -> list[float]:
+        """Type and feed; the times "reconnecting…" was shown by each client."""
+        assert self.input.feeder is not None
+        self.input.feeder.feed(self.parts[1])
+        seen = [r.wait_notice(RECONNECTING, cut, NOTICE_WITHIN + 8, self.stack) for r in self.runs]
+        seen.append(self.shell.wait_text(RECONNECTING, cut, NOTICE_WITHIN + 8))
+        self.lines = type_lines(self.shell, self.typed, "cut", 3)
+        self.go.touch()  # the command prints its tail and exits while the link is down
+        wait_for(self.done.exists, timeout=30, what="the ending command at its end")
+        return seen
+
+    def after_restore(self, restored: float) -> list[float]:
+        assert self.input.feeder is not None
+        back = [r.wait_notice(RECONNECTED, restored, BACK_WITHIN, self.stack) for r in self.runs]
+        back.append(self.shell.wait_text(RECONNECTED, restored, BACK_WITHIN))
+        self.input.feeder.feed(self.parts[2])
+        self.input.feeder.finish()
+        check_ran_once(self.shell, self.typed, self.lines, 61)
+        return back
+
+    def check(self, digest: str) -> None:
+        rcs = [self.output.finish(timeout=240), self.input.finish(timeout=120),
+               self.ending.finish(timeout=60)]
+        self.shell.send(b"exit\r")
+        rcs.append(self.shell.drain_until_exit(timeout=30))
+        errs = [r.err.text() for r in self.runs]
+        assert rcs == [0, 0, 7, 0], (rcs, errs, self.stack.log_tail())
+        assert self.output.out.count == 50 * MB and self.output.out.sha.hexdigest() == digest
+        assert self.stored.read_bytes() == b"".join(self.parts)
+        assert self.input.out.text() == "stored\n"
+        assert self.ending.out.text() == self.tail
+
+    def close(self) -> None:
+        self.shell.close()
+        for run in self.runs:
+            run.kill()
+
+
+# ----- c: the agent's link cut: output, input, typing, a command's end, required recording -----
+
+AGENT_CUT = 35.0  # past the 10 s after which recorder silence freezes a required recording, and the 30 s that end it
+
+
 @pytest.fixture
 def relayed_agent(fresh_stack: Stack, tmp_path: Path) -> Iterator[tuple[Stack, Relay]]:
     """`tether up` without its agent; agent `local` as its own process, through a relay."""
@@ -371,53 +450,43 @@ def recorded_since(stack: Stack, wall: float) -> list[dict[str, Any]]:
         db.close()
 
 
-def test_output_input_and_recording_survive_an_agent_side_cut(
+@pytest.mark.timeout(300)
+def test_sessions_and_a_required_recording_survive_an_agent_side_cut(
         relayed_agent: tuple[Stack, Relay], blob: tuple[Path, str], tmp_path: Path) -> None:
     stack, relay = relayed_agent
     path, digest = blob
-    out = tmp_path / "received"
-    parts = [os.urandom(MB), os.urandom(2 * MB), os.urandom(MB)]
     wall = time.time()
     with policy(stack, statement(recording='"required"')):
-        output = Run(stack, "-n", "local", "--", "cat", str(path), env=stack.env)
-        inp = Run(stack, "local", "--", "sh", "-c", 'cat > "$1"; echo stored', "sh", str(out),
-                  env=stack.env, stdin=subprocess.PIPE, keep_stdout=True)
-        assert inp.feeder is not None
+        sessions = Sessions(stack, stack.env, tmp_path, path)
         try:
-            inp.feeder.feed(parts[0])
-            wait_for(lambda: out.exists() and out.stat().st_size == len(parts[0]), timeout=60,
-                     what="the first MiB stored remotely")
-            wait_for(lambda: output.out.count >= 10 * MB or output.proc.poll() is not None,
-                     timeout=120, what="10 MiB of output")
-            assert output.proc.poll() is None, output.err.text()
+            sessions.before_cut()
             cut = time.monotonic()
             relay.cut()
-            inp.feeder.feed(parts[1])
-            seen = [r.wait_notice(RECONNECTING, cut, NOTICE_WITHIN + 8, stack) for r in (output, inp)]
-            hold_cut(cut, 5)
+            seen = sessions.during_cut(cut)
+            hold_cut(cut, AGENT_CUT)
+            assert not sessions.typed.exists()  # nothing typed ran while the agent was cut off
             restored = time.monotonic()
             relay.restore()
-            back = [r.wait_notice(RECONNECTED, restored, BACK_WITHIN, stack) for r in (output, inp)]
-            inp.feeder.feed(parts[2])
-            inp.feeder.finish()
-            rcs = [output.finish(timeout=240), inp.finish(timeout=120)]
+            back = sessions.after_restore(restored)
+            sessions.check(digest)
         finally:
-            output.kill()
-            inp.kill()
-    print(f"[{stack.kind}] agent cut: reconnecting… {[round(s - cut, 2) for s in seen]} s after the "
-          f"cut, reconnected {[round(b - restored, 2) for b in back]} s after the restore; "
-          f"stderr: {output.err.text()!r}")
-    assert rcs == [0, 0], (output.err.text(), inp.err.text())
-    assert output.out.count == 50 * MB and output.out.sha.hexdigest() == digest
-    assert out.read_bytes() == b"".join(parts)
-    assert inp.out.text() == "stored\n"
+            sessions.close()
+    print(f"[{stack.kind}] {AGENT_CUT:.0f} s agent cut: reconnecting… {[round(s - cut, 2) for s in seen]} s "
+          f"after the cut, reconnected {[round(b - restored, 2) for b in back]} s after the restore; "
+          f"a client's stderr: {sessions.output.err.text()!r}")
     assert max(s - cut for s in seen) <= NOTICE_WITHIN, seen
     assert relay.refused >= 1 and relay.accepted >= 2, relay
-    # Both sessions were recorded (required) and closed in order.
-    rows = wait_for(lambda: (r := recorded_since(stack, wall)) and len(r) == 2
+    # The recorder's silence while the agent was cut off froze nothing and ended nothing.
+    for run in sessions.runs:
+        assert "recording stalled" not in run.err.text() and "recording is required" not in run.err.text()
+    # All four sessions were recorded (required) and closed in order.
+    rows = wait_for(lambda: (r := recorded_since(stack, wall)) and len(r) == 4
                     and all(x["status"] == "closed" for x in r) and r, timeout=60,
-                    what="two recorded sessions closed")
-    assert len(rows) == 2
+                    what="four recorded sessions closed")
+    assert {r["recording"] for r in rows} == {"required"}
+    # The recorder has every byte of the output and of the input, once, and the exit code.
+    execs = sorted((r["bytes_out"], r["bytes_in"], r["exit_code"]) for r in rows if r["mode"] == "exec")
+    assert execs == sorted([(len("stored\n"), 4 * MB, 0), (len(sessions.tail), 0, 7), (50 * MB, 0, 0)])
 
 
 # ----- d: the broker killed and restarted under an open shell -----
@@ -452,87 +521,28 @@ def test_a_shell_survives_a_broker_restart(fresh_stack: Stack, tmp_path: Path) -
     assert seen - killed <= NOTICE_WITHIN
 
 
-# ----- e: a 60 s cut of the client's link: output, input and typing -----
+# ----- e: a 60 s cut of the clients' links: output, input, typing, a command's end -----
 
 
 @pytest.mark.timeout(300)
 def test_a_60_s_client_side_cut(stack: Stack, relay: Relay, blob: tuple[Path, str],
                                 tmp_path: Path) -> None:
     path, digest = blob
-    env = client_env(stack, relay, tmp_path)
-    log = tmp_path / "typed"
-    out = tmp_path / "received"
-    parts = [os.urandom(MB), os.urandom(MB), os.urandom(MB)]
-    shell = start_shell(pty_env(stack, Path(env["TETHER_IDENTITY"])))
-    output = Run(stack, "-n", "local", "--", "cat", str(path), env=env)
-    inp = Run(stack, "local", "--", "sh", "-c", 'cat > "$1"; echo stored', "sh", str(out),
-              env=env, stdin=subprocess.PIPE, keep_stdout=True)
-    assert inp.feeder is not None
+    sessions = Sessions(stack, client_env(stack, relay, tmp_path), tmp_path, path)
     try:
-        inp.feeder.feed(parts[0])
-        wait_for(lambda: out.exists() and out.stat().st_size == len(parts[0]), timeout=60,
-                 what="the first MiB stored remotely")
-        wait_for(lambda: output.out.count >= 10 * MB or output.proc.poll() is not None,
-                 timeout=120, what="10 MiB of output")
-        assert output.proc.poll() is None, output.err.text()
-        assert relay.active == 3
+        sessions.before_cut()
+        assert relay.active == 4  # every client's link goes through the relay
         cut = time.monotonic()
         relay.cut()
-        inp.feeder.feed(parts[1])
-        seen = [r.wait_notice(RECONNECTING, cut, NOTICE_WITHIN + 8, stack) for r in (output, inp)]
-        seen.append(shell.wait_text(RECONNECTING, cut, NOTICE_WITHIN + 8))
-        lines = type_lines(shell, log, "cut", 3)
+        seen = sessions.during_cut(cut)
         hold_cut(cut, 60)
-        assert not log.exists()  # nothing typed ran during the cut
+        assert not sessions.typed.exists()  # nothing typed ran during the cut
         restored = time.monotonic()
         relay.restore()
-        back = [r.wait_notice(RECONNECTED, restored, BACK_WITHIN, stack) for r in (output, inp)]
-        back.append(shell.wait_text(RECONNECTED, restored, BACK_WITHIN))
-        inp.feeder.feed(parts[2])
-        inp.feeder.finish()
-        check_ran_once(shell, log, lines, 61)
-        rcs = [output.finish(timeout=180), inp.finish(timeout=120)]
-        shell.send(b"exit\r")
-        rcs.append(shell.drain_until_exit(timeout=30))
+        back = sessions.after_restore(restored)
+        sessions.check(digest)
     finally:
-        shell.close()
-        output.kill()
-        inp.kill()
+        sessions.close()
     print(f"[{stack.kind}] 60 s client cut: reconnecting… {[round(s - cut, 2) for s in seen]} s, "
-          f"reconnected {[round(b - restored, 2) for b in back]} s after the restore")
-    assert rcs == [0, 0, 0], (output.err.text(), inp.err.text())
-    assert output.out.count == 50 * MB and output.out.sha.hexdigest() == digest
-    assert out.read_bytes() == b"".join(parts)
+          f"reconnected {[round(b - restored, 2) for b in back]} s after the restore; {relay!r}")
     assert max(s - cut for s in seen) <= NOTICE_WITHIN, seen
-
-
-# ----- a process that exits during the cut -----
-
-
-def test_a_command_that_ends_during_the_cut_delivers_its_tail_and_exit_code(
-        stack: Stack, relay: Relay, tmp_path: Path) -> None:
-    env = client_env(stack, relay, tmp_path)
-    go, done = tmp_path / "go", tmp_path / "done"
-    script = (f'echo started; while [ ! -e "{go}" ]; do sleep 0.05; done; '
-              'i=0; while [ $i -lt 2000 ]; do echo "tail line $i"; i=$((i+1)); done; '
-              f'touch "{done}"; exit 7')
-    run = Run(stack, "-n", "local", "--", "sh", "-c", script, env=env, keep_stdout=True)
-    try:
-        wait_for(lambda: b"started" in b"".join(c for _, c in run.out.chunks), timeout=60,
-                 what="the command running")
-        cut = time.monotonic()
-        relay.cut()
-        run.wait_notice(RECONNECTING, cut, NOTICE_WITHIN + 8, stack)
-        go.touch()  # the command prints its tail and exits while the client is cut off
-        wait_for(done.exists, timeout=30, what="the command at its end")
-        hold_cut(cut, 5)
-        restored = time.monotonic()
-        relay.restore()
-        run.wait_notice(RECONNECTED, restored, BACK_WITHIN, stack)
-        rc = run.finish(timeout=60)
-    finally:
-        run.kill()
-    expected = "started\n" + "".join(f"tail line {i}\n" for i in range(2000))
-    assert run.out.text() == expected
-    assert rc == 7, run.err.text()
-
