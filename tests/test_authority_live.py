@@ -370,3 +370,31 @@ def test_the_sessions_answer_stays_under_the_brokers_packet_cap(auth: Authority)
     assert len(auth.outbox.sent[before][1]) <= MAX_PAYLOAD
     assert reply["more"] is True and 40 < len(reply["sessions"]) < 100
     assert [s["started"] for s in reply["sessions"]] == [float(i) for i in range(99, 99 - len(reply["sessions"]), -1)]
+
+
+def test_a_revoked_agents_sessions_are_neither_listed_nor_attachable(auth: Authority) -> None:
+    from tether.edge import revocation_file
+    from tether.revocation import Revocations
+
+    assert auth.report("web1", [live(SID[0])])["ok"] and auth.report("local", [live(SID[1])])["ok"]
+    # What `tether authority revoke agent web1 --reason stolen` does: the revocation list,
+    # and the agent out of the registry.
+    key = b64e(auth.ids["web1"].public_key)
+    revocation_file.save(auth.home.revocations, Revocations(
+        serial=1, agents={"web1": {"ed25519": key, "reason": "stolen", "at": time.time()}}))
+    registry = Registry.load(auth.home.registry)
+    registry.remove("web1")
+    commit(auth.home, registry)
+    assert [s["sid"] for s in auth.ask("alice", {"type": "sessions", "agent": None})["sessions"]] == [SID[1]]
+    assert auth.ask("alice", {"type": "sessions", "agent": "web1"})["sessions"] == []
+    assert auth.ask("alice", attach("web1", SID[0])) == {
+        "ok": False, "error": "denied: agent 'web1' has been revoked by the authority (stolen)"}
+    # Its reports are no longer heard at all (no reply: the sender is unknown).
+    ident = auth.ids["web1"]
+    pending = authz.build_request(ident.signing_key, "web1", auth.identity.x25519_public,
+                                  {"type": "live", "boot": 1000.0, "sessions": [live(SID[2])]},
+                                  time.time(), os.urandom)
+    before = len(auth.outbox.sent)
+    auth.service._on_message(TOPICS.authz_request("web1"), pending.payload)
+    assert len(auth.outbox.sent) == before
+    assert auth.service.live.find("web1", SID[2], time.time()) is None
