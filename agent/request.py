@@ -54,6 +54,7 @@ class SessionRequest:
     env: dict[str, str] = field(default_factory=dict)
     max_frame: int = MAX_PAYLOAD
     window: int = DEFAULT_WINDOW_BYTES
+    attach: str | None = None  # the sid of a live session to take over (docs/protocol.md §8.1)
 
 
 def parse_request(body: Mapping[str, Any]) -> SessionRequest:
@@ -72,7 +73,16 @@ def parse_request(body: Mapping[str, Any]) -> SessionRequest:
         env=_env(body.get("env")),
         max_frame=max_frame(body),
         window=window_bytes(body),
+        attach=_attach(body.get("attach")),
     )
+
+
+def _attach(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+        raise RequestError("attach must be a session id: 32 lowercase hex digits")
+    return value
 
 
 def max_frame(body: Mapping[str, Any]) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tether import grants
 from tether.agent.kinds import KINDS
+from tether.agent.live_report import LiveReporter
 from tether.agent.process import SpawnError, resolve_run_as
 from tether.agent.recording_link import OPEN_TIMEOUT, RecordingLink
 from tether.agent.replay_state import ReplayState, ReplayStateError
@@ -27,6 +28,7 @@ from tether.handshake import (
     HelloRejected,
     HsType,
     PendingSession,
+    SessionKeys,
     message_type,
 )
 from tether.presence import HEARTBEAT, presence_document, status_document
@@ -59,6 +61,7 @@ class _Pending:
     early: list[bytes] = field(default_factory=list)
     recording: RecordingLink | None = None
     waiting_for_recorder: asyncio.TimerHandle | None = None
+    attach: str | None = None  # the sid of the live session this handshake takes over
 
 
 @dataclass
@@ -89,6 +92,7 @@ class AgentService:
         self.stats: Counter[str] = Counter()
         self.conn: MqttConnection | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self.live: LiveReporter | None = None
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -108,8 +112,11 @@ class AgentService:
         self.conn.subscribe(self.topics.agent_sessions_c2a(self.name), 1)
         self.conn.subscribe(self.topics.agent_recorder_acks(self.name), 1)
         self.conn.subscribe(self.topics.bulletin(), 1)
+        self.live = LiveReporter(self.identity, self.conn, self.topics, self.boot,
+                                 lambda: list(self.sessions.values()))
         await self.conn.connect()
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        self.live.start()
 
     def _on_connected(self) -> None:
         assert self.conn is not None
@@ -120,6 +127,8 @@ class AgentService:
             session.on_reconnect()
         for link in self.recordings.values():
             link.on_reconnect()
+        if self.live is not None:
+            self.live.changed()
 
     async def _beat(self) -> None:
         while True:
@@ -131,6 +140,8 @@ class AgentService:
         """Clean shutdown: end sessions, then say offline (the will is not sent)."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self.live is not None:
+            self.live.stop()
         for session in list(self.sessions.values()):
             session.terminate()
         deadline = time.monotonic() + 5
@@ -230,23 +241,30 @@ class AgentService:
             grant = self._checker.check(
                 request.grant, client_key=hello.client_key, mqtt_name=client, now=now
             )
-            self._authorise(grant, request, now)
+            target = self._attach_target(grant, request)
+            if target is None:
+                self._authorise(grant, request, now)
         except (RequestError, grants.GrantError, SpawnError) as exc:
             self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
             return
-        recorded = _records(grant)
-        pending = self._hs.accept(hello, {"run_as": grant.run_as, "mode": grant.mode,
-                                          "max_duration": grant.max_duration,
-                                          "recorded": recorded})
+        # An attach takes over a session whose recording goes on: no new one.
+        recorded = _records(grant) if target is None else target.recording is not None
+        extra = {"run_as": grant.run_as, "mode": grant.mode, "max_duration": grant.max_duration,
+                 "recorded": recorded,
+                 "detach_timeout": (grant if target is None else target.grant).detach_timeout}
+        if target is not None:
+            extra["attach"] = target.sid
+        pending = self._hs.accept(hello, extra)
         try:
             self.replay.save(now)  # before the ACCEPT: a restart must not take this HELLO again
         except ReplayStateError as exc:
             log.error("%s", exc)
             self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
             return
-        recording = self._start_recording(client, hello.sid, grant, request) if recorded else None
+        recording = (self._start_recording(client, hello.sid, grant, request)
+                     if recorded and target is None else None)
         entry = _Pending(pending, grant, request, topic_out, now + PENDING_TIMEOUT,
-                         recording=recording)
+                         recording=recording, attach=None if target is None else target.sid)
         self._pending[(client, sid)] = entry
         assert self.conn is not None
         if recording is not None and recording.required:
@@ -261,6 +279,33 @@ class AgentService:
         else:
             self.conn.publish(topic_out, pending.accept, qos=1)
         self._expire_pending(now)
+
+    def _live_session(self, sid: str) -> AgentSession | None:
+        return next((s for s in self.sessions.values() if s.sid == sid), None)
+
+    def _attach_target(self, grant: grants.Grant, request: SessionRequest) -> AgentSession | None:
+        """The live session this HELLO takes over, checked against its grant; None for a
+        new session. Only the session's own user, with a fresh grant for exactly what the
+        session is, may attach (docs/threat-model.md)."""
+        if request.attach is None and grant.attach is None:
+            return None
+        if request.attach != grant.attach:
+            raise grants.GrantError("the grant is for attaching to another session"
+                                    if grant.attach else "the grant does not allow attaching")
+        assert request.attach is not None
+        session = self._live_session(request.attach)
+        if session is None or session.ending:
+            raise grants.GrantError(f"no live session {request.attach} on this agent: it has ended")
+        if session.grant.user != grant.user:
+            raise grants.GrantError(f"session {request.attach} is not yours")
+        if session.grant.mode != "shell":
+            raise grants.GrantError("only shell sessions can be attached")
+        if (grant.mode, grant.run_as) != (session.grant.mode, session.grant.run_as):
+            raise grants.GrantError("the grant does not match the session's mode and run-as user")
+        revoked = self._revoked(self.bulletin.current, grant)
+        if revoked is not None:
+            raise grants.GrantError(revoked)
+        return session
 
     def _authorise(self, grant: grants.Grant, request: SessionRequest, now: float) -> None:
         """Whether this agent may start what the grant allows, as the HELLO asks for it."""
@@ -369,6 +414,9 @@ class AgentService:
             return
         del self._pending[key]
         assert self.conn is not None
+        if pending.attach is not None:
+            self._attach(key, pending, keys)
+            return
         session = AgentSession(
             self.conn, pending.topic_out, keys, pending.grant, pending.request,
             self._session_done, self.client_timeout, recording=pending.recording,
@@ -376,11 +424,34 @@ class AgentService:
         self.sessions[key] = session
         self.idle.clear()
         self.stats["sessions"] += 1
+        session.on_change = self._live_changed
         session.start()
         for early in pending.early:
             session.on_datagram(early)
+        self._live_changed()
+
+    def _attach(self, key: tuple[str, str], pending: _Pending, keys: SessionKeys) -> None:
+        assert pending.attach is not None
+        session = self._live_session(pending.attach)
+        if session is None or session.ending:
+            log.warning("%s/%s: session %s ended before the attach was confirmed",
+                        key[0], key[1], pending.attach)
+            return
+        for k in [k for k, s in self.sessions.items() if s is session]:
+            del self.sessions[k]
+        self.sessions[key] = session
+        self.stats["attaches"] += 1
+        session.attach(pending.topic_out, keys, pending.request,
+                       f"{pending.grant.user} from {key[0]}")
+        for early in pending.early:
+            session.on_datagram(early)
+
+    def _live_changed(self) -> None:
+        if self.live is not None:
+            self.live.changed()
 
     def _session_done(self, session: AgentSession) -> None:
+        self._live_changed()
         for key, s in list(self.sessions.items()):
             if s is session:
                 del self.sessions[key]

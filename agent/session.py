@@ -35,7 +35,9 @@ from tether.frames import Direction, FrameCipher, FrameType
 from tether.grants import Grant
 from tether.handshake import SessionKeys
 from tether.session_core import (
+    DETACHED,
     READ_SIZE,
+    Detached,
     Event,
     Frozen,
     Hangup,
@@ -87,13 +89,15 @@ class AgentSession:
                 auto_consume=False,
             ),
             self.kind.traits,
-            Limits(self.grant.max_duration, self.grant.idle_timeout, self.client_timeout),
+            Limits(self.grant.max_duration, self.grant.idle_timeout, self.client_timeout,
+                   self.grant.detach_timeout),
             max_frame=self.request.max_frame,
             recorder=self.recording,
             now=time.monotonic(),
         )
-        self.channel = self.core.channel
         self.started = time.time()
+        self.sid = self.topic_out.rsplit("/", 2)[-2]  # the session's id, kept across attaches
+        self.on_change: Callable[[], None] = lambda: None  # attached, detached: the live list
         self._readers: list[_Reader] = []
         self._input_fd: int | None = None
         self._writing = False
@@ -109,6 +113,20 @@ class AgentSession:
     @property
     def proc(self) -> Spawned | None:
         return self.kind.proc
+
+    @property
+    def channel(self) -> Channel:
+        """The channel of the client attached now (a new one after each attach)."""
+        return self.core.channel
+
+    @property
+    def detached(self) -> bool:
+        return self.core.detached_at is not None
+
+    def detached_since(self) -> float | None:
+        """When the session lost its client, as wall-clock time (for the live list)."""
+        at = self.core.detached_at
+        return None if at is None else time.time() - (time.monotonic() - at)
 
     # ----- lifecycle -----
 
@@ -171,6 +189,13 @@ class AgentSession:
                 self._apply_backpressure()
             elif isinstance(ev, Thawed):
                 self._on_recording_progress()
+            elif isinstance(ev, Detached):
+                # A vanished client is worth a warning; a ~d is routine.
+                log.log(logging.INFO if ev.reason == "client detached" else logging.WARNING,
+                        "%s: detached (%s); it waits %d s for an attach", self.topic_out,
+                        ev.reason, self.grant.detach_timeout)
+                self._apply_backpressure()  # reading goes on, paced by the recording alone
+                self.on_change()
 
     @property
     def ending(self) -> bool:
@@ -226,6 +251,8 @@ class AgentSession:
         were cut off from the broker ourselves) within the resume window. A client that
         sent CLOSE is not waiting for the tail: it gets the old short grace."""
         now = time.monotonic()
+        if self.core.detached_at is not None:
+            return False  # no client to take the tail; it is recorded
         if not self.conn.connected:
             self._cut_until = now
         heard = max(self.channel.last_heard or 0.0, self._cut_until, since)
@@ -287,6 +314,31 @@ class AgentSession:
             self.proc.master = self.proc.stdin = self.proc.stdout = self.proc.stderr = None
         self._input_fd = None
         self.on_done(self)
+
+    # ----- attach -----
+
+    def attach(self, topic_out: str, keys: SessionKeys, request: SessionRequest, who: str) -> None:
+        """Another client takes the session over (docs/protocol.md §11): the earlier one,
+        if any, is told and let go; the new one gets the recent output, then the rest."""
+        now = time.monotonic()
+        old, old_topic = self.channel, self.topic_out
+        if self.core.detached_at is None and not old.closed:
+            old.send(FrameType.NOTICE, b"detached: this session was attached from another client", now)
+            old.close(now, DETACHED)
+            for blob, qos in old.take_outgoing():
+                self.conn.publish(old_topic, blob, qos)
+        self.core.rebind(Channel(FrameCipher(keys.a2c, Direction.A2C),
+                                 FrameCipher(keys.c2a, Direction.C2A),
+                                 window_bytes=request.window, auto_consume=False), now, who)
+        self.core.max_frame = request.max_frame
+        self.topic_out = topic_out
+        if self.proc is not None and self.kind.traits.resizable:
+            self.kind.resize(request.cols, request.rows)
+            # Same size, no SIGWINCH from the kernel: a full-screen program redraws for this.
+            self._signal(signal.SIGWINCH)  # to the foreground group
+        log.info("session %s attached by %s on %s", self.sid, who, topic_out)
+        self._send_buffered()
+        self.on_change()
 
     # ----- output -----
 

@@ -136,3 +136,27 @@ class GrantRequester:
             return await asyncio.wait_for(self._reply, AUTHORITY_TIMEOUT)
         except TimeoutError:
             raise AuthorityTimeout(authority_timeout_message(self.conn.settings.address)) from None
+
+
+async def ask_authority(identity: Identity, body: dict[str, Any], topics: Topics | None = None) -> dict[str, Any]:
+    """One request to the authority, on a broker connection of its own; its signed reply."""
+    topics = topics or Topics()
+    slot = acquire_slot(identity)
+    requester: GrantRequester | None = None
+
+    def on_message(topic: str, payload: bytes) -> None:
+        if requester is not None:
+            requester.on_message(topic, payload)
+
+    try:
+        conn = await connect(identity, slot, on_message)
+        try:
+            requester = GrantRequester(identity, conn, slot, topics)
+            await requester.subscribe()
+            return await requester.request(body)
+        finally:
+            await conn.close()
+    finally:
+        if slot.fd is not None:
+            os.close(slot.fd)
+            slot.fd = None

@@ -1,4 +1,5 @@
-"""ssh-style escape sequences typed at the start of a line: ~. disconnects, ~~ sends ~."""
+"""ssh-style escape sequences typed at the start of a line: ~. disconnects, ~d detaches,
+~~ sends ~."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from dataclasses import dataclass
 
 HELP = (
     "Supported escape sequences:\n"
-    " ~.  - disconnect\n"
+    " ~.  - disconnect (the session ends)\n"
+    " ~d  - detach: leave the session running; `tether attach` comes back to it\n"
     " ~?  - this message\n"
     " ~~  - send the escape character\n"
     "(Escapes are only recognised immediately after a newline.)"
@@ -17,6 +19,7 @@ HELP = (
 class EscapeResult:
     data: bytes
     disconnect: bool = False
+    detach: bool = False
     help: int = 0  # how many times ~? was typed
 
 
@@ -37,6 +40,8 @@ class EscapeFilter:
                 self._pending = False
                 if ch == b".":
                     return EscapeResult(bytes(out), disconnect=True, help=show_help)
+                if ch == b"d":
+                    return EscapeResult(bytes(out), detach=True, help=show_help)
                 if ch == b"?":
                     show_help += 1
                     continue

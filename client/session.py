@@ -79,6 +79,14 @@ class ClientSession:
         self.accepted: dict[str, Any] = {}
 
     @property
+    def sid(self) -> str:
+        """The session's id: the one this client attached to, else its own handshake's."""
+        attached = self.accepted.get("attach")
+        if isinstance(attached, str):
+            return attached
+        return self.core.sid_hex if self.core is not None else ""
+
+    @property
     def channel(self) -> Channel | None:
         return self.core.channel if self.core is not None else None
 
@@ -202,9 +210,9 @@ class ClientSession:
         assert self.core is not None
         self.core.resize(cols, rows)
 
-    async def close(self) -> None:
+    async def close(self, detach: bool = False) -> None:
         if self.core is not None:
-            self.core.close(notify=self.conn is not None and self.conn.connected)
+            self.core.close(notify=self.conn is not None and self.conn.connected, detach=detach)
         if self.conn is not None:
             await self.conn.close()
         if self.slot is not None and self.slot.fd is not None:

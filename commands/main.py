@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "console": "serve the web console: browser shells, inventory and audit",
     "shell": "open an interactive, end-to-end encrypted shell on an agent",
     "run": "run one command on an agent; stdin, stdout, stderr, exit code",
+    "attach": "take over one of your live shell sessions (after ~d, a lost link, elsewhere)",
     "ls": "list agents with online/offline, labels, platform, last seen",
     "sessions": "list recorded sessions, or terminate a live one",
     "broker": "run the embedded MQTT broker, or generate Mosquitto files",

@@ -27,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
+    from tether.client.connect import add_identity_argument
     from tether.commands.options import add_store_argument
 
     p.add_argument("--agent", help="only sessions on this agent")
@@ -36,12 +37,20 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status", choices=["live", "closed", "aborted"], help="only this status")
     p.add_argument("--limit", type=int, default=50, help="at most N sessions (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--live", action="store_true",
+                   help="ask the authority for your live sessions instead (attached or "
+                   "detached; `tether attach SID` takes one over)")
     add_store_argument(p)
+    add_identity_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    if args.verb in (None, "list") and args.live:
+        from tether.client.live import print_live
+
+        return asyncio.run(print_live(args))
     if args.verb in (None, "list"):
         return _list(args)
     return asyncio.run(_terminate(args))
@@ -128,28 +137,12 @@ def _duration(seconds: float) -> str:
 
 
 async def _terminate(args: argparse.Namespace) -> int:
-    from tether.client.connect import GrantRequester, acquire_slot, connect, load_identity
+    from tether.client.connect import ask_authority, load_identity
     from tether.commands.main import UserError
     from tether.display import safe
-    from tether.topics import Topics
 
-    identity = load_identity(args.identity)
-    topics = Topics()
-    slot = acquire_slot(identity)
-    requester: GrantRequester | None = None
-
-    def on_message(topic: str, payload: bytes) -> None:
-        if requester is not None:
-            requester.on_message(topic, payload)
-
-    conn = await connect(identity, slot, on_message)
-    try:
-        requester = GrantRequester(identity, conn, slot, topics)
-        await requester.subscribe()
-        reply = await requester.request({"type": "terminate", "sid": args.sid.lower(),
-                                         "agent": args.agent})
-    finally:
-        await conn.close()
+    reply = await ask_authority(load_identity(args.identity),
+                                {"type": "terminate", "sid": args.sid.lower(), "agent": args.agent})
     if not reply.get("ok"):
         raise UserError(safe(reply.get("error", "the authority refused")))
     print(safe(reply.get("message", "terminate order published")))

@@ -15,7 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Open an interactive login shell on AGENT through the broker, end-to-end encrypted. "
         "The exit status of the remote shell becomes this command's exit status. "
-        "Type ~. at the start of a line to disconnect, ~? for help."
+        "Type ~. at the start of a line to disconnect, ~d to detach (the session goes on; "
+        "`tether attach` comes back to it), ~? for help."
     )
     parser.add_argument("agent", help="agent name, as listed by `tether ls`")
     parser.add_argument("--as", dest="run_as", metavar="USER",
@@ -32,7 +33,26 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_shell(args))
 
 
+def terminal_request(run_as: str | None, reason: str | None) -> dict[str, object]:
+    from tether.client.terminal import terminal_size
+
+    cols, rows = terminal_size()
+    return {
+        "run_as": run_as,
+        "reason": reason,
+        "term": os.environ.get("TERM") or "xterm-256color",
+        "cols": cols,
+        "rows": rows,
+        "env": {k: os.environ[k] for k in ENV_PASSED if k in os.environ},
+    }
+
+
 async def _shell(args: argparse.Namespace) -> int:
+    return await interactive(args, args.agent, terminal_request(args.run_as, args.reason))
+
+
+async def interactive(args: argparse.Namespace, agent: str, request: dict[str, object]) -> int:
+    """A terminal session on `agent` until it ends, ~. or ~d (`tether shell`, `tether attach`)."""
     import asyncio
     import signal
     from collections.abc import Awaitable
@@ -43,21 +63,11 @@ async def _shell(args: argparse.Namespace) -> int:
     from tether.client.stdin import StdinReader
     from tether.client.terminal import raw_mode, stderr_line, terminal_size
 
-
     identity = load_identity(args.identity)
-    cols, rows = terminal_size()
-    request = {
-        "run_as": args.run_as,
-        "reason": args.reason,
-        "term": os.environ.get("TERM") or "xterm-256color",
-        "cols": cols,
-        "rows": rows,
-        "env": {k: os.environ[k] for k in ENV_PASSED if k in os.environ},
-    }
-
-    session = ClientSession(identity, args.agent, "shell", request)
+    session = ClientSession(identity, agent, "shell", request)
     loop = asyncio.get_running_loop()
     disconnected = asyncio.Event()
+    detached = False
     try:
         await session.open()
         with raw_mode(0):
@@ -70,7 +80,14 @@ async def _shell(args: argparse.Namespace) -> int:
                 result = escapes.feed(data)
                 if result.help:
                     stderr_line("\n" + HELP)
+                nonlocal detached
                 pending = session.send_input(result.data) if result.data else None
+                if result.detach and not session.accepted.get("detach_timeout"):
+                    stderr_line("\ntether: this session cannot be detached: the policy's "
+                                "detach_timeout for it is 0 (type ~. to disconnect)")
+                elif result.detach:
+                    detached = True
+                    disconnected.set()
                 if result.disconnect:
                     disconnected.set()
                 return pending
@@ -82,9 +99,15 @@ async def _shell(args: argparse.Namespace) -> int:
                 reader.close()
             loop.remove_signal_handler(signal.SIGWINCH)
     finally:
-        await session.close()
+        await session.close(detach=detached)
+    if detached:
+        sid = session.sid
+        minutes = int(session.accepted.get("detach_timeout", 0)) // 60
+        stderr_line(f"Detached from session {sid} on {agent}; it keeps running for "
+                    f"{minutes} min. Come back with: tether attach {sid}")
+        return 0
     if disconnected.is_set():
-        stderr_line(f"Connection to {args.agent} closed.")
+        stderr_line(f"Connection to {agent} closed.")
         return 255
     if session.lost:
         stderr_line(f"tether: {session.lost}")

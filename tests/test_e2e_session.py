@@ -11,7 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from stack import OS_USER, PtyClient, Spy, Stack, wait_for
+import pytest
+from stack import OS_USER, PtyClient, Spy, Stack, policy, statement, wait_for
 
 PROMPT = rb"\[tp\]\$ "
 
@@ -286,9 +287,17 @@ def test_no_leaked_fds_or_zombies(stack: Stack) -> None:
     assert zombies == [] and others == []
 
 
-def test_session_ends_when_its_client_vanishes(fresh_stack: Stack) -> None:
+@pytest.mark.parametrize("detach", [0, 4])
+def test_session_ends_when_its_client_vanishes(fresh_stack: Stack, detach: int) -> None:
+    """detach_timeout 0: it ends once the client has been silent for --client-timeout; 4:
+    it is detached then, and ends 4 s later with nobody attached."""
     fresh_stack.stop_up()
     fresh_stack.start_up("--client-timeout", "3")
+    with policy(fresh_stack, statement(detach_timeout=str(detach))):
+        _vanish(fresh_stack, detach)
+
+
+def _vanish(fresh_stack: Stack, detach: int) -> None:
     marker = "tether-vanish-" + secrets.token_hex(4)
     # The shell waits for its sleep, so the marker stays in a live command line. (`exec -a`
     # is not in POSIX sh: with dash the command failed at once, and the session "ended".)
@@ -320,10 +329,17 @@ def test_session_ends_when_its_client_vanishes(fresh_stack: Stack) -> None:
     killed = time.monotonic()
     # It ends once the client has been silent for the timeout; the agent checks every
     # quarter of it.
-    wait_for(lambda: not remote_alive(), timeout=3 + 3 / 4 + 2.0,
+    if detach:
+        # Detached, not ended, after the silence: it runs on until the detach timeout.
+        wait_for(lambda: "detached (client silent" in fresh_stack.log_tail(20000), timeout=10,
+                 what="the agent to detach the session")
+        assert remote_alive(), "a detached session ended before its detach_timeout"
+    wait_for(lambda: not remote_alive(), timeout=3 + 3 / 4 + detach + 2.0,
              what="the agent to end the orphaned session")
-    print(f"client vanished: the remote command ended {time.monotonic() - killed:.2f} s after "
-          "the kill")
+    ended = time.monotonic() - killed
+    print(f"client vanished (detach_timeout {detach}): the remote command ended {ended:.2f} s "
+          "after the kill")
+    assert ended >= 3 + detach - 0.5, ended
 
 
 def test_local_terminal_is_restored_after_sigterm(stack: Stack) -> None:

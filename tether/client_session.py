@@ -147,6 +147,8 @@ class ClientSessionCore:
         body = {"type": "grant", "agent": self.agent, "mode": self.mode,
                 "run_as": self.request.get("run_as"), "reason": self.request.get("reason"),
                 "command": self.request.get("command")}
+        if self.request.get("attach"):
+            body["attach"] = self.request["attach"]  # a grant to take over that live session
         self.pending = authz.build_request(self.key, self.user, self.authority_x25519, body,
                                            self.clock.wall(), rand=self.rand)
         if len(self.pending.payload) > authz.MAX_REQUEST_BYTES:  # the authority would drop it unread
@@ -485,13 +487,14 @@ class ClientSessionCore:
             self.channel.resend_all(self.clock.mono())
             self.flush()
 
-    def close(self, *, local: bool = True, notify: bool = True) -> None:
+    def close(self, *, local: bool = True, notify: bool = True, detach: bool = False) -> None:
         """End the session: CLOSE to the agent (unless `notify` is off, e.g. no broker),
-        carrying the final ack of everything the agent sent."""
+        carrying the final ack of everything the agent sent. `detach`: leave it running
+        for a later `tether attach` (the agent ends it if its policy does not allow that)."""
         ch = self.channel
         if notify and self.state == "open" and ch is not None and not ch.closed:
             now = self.clock.mono()
-            ch.close(now)
+            ch.close(now, b"detach" if detach else b"")
             ch.tick(now)
             self.flush()
         if self.state != "closed":

@@ -33,6 +33,10 @@ READ_SIZE = 65536  # an output buffer this full stops reading from the process
 BULK_READ = 2048  # a read this large means more is coming: wait briefly to fill the frame
 INPUT_WRITE = 4096  # input is written to the process in pieces of at most this
 MAX_DURATION_WARNING = 60.0
+# The recent terminal output an attaching client is shown first (docs/protocol.md §11).
+REPLAY_BYTES = 64 * 1024
+DETACH = b"detach"  # CLOSE payload: the client leaves, the session stays
+DETACHED = b"detached"  # CLOSE payload to a client whose session was attached elsewhere
 
 
 def span(seconds: float) -> str:
@@ -94,6 +98,13 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class Detached:
+    """The session lost its client (`~d`, or silence) and waits for an attach."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Frozen:
     """A required recording stalled: stop reading and writing until `Thawed`."""
 
@@ -103,7 +114,7 @@ class Thawed:
     """The recording is back: write pending input and send held output."""
 
 
-Event = Hangup | Resize | Signal | Frozen | Thawed
+Event = Hangup | Resize | Signal | Frozen | Thawed | Detached
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,8 @@ class KindTraits:
 class Limits:
     max_duration: float
     idle_timeout: float  # 0: none
-    client_timeout: float  # the client unheard this long ends the session
+    client_timeout: float  # the client unheard this long ends (or detaches) the session
+    detach_timeout: float = 0.0  # a detached session waits this long; 0: no detaching
 
 
 class Recorder(Protocol):
@@ -161,6 +173,9 @@ class SessionCore:
         self._idle_at: float | None = None
         self._watchdog_at: float | None = None
         self._stopped = False
+        self.detached_at: float | None = None  # no client: output goes to `replay` only
+        self.replay = bytearray()  # the last REPLAY_BYTES of terminal output
+        self._unrecorded = 0  # bytes at the head of stream 0 that are a replay, recorded already
 
     # ----- limits -----
 
@@ -191,8 +206,10 @@ class SessionCore:
 
     def next_wakeup(self) -> float | None:
         """When `tick` must next be called (the channel's own deadline is separate)."""
-        due = [t for t in (self._limit_at, self._warn_at, self._idle_at, self._watchdog_at)
-               if t is not None]
+        detach_end = (None if self.detached_at is None
+                      else self.detached_at + self.limits.detach_timeout)
+        due = [t for t in (self._limit_at, self._warn_at, self._idle_at, self._watchdog_at,
+                           detach_end) if t is not None]
         return min(due) if due else None
 
     def tick(self, now: float, holds_terminal: bool = True) -> list[Event]:
@@ -204,9 +221,18 @@ class SessionCore:
             silent = now - (self.channel.last_heard or 0.0)
             if silent >= self.limits.client_timeout:
                 self._watchdog_at = None
-                events.append(Hangup(f"client silent for {silent:.0f} s"))
+                if self.limits.detach_timeout > 0:
+                    events.append(self.detach(now, f"client silent for {silent:.0f} s"))
+                else:
+                    events.append(Hangup(f"client silent for {silent:.0f} s"))
             else:
                 self._watchdog_at = now + self.limits.client_timeout / 4
+        if (self.detached_at is not None and not self._stopped
+                and now >= self.detached_at + self.limits.detach_timeout):
+            self.detached_at = None
+            self._record(EventKind.NOTICE, f"session closed: detached for "
+                         f"{span(self.limits.detach_timeout)} with no client".encode())
+            events.append(Hangup("detach timeout"))
         if self._warn_at is not None and now >= self._warn_at:
             self._warn_at = None
             self.notice(f"this session ends in {MAX_DURATION_WARNING:.0f} s: it reaches its "
@@ -285,7 +311,47 @@ class SessionCore:
         self.channel.close(now)
 
     def take_outgoing(self) -> list[tuple[bytes, int]]:
-        return self.channel.take_outgoing()
+        frames = self.channel.take_outgoing()
+        return [] if self.detached_at is not None else frames
+
+    # ----- detach and attach -----
+
+    def detach(self, now: float, reason: str) -> Detached:
+        """The client has gone; the process goes on for `detach_timeout`, its output kept
+        for a replay and recorded, and nothing is sent until a client attaches."""
+        if self.detached_at is None:
+            self.detached_at = now
+            self._watchdog_at = None
+            self._record(EventKind.NOTICE, f"detached: {reason}".encode())
+        return Detached(reason)
+
+    def rebind(self, channel: Channel, now: float, who: str) -> None:
+        """A client attached (`who` says which, for the recording): the session goes on
+        over its channel, starting with the recent output. Input the earlier client sent
+        that is still queued is written; its credit went with that channel."""
+        self.channel = channel
+        channel.last_heard = now
+        self.detached_at = None
+        self._watchdog_at = now + self.limits.client_timeout / 4
+        self._input = deque((0, data) for _seq, data in self._input)
+        replay = self._replay_tail()
+        if replay:
+            self.outputs[0].buf[:0] = replay
+            self._unrecorded += len(replay)
+        self.notice(f"attached: {who}", now)
+
+    def _replay_tail(self) -> bytes:
+        """The kept output, from a line start when it was cut, after a clear screen."""
+        if not self.replay:
+            return b""
+        tail = bytes(self.replay[-REPLAY_BYTES:])
+        if len(self.replay) > REPLAY_BYTES:
+            nl = tail.find(b"\n")
+            start = nl + 1
+            if nl < 0:  # no line at all: at least not inside a UTF-8 character
+                start = next((i for i in range(min(4, len(tail))) if tail[i] & 0xC0 != 0x80), 0)
+            tail = tail[start:]
+        return b"\x1b[H\x1b[2J" + tail
 
     # ----- output -----
 
@@ -310,9 +376,34 @@ class SessionCore:
         out = self.outputs[stream]
         return out.eof or len(out.buf) >= READ_SIZE or last_read < BULK_READ
 
+    def _sent(self, out: _Output, chunk: bytes) -> None:
+        """`chunk` left stream `out`: recorded, and kept for a later attach (a replay that
+        is being re-sent was recorded and kept already)."""
+        if out is self.outputs[0] and self._unrecorded:
+            skip = min(self._unrecorded, len(chunk))
+            self._unrecorded -= skip
+            chunk = chunk[skip:]
+        if not chunk:
+            return
+        self._record(EventKind.STDERR if out.ftype == FrameType.STDERR else EventKind.OUTPUT, chunk)
+        if self.traits.resizable:
+            self.replay += chunk
+            if len(self.replay) > 2 * REPLAY_BYTES:
+                del self.replay[:-REPLAY_BYTES]
+
     def send_output(self, now: float, *, backlogged: bool, final: bool = False) -> None:
         """Send what credit, the socket and the recording allow, never splitting a UTF-8
-        character unless the stream has ended (`final`: the process has gone)."""
+        character unless the stream has ended (`final`: the process has gone). Detached,
+        output is only recorded and kept for the replay, paced by the recording alone."""
+        if self.detached_at is not None:
+            for out in self.outputs:
+                room = self.room()
+                end = min(len(out.buf), room)
+                if end > 0:
+                    chunk = bytes(out.buf[:end])
+                    del out.buf[:end]
+                    self._sent(out, chunk)
+            return
         for out in self.outputs:
             while out.buf:
                 room = min(self.channel.send_capacity(), self.max_frame,
@@ -329,11 +420,12 @@ class SessionCore:
                 chunk = bytes(out.buf[:end])
                 self.channel.send(out.ftype, chunk, now)
                 del out.buf[:end]
-                self._record(EventKind.STDERR if out.ftype == FrameType.STDERR
-                             else EventKind.OUTPUT, chunk)
+                self._sent(out, chunk)
 
     def output_blocked(self, *, backlogged: bool) -> bool:
         """No output can be sent: stop reading from the process."""
+        if self.detached_at is not None:
+            return self.room() <= 0
         return (self.channel.send_capacity() <= 0 or backlogged
                 or self.room() <= 0)
 
@@ -370,6 +462,8 @@ class SessionCore:
         if t == FrameType.EOF:
             self.stdin_eof = True
         elif t == FrameType.CLOSE:
+            if frame.payload == DETACH and self.limits.detach_timeout > 0:
+                return [self.detach(now, "client detached")]
             return [Hangup("client closed")]
         return []
 
