@@ -160,3 +160,30 @@ def test_close_stops_the_thread_and_leaks_no_socket(echo: EchoServer) -> None:
     with pytest.raises(RuntimeError):
         relay.cut()
     relay.close()  # twice is harmless
+
+
+def test_a_silent_cut_moves_nothing_and_closes_nothing_until_restored(echo: EchoServer) -> None:
+    with Relay(echo.port) as relay:
+        conn = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+        conn.sendall(b"before")
+        assert conn.recv(100) == b"before"
+        relay.cut(silent=True)
+        assert relay.is_cut and relay.active == 1
+        conn.sendall(b"during")
+        # A connection made during the partition waits, unanswered, like the old one.
+        late = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+        late.sendall(b"late")
+        for s in (conn, late):
+            s.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                s.recv(100)  # nothing came through and nothing was closed
+        assert relay.accepted == 1 and len(echo.conns) == 1
+        relay.restore()
+        for s, sent in ((conn, b"during"), (late, b"late")):
+            s.settimeout(10)
+            got = b""
+            while len(got) < len(sent):
+                got += s.recv(100)
+            assert got == sent  # held, then delivered once
+            s.close()
+        assert relay.accepted == 2 and relay.refused == 0

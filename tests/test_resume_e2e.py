@@ -546,3 +546,37 @@ def test_a_60_s_client_side_cut(stack: Stack, relay: Relay, blob: tuple[Path, st
     print(f"[{stack.kind}] 60 s client cut: reconnecting… {[round(s - cut, 2) for s in seen]} s, "
           f"reconnected {[round(b - restored, 2) for b in back]} s after the restore; {relay!r}")
     assert max(s - cut for s in seen) <= NOTICE_WITHIN, seen
+
+
+# ----- a silent partition of the client's link (no reset: only keepalives notice it) -----
+
+KEEPALIVE_NOTICE = 45.0 + NOTICE_WITHIN  # protocol.md §10 "Resume": MQTT's keepalive, 30 s, so up to 45 s
+
+
+@pytest.mark.timeout(300)
+def test_a_silent_client_side_partition(stack: Stack, relay: Relay, tmp_path: Path) -> None:
+    env = client_env(stack, relay, tmp_path)
+    stop = tmp_path / "stop"
+    script = (f'i=0; while [ ! -e "{stop}" ]; do echo "n $i"; i=$((i+1)); sleep 0.1; done; '
+              'echo "last $i"; exit 3')
+    run = Run(stack, "-n", "local", "--", "sh", "-c", script, env=env, keep_stdout=True)
+    try:
+        wait_for(lambda: b"n 5\n" in b"".join(c for _, c in run.out.chunks), timeout=60,
+                 what="the command printing")
+        cut = time.monotonic()
+        relay.cut(silent=True)
+        seen = run.wait_notice(RECONNECTING, cut, 90, stack)
+        restored = time.monotonic()
+        relay.restore()
+        back = run.wait_notice(RECONNECTED, restored, BACK_WITHIN, stack)
+        stop.touch()
+        rc = run.finish(timeout=60)
+    finally:
+        run.kill()
+    print(f"[{stack.kind}] silent partition: reconnecting… {seen - cut:.1f} s after it began, "
+          f"reconnected {back - restored:.2f} s after the restore; {relay!r}")
+    lines = run.out.text().splitlines()
+    n = len(lines) - 1
+    assert lines == [f"n {i}" for i in range(n)] + [f"last {n}"]  # none lost, none twice
+    assert rc == 3, run.err.text()
+    assert seen - cut <= KEEPALIVE_NOTICE, seen - cut

@@ -8,6 +8,11 @@ backpressure by reading a side only while the other side's buffer is drained).
   in flight in the relay is lost, as on a broken link), and from then on every new
   connection is accepted and reset at once (counted in ``refused``), until
   ``restore()``. Both return once the relay thread has done it.
+* ``cut(silent=True)`` is a partition instead: nothing moves and nothing is closed;
+  neither end learns of it except by its own timeouts. New connections wait in the
+  listen backlog. ``restore()`` lets everything flow again, so a connection that neither
+  end gave up on carries on where it stopped, as TCP would over a mended link; one that
+  an end closed meanwhile is closed on the other end only then.
 * ``close()`` stops the thread and closes every socket it opened.
 
 Counters: ``accepted`` (connections relayed), ``refused`` (reset during a cut),
@@ -72,6 +77,7 @@ class Relay:
         self._lock = threading.Lock()
         self._pairs: list[_Pair] = []
         self._is_cut = False
+        self._silent = False
         self._stopping = False
         self._commands: list[tuple[Callable[[], None], threading.Event]] = []
         self._sel = selectors.DefaultSelector()
@@ -99,9 +105,10 @@ class Relay:
     def is_cut(self) -> bool:
         return self._is_cut
 
-    def cut(self) -> None:
-        """Reset every relayed connection now and refuse new ones until restore()."""
-        self._call(self._do_cut)
+    def cut(self, silent: bool = False) -> None:
+        """Reset every relayed connection now and refuse new ones until restore(); or,
+        `silent`, stop every byte without closing anything."""
+        self._call(self._do_silence if silent else self._do_cut)
 
     def restore(self) -> None:
         self._call(self._do_restore)
@@ -143,8 +150,20 @@ class Relay:
         for pair in list(self._pairs):
             self._drop(pair)
 
+    def _do_silence(self) -> None:
+        self._is_cut = self._silent = True
+        self.cuts += 1
+        for key in list(self._sel.get_map().values()):
+            if key.data != "wake":
+                self._sel.unregister(key.fileobj)
+
     def _do_restore(self) -> None:
         self._is_cut = False
+        if self._silent:
+            self._silent = False
+            self._sel.register(self._listener, selectors.EVENT_READ, "accept")
+            for pair in list(self._pairs):
+                self._refresh(pair)
 
     def _do_stop(self) -> None:
         self._stopping = True
@@ -158,9 +177,9 @@ class Relay:
                     data: Any = key.data
                     if data == "wake":
                         self._drain_wake()
-                    elif data == "accept":
+                    elif data == "accept" and not self._silent:
                         self._accept()
-                    else:
+                    elif not self._silent:  # (events of a batch that a silent cut began)
                         pair, side = data
                         if pair in self._pairs:
                             self._service(pair, side, mask)
@@ -216,6 +235,8 @@ class Relay:
         """Read a side only while the other side's buffer is below HIGH_WATER; write it
         while it has something waiting. A selector cannot hold an empty mask, so a side
         with neither leaves the selector until it has."""
+        if self._silent:
+            return
         for side in (pair.client, pair.target):
             other = pair.other(side)
             events = 0
@@ -262,7 +283,7 @@ class Relay:
         self._refresh(pair)
 
     def _flush(self, side: _Side) -> None:
-        while side.out:
+        while side.out and not self._silent:
             try:
                 n = side.sock.send(side.out[:CHUNK])
             except (BlockingIOError, InterruptedError):
