@@ -176,6 +176,7 @@ class SessionCore:
         self.detached_at: float | None = None  # no client: output goes to `replay` only
         self.replay = bytearray()  # the last REPLAY_BYTES of terminal output
         self._unrecorded = 0  # bytes at the head of stream 0 that are a replay, recorded already
+        self._after_replay: str | None = None  # a notice shown once the replay is out
 
     # ----- limits -----
 
@@ -338,7 +339,9 @@ class SessionCore:
         if replay:
             self.outputs[0].buf[:0] = replay
             self._unrecorded += len(replay)
-        self.notice(f"attached: {who}", now)
+            self._after_replay = f"attached: {who}"
+        else:
+            self.notice(f"attached: {who}", now)
 
     def _replay_tail(self) -> bytes:
         """The kept output, from a line start when it was cut, after a clear screen."""
@@ -376,13 +379,17 @@ class SessionCore:
         out = self.outputs[stream]
         return out.eof or len(out.buf) >= READ_SIZE or last_read < BULK_READ
 
-    def _sent(self, out: _Output, chunk: bytes) -> None:
+    def _sent(self, out: _Output, chunk: bytes, now: float) -> None:
         """`chunk` left stream `out`: recorded, and kept for a later attach (a replay that
         is being re-sent was recorded and kept already)."""
         if out is self.outputs[0] and self._unrecorded:
             skip = min(self._unrecorded, len(chunk))
             self._unrecorded -= skip
             chunk = chunk[skip:]
+            if not self._unrecorded and self._after_replay is not None:
+                # Below the restored screen, not before it (the replay clears the screen).
+                text, self._after_replay = self._after_replay, None
+                self.notice(text, now)
         if not chunk:
             return
         self._record(EventKind.STDERR if out.ftype == FrameType.STDERR else EventKind.OUTPUT, chunk)
@@ -402,7 +409,7 @@ class SessionCore:
                 if end > 0:
                     chunk = bytes(out.buf[:end])
                     del out.buf[:end]
-                    self._sent(out, chunk)
+                    self._sent(out, chunk, now)
             return
         for out in self.outputs:
             while out.buf:
@@ -420,7 +427,7 @@ class SessionCore:
                 chunk = bytes(out.buf[:end])
                 self.channel.send(out.ftype, chunk, now)
                 del out.buf[:end]
-                self._sent(out, chunk)
+                self._sent(out, chunk, now)
 
     def output_blocked(self, *, backlogged: bool) -> bool:
         """No output can be sent: stop reading from the process."""
