@@ -273,3 +273,27 @@ def test_a_broker_restart(browser: Browser, restartable: Stack) -> None:
 
     resume_across(b, page, CONN_BANNER, stack.broker.kill, held, stack.broker.start,
                   f"[{stack.kind}] broker restart")
+
+
+@pytest.mark.parametrize("stack", ["amqtt"], indirect=True)
+def test_keys_right_after_a_tab_switch_reach_the_terminal(browser: Browser, rita: Stack) -> None:
+    """Switching to a terminal tab focuses the terminal at once, in the click's own task:
+    it used to wait for the next animation frame, and keys typed before it (a test's
+    `yes tether-flood` right after a tab switch, under load) went to the tab's button."""
+    b = browser
+    page = login(b, rita, "rita")
+    b("wait", page, selector="[data-testid=instance-row][data-agent=local][data-online=true]", timeout=30000)
+    open_terminal(b, page)
+    b("click", page, selector="#nav-instances")
+    b("wait", page, selector="#nav-instances-panel")
+    focused = b("evaluate", page, expression=(
+        "(() => { document.querySelector('[role=tab][id^=term-]').click(); const a = document.activeElement;"
+        " return a.classList.contains('xterm-helper-textarea') && !!a.closest('[data-testid=terminal-tab]:not([hidden])'); })()"))
+    assert focused is True
+    b("click", page, selector="#nav-instances")
+    b("click", page, selector="[role=tab][id^=term-]")
+    type_line(b, page, "echo focus-$((6*7))")
+    b("waitTerminal", page, pattern=r"^focus-42$", timeout=30000)
+    type_line(b, page, "exit 0")
+    b("waitFunction", page, timeout=30000, expression=(
+        "[...document.querySelectorAll('[data-testid=exit-code]')].at(-1)?.textContent === '0'"))

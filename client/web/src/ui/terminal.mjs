@@ -83,7 +83,10 @@ export class TerminalTab {
     else this.finder.findNext(q);
   }
 
+  // The focus moves at once, not on the next frame: keys typed right after a switch to
+  // this tab went to the tab's button until then (and a space there is a click).
   focus() {
+    this.term.focus();
     requestAnimationFrame(() => { this.refit(); this.term.focus(); });
   }
 
