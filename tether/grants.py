@@ -20,7 +20,9 @@ from tether.limits import MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, MAX_GRANT_BYTES
 MAX_LIFETIME = 600.0
 ISSUER = "tether-authority"
 IMPLICIT = b"tether-grant-v1"
-MODES = ("shell", "exec", "forward", "watch")
+MODES = ("shell", "exec", "forward", "watch", "join")
+# Modes that connect to a live session (the `attach` claim) instead of starting one.
+ATTACH_MODES = ("watch", "join")
 
 
 class GrantError(TetherError):
@@ -60,6 +62,14 @@ class Grant:
     detach_timeout: int = 0
     # The sid (hex) of the live session this grant attaches to, instead of starting one.
     attach: str | None = None
+    # watch grants: the watcher is a moderator of the session (in a group its policy
+    # statement names in require_moderator): it counts for a session that waits for one.
+    moderator: bool = False
+    # shell grants that start a session: it starts only once a moderator watches it.
+    require_moderator: bool = False
+    # The groups whose members may moderate it (for the waiting message; the watchers'
+    # own grants, not this list, say who is a moderator).
+    moderators: list[str] | None = None
 
     def claims(self, issued: float) -> dict[str, Any]:
         return {
@@ -85,6 +95,10 @@ class Grant:
             "attach": self.attach,
             "iat": _iso(issued),
             "exp": _iso(self.expires),
+            # Only when set (missing = false/none): every other grant stays as it was.
+            **({"moderator": True} if self.moderator else {}),
+            **({"require_moderator": True} if self.require_moderator else {}),
+            **({"moderators": self.moderators} if self.moderators is not None else {}),
         }
 
 
@@ -164,6 +178,9 @@ def decode(authority_key: bytes, token: str) -> Grant:
             recorder_ed25519=str(rk["ed25519"]) if rk else None,
             detach_timeout=_seconds(c.get("detach_timeout", 0)),
             attach=_sid_or_none(c.get("attach")),
+            moderator=_flag(c, "moderator", "watch"),
+            require_moderator=_flag(c, "require_moderator", "shell"),
+            moderators=_names_or_none(c.get("moderators")),
         )
     except paseto.PasetoError as exc:
         raise GrantError(f"grant signature invalid: {exc}") from exc
@@ -174,6 +191,25 @@ def decode(authority_key: bytes, token: str) -> Grant:
 def _seconds(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError("detach_timeout is not a whole number of seconds")
+    return value
+
+
+def _flag(claims: dict[str, Any], name: str, mode: str) -> bool:
+    """A bool claim, false when missing, true only on a grant of `mode` (the authority
+    issues no other; anything else is a malformed grant, not a silent no)."""
+    value = claims.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} is not true or false")
+    if value and claims.get("mode") != mode:
+        raise ValueError(f"{name} is only for {mode} grants")
+    return value
+
+
+def _names_or_none(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("moderators is not a list of group names")
     return value
 
 
