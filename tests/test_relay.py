@@ -133,7 +133,7 @@ def test_cut_resets_both_sides_and_refuses_until_restored(echo: EchoServer) -> N
         # New connections during the cut are reset, never relayed.
         for _ in range(3):
             assert _turned_away(relay.port)
-        assert relay.refused == 3 and relay.accepted == 1
+        assert relay.refused == 3 and relay.accepted == 1 and len(relay.attempts) == 4
         assert len(echo.conns) == 1  # nothing reached the server during the cut
         relay.restore()
         assert _exchange(relay.port, b"after") == b"after"

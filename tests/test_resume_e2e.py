@@ -11,6 +11,7 @@ on the same port. Both brokers, by the stack fixtures' parametrization."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import queue
 import sqlite3
@@ -33,6 +34,7 @@ RECONNECTED = "reconnected"
 NOTICE_WITHIN = 2.0  # the issue's bound from the cut to "reconnecting…"
 BACK_WITHIN = 20.0  # restore to "reconnected": reconnect back-off (at most 5 s) and margin
 MB = 1024 * 1024
+BACKOFF_MAX = 5.0  # edge/mqtt.py's reconnect back-off cap, as protocol.md states it
 
 
 # ----- harness -----
@@ -266,7 +268,7 @@ def output_across_cut(run: Run, relay: Relay, stack: Stack, seconds: float,
     restored = time.monotonic()
     relay.restore()
     back = run.wait_notice(RECONNECTED, restored, BACK_WITHIN, stack)
-    return {"to_notice": seen - cut, "to_back": back - restored, "at_cut": got_at_cut}
+    return {"to_notice": seen - cut, "to_back": back - restored, "at_cut": got_at_cut, "cut": cut}
 
 
 # ----- a: the client's link cut during 50 MB of output -----
@@ -294,6 +296,36 @@ def test_output_survives_a_client_side_cut(stack: Stack, relay: Relay, blob: tup
     assert t["at_cut"] < 50 * MB  # the cut came while output was flowing
     # The client really lost its link: it was turned away during the cut, then came back.
     assert relay.refused >= 1 and relay.accepted >= 2, relay
+
+
+# ----- the reconnect back-off while the link is cut -----
+
+
+def test_reconnect_attempts_back_off_from_0_1_to_5_s(stack: Stack, relay: Relay, tmp_path: Path) -> None:
+    """protocol.md §10 "Resume" (and architecture.md §4): both ends reconnect with backoff,
+    0.1 s doubling to 5 s. Each attempt during the cut reaches the relay, which resets it;
+    no gap between attempts, from the cut to the one after the restore that gets through,
+    may be longer than 5 s and a margin."""
+    env = client_env(stack, relay, tmp_path)
+    run = Run(stack, "-n", "local", "--", "sh", "-c", "echo ready; exec sleep 600", env=env,
+              keep_stdout=True)
+    try:
+        wait_for(lambda: run.out.text() == "ready\n" or run.proc.poll() is not None, timeout=60,
+                 what="the command running")
+        cut = time.monotonic()
+        relay.cut()
+        hold_cut(cut, 12)  # long enough for the back-off to reach its cap
+        restored = time.monotonic()
+        relay.restore()
+        back = run.wait_notice(RECONNECTED, restored, BACK_WITHIN, stack)
+    finally:
+        run.kill()
+    tries = [cut, *relay.attempts[1:]]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(tries)]
+    print(f"[{stack.kind}] reconnect attempts: gaps {gaps} s; reconnected {back - restored:.2f} s "
+          f"after the restore")
+    assert len(tries) >= 6, gaps  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2: six tries by 6.3 s
+    assert max(gaps) <= BACKOFF_MAX + 1.0, gaps
 
 
 # ----- b: input typed during a client-side cut arrives exactly once -----

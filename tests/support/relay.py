@@ -16,7 +16,8 @@ backpressure by reading a side only while the other side's buffer is drained).
 * ``close()`` stops the thread and closes every socket it opened.
 
 Counters: ``accepted`` (connections relayed), ``refused`` (reset during a cut),
-``active`` (open now), ``bytes_up`` (client to target), ``bytes_down`` (back), ``cuts``.
+``active`` (open now), ``bytes_up`` (client to target), ``bytes_down`` (back), ``cuts``;
+``attempts``, the time.monotonic() of every connection accepted, relayed or refused.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +76,7 @@ class Relay:
         self.cuts = 0
         self.bytes_up = 0
         self.bytes_down = 0
+        self.attempts: list[float] = []
         self._lock = threading.Lock()
         self._pairs: list[_Pair] = []
         self._is_cut = False
@@ -211,6 +214,7 @@ class Relay:
                 conn, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            self.attempts.append(time.monotonic())
             if self._is_cut:
                 self.refused += 1
                 _reset(conn)
