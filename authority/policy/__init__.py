@@ -26,9 +26,11 @@ from .evaluation import (
     RunAsChoice,
     access,
     command_line,
+    deciding_allow,
     evaluate,
     labels_match,
     run_as_allowed,
+    user_groups,
 )
 from .model import (
     ACTIONS,
@@ -36,6 +38,7 @@ from .model import (
     DEFAULT_MAX_DURATION,
     MAX_POLICY_BYTES,
     SESSION_ACTIONS,
+    WATCH_ACTIONS,
     Decision,
     Policy,
     PolicyError,
@@ -56,6 +59,7 @@ __all__ = [
     "DEFAULT_MAX_DURATION",
     "MAX_POLICY_BYTES",
     "SESSION_ACTIONS",
+    "WATCH_ACTIONS",
     "Access",
     "Decision",
     "Policy",
@@ -69,6 +73,7 @@ __all__ = [
     "access",
     "append_statement",
     "command_line",
+    "deciding_allow",
     "evaluate",
     "find_problems",
     "format_duration",
@@ -77,5 +82,6 @@ __all__ = [
     "read_policy_file",
     "run_as_allowed",
     "statement_toml",
+    "user_groups",
     "validate",
 ]

@@ -14,6 +14,7 @@ from .model import (
     ROOT,
     RUN_AS_ACTIONS,
     SESSION_ACTIONS,
+    WATCH_ACTIONS,
     Decision,
     Policy,
     Request,
@@ -29,19 +30,8 @@ def evaluate(policy: Policy, request: Request) -> Decision:
         raise ValueError("Request.now must be timezone-aware")
     if request.action not in ACTIONS:
         return Decision(False, f"unknown action {request.action!r}")
-    groups = set(request.groups) | {g for g, members in policy.groups.items()
-                                    if request.user in members}
-    allow: Decision | None = None
-    failure: tuple[int, int, str] | None = None  # (depth reached, statement index, message)
-    for index, st in enumerate(policy.statements):
-        if st.effect != "allow" or not _applies(st, request, groups):
-            continue
-        outcome = _check_allow(st, index, request)
-        if isinstance(outcome, Decision):
-            allow = outcome
-            break
-        if failure is None or outcome[0] > failure[0]:
-            failure = (outcome[0], index, outcome[1])
+    groups = user_groups(policy, request.user, request.groups)
+    allow, failure = _first_allow(policy, request, groups)
     run_as = request.run_as if request.run_as is not None else (allow.run_as if allow else None)
     for index, st in enumerate(policy.statements):
         if st.effect == "deny" and _applies(st, request, groups) and _deny_bites(st, request, run_as):
@@ -58,6 +48,36 @@ def evaluate(policy: Policy, request: Request) -> Decision:
                         statement_id=st.id)
     return Decision(False, f"no policy statement allows {request.user!r} to {request.action} "
                     f"on {request.agent!r}")
+
+
+def user_groups(policy: Policy, user: str, registry_groups: Sequence[str] = ()) -> set[str]:
+    """A user's groups: the registry's and the policy's [groups] that list the user."""
+    return set(registry_groups) | {g for g, members in policy.groups.items() if user in members}
+
+
+def deciding_allow(policy: Policy, request: Request) -> Decision | None:
+    """The allow statement that would decide `request`, deny statements aside (which
+    statement's limits a session has, e.g. its require_moderator); None if none allows.
+    Not an access decision: `evaluate` is."""
+    if request.now.tzinfo is None or request.now.utcoffset() is None:
+        raise ValueError("Request.now must be timezone-aware")
+    return _first_allow(policy, request, user_groups(policy, request.user, request.groups))[0]
+
+
+def _first_allow(policy: Policy, request: Request, groups: set[str],
+                 ) -> tuple[Decision | None, tuple[int, int, str] | None]:
+    """The first allow statement whose conditions hold, else the failure that got furthest
+    as (depth reached, statement index, message)."""
+    failure: tuple[int, int, str] | None = None
+    for index, st in enumerate(policy.statements):
+        if st.effect != "allow" or not _applies(st, request, groups):
+            continue
+        outcome = _check_allow(st, index, request)
+        if isinstance(outcome, Decision):
+            return outcome, None
+        if failure is None or outcome[0] > failure[0]:
+            failure = (outcome[0], index, outcome[1])
+    return None, failure
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,7 @@ def access(policy: Policy, request: Request) -> Access:
     """The run-as choices for `request` (its run_as and reason are ignored)."""
     base = dataclasses.replace(request, run_as=None, reason=None)
     given = dataclasses.replace(base, reason="(given)")
-    groups = set(request.groups) | {g for g, members in policy.groups.items() if request.user in members}
+    groups = user_groups(policy, request.user, request.groups)
     names: list[str] = []
     other = False
     for st in policy.statements:
@@ -158,6 +178,8 @@ def _check_allow(st: Statement, index: int, request: Request) -> Decision | tupl
     else:
         run_as = request.run_as
         if not run_as_allowed(st.run_as, run_as):
+            if request.action in WATCH_ACTIONS:
+                return 1, f"user {who!r} may not {request.action} sessions running as {run_as!r} on {where!r}"
             return 1, f"user {who!r} may not run as {run_as!r} on {where!r}"
     if st.commands is not None and request.action == "exec":
         if not request.command:
@@ -174,7 +196,7 @@ def _check_allow(st: Statement, index: int, request: Request) -> Decision | tupl
         return 5, f"user {who!r} already has {request.active_sessions} of {st.max_sessions} sessions"
     return Decision(True, f"allowed by statement {st.label(index)}", run_as, index,
                     st.max_duration, st.idle_timeout, st.id, st.recording, st.require_reason,
-                    st.max_sessions, st.detach_timeout)
+                    st.max_sessions, st.detach_timeout, list(st.require_moderator))
 
 
 def _deny_bites(st: Statement, request: Request, run_as: str | None) -> bool:

@@ -13,11 +13,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tether.errors import TetherError
 
-ACTIONS = ("shell", "exec", "forward", "watch", "audit", "admin")
+ACTIONS = ("shell", "exec", "forward", "watch", "join", "audit", "admin")
 # Actions that open a session on an agent: the session limits apply to these.
-SESSION_ACTIONS = ("shell", "exec", "forward", "watch")
+SESSION_ACTIONS = ("shell", "exec", "forward", "watch", "join")
 # Actions that start a process as an OS user, so they need a run-as user.
 RUN_AS_ACTIONS = ("shell", "exec")
+# Actions on another live session (read-only, or a second writer): the statement's run_as
+# says whose sessions, by the run-as user they run as.
+WATCH_ACTIONS = ("watch", "join")
 EFFECTS = ("allow", "deny")
 RECORDING = ("required", "optional", "off")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -30,11 +33,11 @@ ROOT = "root"
 STATEMENT_KEYS = (
     "id", "effect", "users", "groups", "agents", "labels", "actions", "run_as", "commands",
     "time_window", "max_duration", "idle_timeout", "require_reason", "recording", "max_sessions",
-    "detach_timeout",
+    "detach_timeout", "require_moderator",
 )
 # Limits and conditions that only make sense on an allow statement.
 ALLOW_ONLY_KEYS = ("max_duration", "idle_timeout", "require_reason", "recording", "max_sessions",
-                   "detach_timeout")
+                   "detach_timeout", "require_moderator")
 TOP_KEYS = ("groups", "statement")
 TIME_WINDOW_KEYS = ("days", "hours", "tz")
 
@@ -241,6 +244,9 @@ class Statement:
     recording: str = "optional"
     max_sessions: int | None = None
     detach_timeout: int = DEFAULT_DETACH_TIMEOUT
+    # Groups whose members must watch a shell session this statement allows before it
+    # starts; empty: none needed.
+    require_moderator: list[str] = field(default_factory=list)
     line: int | None = field(default=None, compare=False)
 
     def label(self, index: int) -> str:
@@ -263,6 +269,7 @@ class Decision:
     require_reason: bool = False
     max_sessions: int | None = None
     detach_timeout: int = DEFAULT_DETACH_TIMEOUT
+    require_moderator: list[str] = field(default_factory=list)
 
     @property
     def statement_label(self) -> str | None:

@@ -19,6 +19,7 @@ from .model import (
     RUN_AS_ACTIONS,
     STATEMENT_KEYS,
     TOP_KEYS,
+    WATCH_ACTIONS,
     Policy,
     PolicyError,
     Problem,
@@ -234,10 +235,30 @@ def _statement(raw: dict[str, Any], index: int, where: _Locator) -> tuple[Statem
             bad("max_sessions", "max_sessions must be a whole number of at least 1")
         else:
             st.max_sessions = n
-    if (isinstance(actions, list) and any(a in (*RUN_AS_ACTIONS, "*") for a in actions)
-            and "run_as" not in raw):
-        problems.append(Problem(st.line, f"{name} allows {'/'.join(RUN_AS_ACTIONS)} but lists no "
-                                "run_as users; add e.g. run_as = [\"ubuntu\"]"))
+    if "require_moderator" in raw:
+        groups = raw["require_moderator"]
+        if not _is_str_list(groups) or not all(g.strip() for g in groups):
+            bad("require_moderator", "require_moderator must be a list of group names or globs, "
+                "e.g. require_moderator = [\"ops-leads\"]")
+        elif not groups:
+            bad("require_moderator", "require_moderator is empty, so it requires no one; remove it "
+                "or name the moderators' groups")
+        elif not (isinstance(actions, list) and any(a in ("shell", "*") for a in actions)):
+            bad("require_moderator", f"require_moderator only applies to shell sessions, and {name} "
+                "does not allow shell; add \"shell\" to its actions or move it to the statement "
+                "that allows the shells")
+        else:
+            st.require_moderator = list(groups)
+    if isinstance(actions, list) and "run_as" not in raw:
+        if any(a in (*RUN_AS_ACTIONS, "*") for a in actions):
+            problems.append(Problem(st.line, f"{name} allows {'/'.join(RUN_AS_ACTIONS)} but lists no "
+                                    "run_as users; add e.g. run_as = [\"ubuntu\"]"))
+        elif any(a in WATCH_ACTIONS for a in actions):
+            # A watched session is chosen by the user it runs as: without run_as, none is.
+            problems.append(Problem(st.line, f"{name} allows {'/'.join(WATCH_ACTIONS)} but lists no "
+                                    "run_as users, so it lets no one watch or join any session; add "
+                                    "the run-as users whose sessions may be watched, e.g. "
+                                    "run_as = [\"*\"] (every session but root's)"))
     return st, problems
 
 

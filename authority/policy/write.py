@@ -97,6 +97,8 @@ def statement_toml(st: Statement) -> str:
             lines.append(f"max_sessions = {st.max_sessions}")
         if st.detach_timeout != DEFAULT_DETACH_TIMEOUT:
             lines.append(f"detach_timeout = {_value(format_duration(st.detach_timeout))}")
+        if st.require_moderator:
+            lines.append(f"require_moderator = {_value(st.require_moderator)}")
     return "\n".join(lines) + "\n"
 
 
