@@ -2,8 +2,8 @@
 
 Agents report their whole list (a `live` request, authority/requests.py checks it) 1 s
 after any change and every 60 s. The authority keeps only the newest list per agent, in
-memory: it answers a user's `sessions` question and finds the session an attach grant
-names. A list not refreshed for `TTL` seconds is dropped (the agent is gone or cut off),
+memory: it answers a user's `sessions` question and finds the session an attach, watch
+or join grant names. A list not refreshed for `TTL` seconds is dropped (the agent is gone or cut off),
 and one from an older boot of the agent than the newest seen is ignored (a process of an
 earlier start still running, or a report delayed past its successor's).
 """
@@ -95,8 +95,12 @@ class LiveTable:
         """The agents whose lists are current."""
         return [a for a in list(self._agents) if self._report(a, now) is not None]
 
-    def of_user(self, user: str, agents: Iterable[str], now: float) -> list[tuple[str, LiveSession]]:
-        """`user`'s live sessions on `agents` as (agent, session), newest first."""
-        found = [(name, s) for name in agents for s in self.sessions_of(name, now) if s.user == user]
+    def on_agents(self, agents: Iterable[str], now: float) -> list[tuple[str, LiveSession]]:
+        """Every live session on `agents` as (agent, session), newest first."""
+        found = [(name, s) for name in agents for s in self.sessions_of(name, now)]
         found.sort(key=lambda pair: (-pair[1].started, pair[0], pair[1].sid))
         return found
+
+    def of_user(self, user: str, agents: Iterable[str], now: float) -> list[tuple[str, LiveSession]]:
+        """`user`'s live sessions on `agents` as (agent, session), newest first."""
+        return [(name, s) for name, s in self.on_agents(agents, now) if s.user == user]

@@ -53,12 +53,18 @@ def _grant(req: dict[str, Any]) -> str | None:
 
 
 def _attach_problem(req: dict[str, Any]) -> str | None:
+    """`attach` names the live session: one's own shell to take over (mode shell), or a
+    session to watch or join (which always name one)."""
     attach = req.get("attach")
+    mode = req.get("mode")
     if attach is None:
+        if mode in grants.ATTACH_MODES:
+            return (f"a {mode} request names the session (attach): the 32-digit hex id "
+                    "`tether sessions` shows")
         return None
     if not _is_session_id(attach):
         return "the session to attach to is not valid: use the 32-digit hex id `tether sessions` shows"
-    if req.get("mode") != "shell":
+    if mode not in ("shell", *grants.ATTACH_MODES):
         return "only shell sessions can be attached"
     return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import os
 import time
@@ -20,7 +21,17 @@ from tether.authority.audit import AuditLog
 from tether.authority.bulletin import BulletinKeeper
 from tether.authority.live import MAX_LISTED, LiveSession, LiveTable
 from tether.authority.nonces import NonceJournal
-from tether.authority.policy import Policy, PolicyError, Request, UnsafePolicyFile, access, evaluate
+from tether.authority.policy import (
+    WATCH_ACTIONS,
+    Policy,
+    PolicyError,
+    Request,
+    UnsafePolicyFile,
+    access,
+    deciding_allow,
+    evaluate,
+    user_groups,
+)
 from tether.authority.provision import commit
 from tether.authority.registry import Principal, Registry
 from tether.authority.requests import request_problem
@@ -180,7 +191,7 @@ class AuthorityService:
             return
         reply = self._decide(principal.name, mqtt_name, req, now)
         if req["type"] not in ("access", "sessions"):  # questions that change nothing are not audited
-            self._audit_decision(principal.name, req, reply)
+            self._audit_decision(principal.name, req, reply, now)
         self.decisions += 1
         self._reply(mqtt_name, req, reply)
 
@@ -274,7 +285,8 @@ class AuthorityService:
         for item in done:
             self._on_enrol(item.activation, b64d(item.payload), time.time(), approved=True)
 
-    def _audit_decision(self, user: str, req: dict[str, Any], reply: dict[str, Any]) -> None:
+    def _audit_decision(self, user: str, req: dict[str, Any], reply: dict[str, Any],
+                        now: float) -> None:
         """Written (and fsync'd) before the reply goes out: no unrecorded grants. Only
         fields request_problem checked for this type are written."""
         kind = str(req.get("type"))
@@ -285,12 +297,17 @@ class AuthorityService:
         common = {"user": user, "agent": req.get("agent"), "mode": req.get("mode"),
                   "reason": req.get("reason"), "command": req.get("command"),
                   "sid": req.get("attach")}
+        if req.get("mode") in grants.ATTACH_MODES:  # whose session is watched or joined
+            target = self.live.find(str(req["agent"]), str(req["attach"]), now)
+            common["session_user"] = target.user if target is not None else None
         if not reply.get("ok"):
             self.audit.append("grant-denied", **common, why=reply.get("error"))
             return
         grant = grants.decode(self.identity.public_key, str(reply["grant"]))
         self.audit.append("grant-issued", **common, run_as=grant.run_as, jti=grant.jti,
-                          expires=grant.expires, max_duration=grant.max_duration)
+                          expires=grant.expires, max_duration=grant.max_duration,
+                          moderator=True if grant.moderator else None,
+                          require_moderator=grant.moderators if grant.require_moderator else None)
 
     def _rotate(self, user: str, req: dict[str, Any]) -> dict[str, Any]:
         """A new key for `user`: the request is signed by the old key (checked already) and
@@ -354,13 +371,17 @@ class AuthorityService:
             return {"ok": False, "error": revoked}
         run_as: str | None = req.get("run_as") or None
         attach: str | None = req.get("attach")
-        if attach is not None:
+        live: LiveSession | None = None
+        if attach is not None:  # a takeover of one's own shell, or a watch or join
             live = self.live.find(agent_name, attach, now)
-            refusal = _attach_refusal(live, user, agent_name, attach, run_as)
+            refusal = (_target_refusal(live, agent_name, attach, run_as) if mode in WATCH_ACTIONS
+                       else _attach_refusal(live, user, agent_name, attach, run_as))
             if refusal:
                 return {"ok": False, "error": refusal}
             assert live is not None
-            run_as = live.run_as  # decided afresh: rights revoked since are not regained
+            # Decided afresh as the session's run-as user: rights revoked since are not
+            # regained by attaching, and watch/join statements choose sessions by it.
+            run_as = live.run_as
         argv: list[str] | None = req.get("command")
         reason: str | None = req.get("reason")
         decision = evaluate(self.policy, Request(
@@ -379,6 +400,9 @@ class AuthorityService:
         if not decision.allowed:
             log.info("denied %s %s on %s: %s", user, mode, agent_name, decision.reason)
             return {"ok": False, "error": f"denied: {decision.reason}"}
+        # A new shell (not a takeover of a running one) waits for a moderator if its
+        # statement says so.
+        require_moderator = mode == "shell" and attach is None and bool(decision.require_moderator)
         grant = grants.Grant(
             user=user,
             agent=agent_name,
@@ -400,13 +424,17 @@ class AuthorityService:
             max_sessions=decision.max_sessions,
             detach_timeout=decision.detach_timeout if mode in DETACHABLE else 0,
             attach=attach,
+            moderator=(mode == "watch" and live is not None
+                       and self._is_moderator(user, agent_name, agent, live, now)),
+            require_moderator=require_moderator,
+            moderators=list(decision.require_moderator) if require_moderator else None,
         )
         try:
             token = grants.issue(self.identity.signing_seed, grant, now)
         except grants.GrantError as exc:
             return {"ok": False, "error": f"denied: {exc}"}
-        log.info("granted %s %s on %s as %s%s", user, mode, agent_name, decision.run_as,
-                 f" (attach {attach})" if attach else "")
+        log.info("granted %s %s on %s as %s%s%s", user, mode, agent_name, decision.run_as,
+                 f" (attach {attach})" if attach else "", " as a moderator" if grant.moderator else "")
         return {"ok": True, "grant": token, "agent": {"name": agent_name, "ed25519": agent.ed25519,
                                                      "x25519": agent.x25519}}
 
@@ -431,28 +459,81 @@ class AuthorityService:
                         "(is an earlier process of it still running?)", principal.name)
         return {"ok": True}
 
+    def _is_moderator(self, user: str, agent_name: str, agent: Principal, session: LiveSession,
+                      now: float) -> bool:
+        """Whether `user` is a moderator of `session`: in a require_moderator group of the
+        allow statement that decides the session. That statement is found by deciding the
+        session again as its owner would have asked: a shell as its run-as user, at its
+        start time (the time window it was granted in), with a reason (one was given if it
+        was needed), deny statements aside (they do not choose the limits). Only shells
+        wait for moderators."""
+        if session.mode != "shell":
+            return False
+        owner = self.registry.principals.get(session.user)
+        try:
+            started = datetime.fromtimestamp(session.started, UTC)
+        except (OverflowError, OSError, ValueError):  # a start time past any calendar
+            started = datetime.fromtimestamp(now, UTC)
+        deciding = deciding_allow(self.policy, Request(
+            user=session.user, groups=owner.groups if owner is not None else (),
+            agent=agent_name, agent_labels=agent.labels, action="shell", run_as=session.run_as,
+            reason="(given)", now=started))
+        if deciding is None or not deciding.require_moderator:
+            return False
+        mine = user_groups(self.policy, user, self.registry.principals[user].groups)
+        return any(fnmatch.fnmatchcase(group, pattern)
+                   for pattern in deciding.require_moderator for group in mine)
+
     def _sessions(self, user: str, req: dict[str, Any], now: float) -> dict[str, Any]:
-        """The caller's own live sessions, newest first, with what it may do with each.
-        Changes nothing and issues nothing: an attach is decided by its own grant request."""
+        """The live sessions the caller may do something with, newest first: its own (a
+        shell can be attached), and anyone's the policy lets it watch or join (by the
+        session's agent and run-as user). Changes nothing and issues nothing: each action
+        is decided by its own grant request."""
         wanted: str | None = req.get("agent")
-        names = []
+        agents: dict[str, Principal] = {}
         for name in [wanted] if wanted is not None else self.live.agents(now):
             agent = self.registry.principals.get(name)
             if (agent is not None and agent.kind == "agent"
                     and not self.bulletin.revocations.agent_refusal(name, agent.ed25519)):
-                names.append(name)
-        found = self.live.of_user(user, names, now)
+                agents[name] = agent
+        principal = self.registry.principals[user]
+        when = datetime.fromtimestamp(now, UTC)
+        decided: dict[tuple[str, str, str], bool] = {}  # one evaluation per agent, run-as, action
+
+        def may(action: str, name: str, run_as: str) -> bool:
+            key = (action, name, run_as)
+            if key not in decided:
+                agent = agents[name]
+                # A reason is assumed given, as a grant request can carry one: the listing
+                # shows what the user can ask for, the request is decided on its own.
+                decided[key] = (not self.policy_error
+                                and not self.bulletin.grant_denial(user, principal.ed25519, name,
+                                                                   agent.ed25519)
+                                and evaluate(self.policy, Request(
+                                    user=user, groups=principal.groups, agent=name,
+                                    agent_labels=agent.labels, action=action, run_as=run_as,
+                                    reason="(given)", now=when)).allowed)
+            return decided[key]
+
+        listed: list[tuple[str, LiveSession, list[str]]] = []
+        for name, session in self.live.on_agents(agents, now):
+            actions = ["attach"] if session.user == user and session.mode == "shell" else []
+            actions += [a for a in WATCH_ACTIONS if may(a, name, session.run_as)]
+            if session.user != user and not actions:
+                continue  # someone else's session the caller may not touch: not shown
+            listed.append((name, session, actions))
+            if len(listed) > MAX_LISTED:
+                break  # one past the cap: enough to say there are more
         out: list[dict[str, Any]] = []
         size = 0
-        for name, session in found[:MAX_LISTED]:
-            entry = dict(session.to_json(), agent=name,
-                         actions=["attach"] if session.mode == "shell" else [])
+        for name, session, actions in listed[:MAX_LISTED]:
+            entry = dict(session.to_json(), agent=name, actions=actions)
             size += len(dumps(entry)) + 1
             if size > MAX_SESSIONS_REPLY_BYTES:
                 break
             out.append(entry)
         answer: dict[str, Any] = {"ok": True, "sessions": out}
-        if len(out) < len(found):
+        if len(out) < len(listed):
             answer["more"] = True  # left out: the oldest
         return answer
 
@@ -515,6 +596,16 @@ class AuthorityService:
         return {"ok": True, "grant": token, "agent": {"name": recorder.name,
                                                      "ed25519": recorder.ed25519,
                                                      "x25519": recorder.x25519}}
+
+
+def _target_refusal(live: LiveSession | None, agent: str, sid: str, run_as: str | None) -> str | None:
+    """Why session `sid` on `agent` cannot be watched or joined as the live table knows it
+    (whether the policy lets this user do it is decided next)."""
+    if live is None:
+        return f"no live session {sid} on agent {agent}: it ended, or the agent has not reported it yet"
+    if run_as is not None and run_as != live.run_as:
+        return f"session {sid} on {agent} runs as {live.run_as!r}, not {run_as!r}"
+    return None
 
 
 def _attach_refusal(live: LiveSession | None, user: str, agent: str, sid: str,
