@@ -137,6 +137,10 @@ class MqttConnection:
             self._events.append(self._after_connect)
 
     def _paho_disconnect(self, _c: Any, _u: Any, _f: Any, _reason: Any, _p: Any) -> None:
+        if self._connack is not None and not self._connack.done():
+            # Closed before the CONNACK (e.g. reset while a link is cut): this attempt has
+            # failed now, so the back-off goes on instead of waiting out the CONNACK timeout.
+            self._connack.set_exception(ConnectionResetError("closed before the broker's CONNACK"))
         self._events.append(self._after_disconnect)
 
     def _paho_subscribe(self, _c: Any, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
@@ -247,6 +251,10 @@ class MqttConnection:
         except TimeoutError as exc:
             self._client.disconnect()
             raise BrokerError(f"the broker at {s.address} did not answer CONNECT in {timeout:.0f} s") from exc
+        except ConnectionResetError as exc:
+            self._unregister()
+            raise BrokerError(f"the broker at {s.address} closed the connection before accepting "
+                              "it. Is it a TLS port (set broker.tls), or is it shutting down?") from exc
         if rc != 0:
             self._closing = True
             self._client.disconnect()
