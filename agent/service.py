@@ -85,6 +85,8 @@ class AgentService:
         self._hello_limit = RateLimiter(HELLO_RATE, HELLO_BURST, HELLO_SLOTS)
         self._drop_log = RateLimiter(1 / DROP_LOG_INTERVAL, 1, 1)
         self.sessions: dict[tuple[str, str], AgentSession] = {}
+        # Watchers' and joiners' handshakes, by (client, sid): the session they read.
+        self.readers: dict[tuple[str, str], AgentSession] = {}
         self.bulletin = BulletinTracker(b64d(ident.authority["ed25519"]))
         self._pending: dict[tuple[str, str], _Pending] = {}
         # Recorder streams by (client, sid); they outlive their sessions until the end is acked.
@@ -287,21 +289,27 @@ class AgentService:
         """The live session this HELLO takes over, checked against its grant; None for a
         new session. Only the session's own user, with a fresh grant for exactly what the
         session is, may attach (docs/threat-model.md)."""
-        if request.attach is None and grant.attach is None:
+        if request.attach is None and grant.attach is None and grant.mode not in ("watch", "join"):
             return None
-        if request.attach != grant.attach:
-            raise grants.GrantError("the grant is for attaching to another session"
-                                    if grant.attach else "the grant does not allow attaching")
+        if request.attach != grant.attach or grant.attach is None:
+            raise grants.GrantError("the grant is for another session" if grant.attach
+                                    else "the grant names no session to connect to")
         assert request.attach is not None
         session = self._live_session(request.attach)
         if session is None or session.ending:
             raise grants.GrantError(f"no live session {request.attach} on this agent: it has ended")
+        if grant.run_as != session.grant.run_as:
+            raise grants.GrantError("the grant does not match the session's run-as user")
+        if grant.mode == "watch":
+            return session  # anyone's, as the policy allowed: read-only
+        if session.grant.mode != "shell":
+            raise grants.GrantError("only shell sessions can be attached or joined")
+        if grant.mode == "join":
+            return session  # anyone's, as the policy allowed: a second writer
         if session.grant.user != grant.user:
             raise grants.GrantError(f"session {request.attach} is not yours")
-        if session.grant.mode != "shell":
-            raise grants.GrantError("only shell sessions can be attached")
-        if (grant.mode, grant.run_as) != (session.grant.mode, session.grant.run_as):
-            raise grants.GrantError("the grant does not match the session's mode and run-as user")
+        if grant.mode != session.grant.mode:
+            raise grants.GrantError("the grant does not match the session's mode")
         revoked = self._revoked(self.bulletin.current, grant)
         if revoked is not None:
             raise grants.GrantError(revoked)
@@ -392,6 +400,13 @@ class AgentService:
         if session is not None:
             session.on_datagram(payload)
             return
+        reader = self.readers.get(key)
+        if reader is not None:
+            if reader.has_reader("/".join(key)):
+                reader.on_reader_datagram("/".join(key), payload)
+            else:
+                del self.readers[key]  # it stopped watching, or its session ended
+            return
         pending = self._pending.get(key)
         if pending is None:
             self.stats["unknown_session"] += 1
@@ -414,6 +429,9 @@ class AgentService:
             return
         del self._pending[key]
         assert self.conn is not None
+        if pending.attach is not None and pending.grant.mode in ("watch", "join"):
+            self._add_reader(key, pending, keys)
+            return
         if pending.attach is not None:
             self._attach(key, pending, keys)
             return
@@ -446,12 +464,28 @@ class AgentService:
         for early in pending.early:
             session.on_datagram(early)
 
+    def _add_reader(self, key: tuple[str, str], pending: _Pending, keys: SessionKeys) -> None:
+        assert pending.attach is not None
+        session = self._live_session(pending.attach)
+        if session is None or session.ending:
+            log.warning("%s/%s: session %s ended before the %s was confirmed",
+                        key[0], key[1], pending.attach, pending.grant.mode)
+            return
+        self.readers[key] = session
+        self.stats[pending.grant.mode] += 1
+        session.add_reader("/".join(key), pending.topic_out, keys, pending.request, pending.grant,
+                           f"{pending.grant.user} from {key[0]}")
+        for early in pending.early:
+            session.on_reader_datagram("/".join(key), early)
+
     def _live_changed(self) -> None:
         if self.live is not None:
             self.live.changed()
 
     def _session_done(self, session: AgentSession) -> None:
         self._live_changed()
+        for key in [k for k, s in self.readers.items() if s is session]:
+            del self.readers[key]
         for key, s in list(self.sessions.items()):
             if s is session:
                 del self.sessions[key]

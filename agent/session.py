@@ -42,6 +42,7 @@ from tether.session_core import (
     Frozen,
     Hangup,
     Limits,
+    Reader,
     Resize,
     SessionCore,
     Signal,
@@ -107,6 +108,8 @@ class AgentSession:
         self._exit_status: tuple[int | None, int | None] | None = None
         self._finishing = False
         self._cut_until = 0.0  # the last moment the agent was seen cut off from the broker
+        self._awaiting_moderator = False
+        self._reader_topics: dict[str, str] = {}  # watchers' and joiners' a2c topics
         self._done = False
         self._end_task: asyncio.Task[None] | None = None
 
@@ -131,8 +134,19 @@ class AgentSession:
     # ----- lifecycle -----
 
     def start(self) -> None:
+        """Start the process, or (a moderated session) wait for a moderator to watch."""
+        if self.grant.require_moderator and not self.core.has_moderator:
+            self._awaiting_moderator = True
+            groups = ", ".join(self.grant.moderators or []) or "a moderator group"
+            self._send(FrameType.NOTICE, f"this session is moderated: it starts when a moderator "
+                       f"({groups}) watches it".encode())
+            return
+        self._start_now()
+
+    def _start_now(self) -> None:
         """Start the process. Whatever fails, the session ends through the normal path, so
         its process, descriptors, slot and recording are all released."""
+        self._awaiting_moderator = False
         try:
             self._spawn()
             self._watch()
@@ -340,6 +354,39 @@ class AgentSession:
         self._send_buffered()
         self.on_change()
 
+    def add_reader(self, key: str, topic: str, keys: SessionKeys, request: SessionRequest,
+                   grant: Grant, who: str) -> None:
+        """A watcher or joiner (docs/protocol.md §11): its own channel, read-only unless it
+        joined. A moderator's watch starts a moderated session."""
+        writes = grant.mode == "join"
+        channel = Channel(FrameCipher(keys.a2c, Direction.A2C), FrameCipher(keys.c2a, Direction.C2A),
+                          window_bytes=request.window, auto_consume=not writes)
+        self._reader_topics[key] = topic
+        self.core.add_reader(key, Reader(channel, who, writes=writes, moderator=grant.moderator),
+                             time.monotonic())
+        log.info("session %s: %s %s", self.sid, who, "joined" if writes else "watches")
+        if self._awaiting_moderator and grant.moderator:
+            self._start_now()
+        self._send_buffered()
+        self.on_change()
+
+    def has_reader(self, key: str) -> bool:
+        return key in self.core.readers
+
+    def on_reader_datagram(self, key: str, blob: bytes) -> None:
+        now = time.monotonic()
+        before = len(self.core.readers)
+        self._handle(self.core.receive_reader(key, blob, now))
+        if not self._awaiting_moderator:
+            self._write_input()
+        self.core.credit(now)
+        if not self._finishing:
+            self._send_buffered()
+        else:
+            self._flush_channel()
+        if len(self.core.readers) != before:
+            self.on_change()
+
     # ----- output -----
 
     def _resume(self, r: _Reader) -> None:
@@ -441,15 +488,21 @@ class AgentSession:
     def _flush_channel(self) -> None:
         for blob, qos in self.core.take_outgoing():
             self.conn.publish(self.topic_out, blob, qos)
+        for key, blob, qos in self.core.take_reader_outgoing():
+            self.conn.publish(self._reader_topics[key], blob, qos)
         if self._done:
             self._timer.arm(None)
             return
-        due = [t for t in (self.channel.next_deadline(), self.core.next_wakeup()) if t is not None]
+        channels = [self.channel, *(r.channel for r in self.core.readers.values())]
+        due = [t for t in (*(c.next_deadline() for c in channels), self.core.next_wakeup())
+               if t is not None]
         self._timer.arm(min(due) if due else None)
 
     def _on_timer(self) -> None:
         now = time.monotonic()
         self.channel.tick(now)
+        for r in list(self.core.readers.values()):
+            r.channel.tick(now)
         idle_due = self.core.idle_check_due
         holds = (self.kind.holds_terminal()
                  if idle_due is not None and now >= idle_due and self.proc is not None
@@ -460,6 +513,8 @@ class AgentSession:
 
     def on_reconnect(self) -> None:
         self.channel.resend_all(time.monotonic())
+        for r in self.core.readers.values():
+            r.channel.resend_all(time.monotonic())
         self._flush_channel()
 
     # ----- input -----
@@ -467,7 +522,8 @@ class AgentSession:
     def on_datagram(self, blob: bytes) -> None:
         now = time.monotonic()
         self._handle(self.core.receive(blob, now))
-        self._write_input()
+        if not self._awaiting_moderator:  # held, not dropped, until the process runs
+            self._write_input()
         self.core.credit(now)
         if not self._finishing:
             self._send_buffered()

@@ -9,6 +9,7 @@ HELP = (
     "Supported escape sequences:\n"
     " ~.  - disconnect (the session ends)\n"
     " ~d  - detach: leave the session running; `tether attach` comes back to it\n"
+    " ~k  - end the session (a moderator, in `tether watch`)\n"
     " ~?  - this message\n"
     " ~~  - send the escape character\n"
     "(Escapes are only recognised immediately after a newline.)"
@@ -20,6 +21,7 @@ class EscapeResult:
     data: bytes
     disconnect: bool = False
     detach: bool = False
+    end: bool = False
     help: int = 0  # how many times ~? was typed
 
 
@@ -42,6 +44,8 @@ class EscapeFilter:
                     return EscapeResult(bytes(out), disconnect=True, help=show_help)
                 if ch == b"d":
                     return EscapeResult(bytes(out), detach=True, help=show_help)
+                if ch == b"k":
+                    return EscapeResult(bytes(out), end=True, help=show_help)
                 if ch == b"?":
                     show_help += 1
                     continue

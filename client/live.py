@@ -52,10 +52,11 @@ async def print_live(args: argparse.Namespace) -> int:
     return 0
 
 
-def choose(sessions: list[dict[str, Any]], sid: str | None) -> dict[str, Any]:
-    """The session `tether attach [SID]` means: SID (or a unique prefix of it); without
-    one, your only detached session. Otherwise ClientError with the candidates listed."""
-    attachable = [s for s in sessions if "attach" in (s.get("actions") or [])]
+def choose(sessions: list[dict[str, Any]], sid: str | None, action: str = "attach") -> dict[str, Any]:
+    """The session `tether attach|watch|join [SID]` means: SID (or a unique prefix of
+    it); without one, for attach, your only detached session. Otherwise ClientError with
+    the candidates listed."""
+    attachable = [s for s in sessions if action in (s.get("actions") or [])]
     now = time.time()
     listing = "\n".join("  " + describe(s, now) for s in attachable)
     if sid is not None:
@@ -64,11 +65,15 @@ def choose(sessions: list[dict[str, Any]], sid: str | None) -> dict[str, Any]:
         if len(found) == 1:
             return found[0]
         if not found:
-            raise ClientError(f"no live shell session of yours matches {safe(sid)!r}"
+            whose = "of yours " if action == "attach" else f"you may {action} "
+            raise ClientError(f"no live session {whose}matches {safe(sid)!r}"
                               + (f"; yours are:\n{listing}" if attachable else
                                  " (`tether sessions --live` lists them)"))
         raise ClientError(f"{safe(sid)!r} matches {len(found)} sessions; give more of the id:\n"
                           + "\n".join("  " + describe(s, now) for s in found))
+    if action != "attach":
+        raise ClientError(f"name the session to {action}: tether {action} SID\n{listing}"
+                          if attachable else f"there is no live session you may {action}")
     detached = [s for s in attachable if not s.get("attached")]
     if len(detached) == 1:
         return detached[0]

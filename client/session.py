@@ -210,9 +210,10 @@ class ClientSession:
         assert self.core is not None
         self.core.resize(cols, rows)
 
-    async def close(self, detach: bool = False) -> None:
+    async def close(self, detach: bool = False, end: bool = False) -> None:
         if self.core is not None:
-            self.core.close(notify=self.conn is not None and self.conn.connected, detach=detach)
+            self.core.close(notify=self.conn is not None and self.conn.connected, detach=detach,
+                            end=end)
         if self.conn is not None:
             await self.conn.close()
         if self.slot is not None and self.slot.fd is not None:

@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "shell": "open an interactive, end-to-end encrypted shell on an agent",
     "run": "run one command on an agent; stdin, stdout, stderr, exit code",
     "attach": "take over one of your live shell sessions (after ~d, a lost link, elsewhere)",
+    "watch": "watch a live session read-only (policy action `watch`)",
+    "join": "join a live shell session as a second writer (policy action `join`)",
     "ls": "list agents with online/offline, labels, platform, last seen",
     "sessions": "list recorded sessions, or terminate a live one",
     "broker": "run the embedded MQTT broker, or generate Mosquitto files",

@@ -51,8 +51,11 @@ async def _shell(args: argparse.Namespace) -> int:
     return await interactive(args, args.agent, terminal_request(args.run_as, args.reason))
 
 
-async def interactive(args: argparse.Namespace, agent: str, request: dict[str, object]) -> int:
-    """A terminal session on `agent` until it ends, ~. or ~d (`tether shell`, `tether attach`)."""
+async def interactive(args: argparse.Namespace, agent: str, request: dict[str, object],
+                      mode: str = "shell") -> int:
+    """A terminal session on `agent` until it ends, ~. or ~d: `tether shell` and `attach`
+    (mode shell), `tether join` (join: a second writer) and `tether watch` (watch: what is
+    typed is not sent; ~. stops watching, ~k ends the session for a moderator)."""
     import asyncio
     import signal
     from collections.abc import Awaitable
@@ -64,14 +67,16 @@ async def interactive(args: argparse.Namespace, agent: str, request: dict[str, o
     from tether.client.terminal import raw_mode, stderr_line, terminal_size
 
     identity = load_identity(args.identity)
-    session = ClientSession(identity, agent, "shell", request)
+    session = ClientSession(identity, agent, mode, request)
+    watching = mode == "watch"
     loop = asyncio.get_running_loop()
     disconnected = asyncio.Event()
-    detached = False
+    detached = ended = False
     try:
         await session.open()
         with raw_mode(0):
-            loop.add_signal_handler(signal.SIGWINCH, lambda: session.resize(*terminal_size()))
+            if mode == "shell":  # the owner's terminal sizes the session's
+                loop.add_signal_handler(signal.SIGWINCH, lambda: session.resize(*terminal_size()))
             escapes = EscapeFilter(None if args.escape == "none" else args.escape)
 
             def on_chunk(data: bytes) -> Awaitable[None] | None:
@@ -80,9 +85,16 @@ async def interactive(args: argparse.Namespace, agent: str, request: dict[str, o
                 result = escapes.feed(data)
                 if result.help:
                     stderr_line("\n" + HELP)
-                nonlocal detached
-                pending = session.send_input(result.data) if result.data else None
-                if result.detach and not session.accepted.get("detach_timeout"):
+                nonlocal detached, ended
+                pending = session.send_input(result.data) if result.data and not watching else None
+                if result.end and watching:
+                    ended = True
+                    disconnected.set()
+                elif result.end:
+                    stderr_line("\ntether: ~k is for a moderator watching (`tether watch`)")
+                if result.detach and mode != "shell":
+                    stderr_line("\ntether: only the session's owner detaches; ~. leaves")
+                elif result.detach and not session.accepted.get("detach_timeout"):
                     stderr_line("\ntether: this session cannot be detached: the policy's "
                                 "detach_timeout for it is 0 (type ~. to disconnect)")
                 elif result.detach:
@@ -97,14 +109,19 @@ async def interactive(args: argparse.Namespace, agent: str, request: dict[str, o
             await session.wait_closed_or(disconnected)
             if reader is not None:
                 reader.close()
-            loop.remove_signal_handler(signal.SIGWINCH)
+            if mode == "shell":
+                loop.remove_signal_handler(signal.SIGWINCH)
     finally:
-        await session.close(detach=detached)
+        await session.close(detach=detached, end=ended)
     if detached:
         sid = session.sid
         minutes = int(session.accepted.get("detach_timeout", 0)) // 60
         stderr_line(f"Detached from session {sid} on {agent}; it keeps running for "
                     f"{minutes} min. Come back with: tether attach {sid}")
+        return 0
+    if disconnected.is_set() and mode != "shell":
+        stderr_line(f"Stopped {'watching' if watching else 'taking part in'} session "
+                    f"{session.sid} on {agent}" + ("; asked it to end." if ended else "."))
         return 0
     if disconnected.is_set():
         stderr_line(f"Connection to {agent} closed.")

@@ -84,7 +84,7 @@ def test_detach_list_attach_and_take_over(stack: Stack) -> None:
 def test_bad_attaches_are_refused_clearly(stack: Stack) -> None:
     r = stack.tether("attach", "0123456789abcdef0123456789abcdef")
     assert r.returncode == 255
-    assert b"no live shell session of yours matches" in r.stderr, r.stderr
+    assert b"no live session of yours matches" in r.stderr, r.stderr
     assert b"Traceback" not in r.stderr
     # Another user asks for this user's live session: it is not in their list at all.
     shell = PtyClient(stack, "shell", "local")
@@ -95,7 +95,7 @@ def test_bad_attaches_are_refused_clearly(stack: Stack) -> None:
         sid = str(_live(stack)[0]["sid"])
         env = dict(stack.env, TETHER_IDENTITY=str(stack.bob_identity))
         r = stack.tether("attach", sid, env=env)
-        assert r.returncode == 255 and b"no live shell session of yours matches" in r.stderr, r.stderr
+        assert r.returncode == 255 and b"no live session of yours matches" in r.stderr, r.stderr
         # The owner's session is untouched.
         shell.send(b"echo still-$((6*7))\r")
         shell.expect(rb"still-42")

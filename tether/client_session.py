@@ -487,14 +487,16 @@ class ClientSessionCore:
             self.channel.resend_all(self.clock.mono())
             self.flush()
 
-    def close(self, *, local: bool = True, notify: bool = True, detach: bool = False) -> None:
+    def close(self, *, local: bool = True, notify: bool = True, detach: bool = False,
+              end: bool = False) -> None:
         """End the session: CLOSE to the agent (unless `notify` is off, e.g. no broker),
         carrying the final ack of everything the agent sent. `detach`: leave it running
-        for a later `tether attach` (the agent ends it if its policy does not allow that)."""
+        for a later `tether attach` (the agent ends it if its policy does not allow that).
+        `end`: a moderator watching ends the session (anyone else just stops watching)."""
         ch = self.channel
         if notify and self.state == "open" and ch is not None and not ch.closed:
             now = self.clock.mono()
-            ch.close(now, b"detach" if detach else b"")
+            ch.close(now, b"detach" if detach else b"end" if end else b"")
             ch.tick(now)
             self.flush()
         if self.state != "closed":

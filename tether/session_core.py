@@ -37,6 +37,7 @@ MAX_DURATION_WARNING = 60.0
 REPLAY_BYTES = 64 * 1024
 DETACH = b"detach"  # CLOSE payload: the client leaves, the session stays
 DETACHED = b"detached"  # CLOSE payload to a client whose session was attached elsewhere
+END = b"end"  # CLOSE payload from a moderator: end the session
 
 
 def span(seconds: float) -> str:
@@ -153,6 +154,19 @@ class _Output:
     eof: bool = False
 
 
+@dataclass
+class Reader:
+    """A client besides the owner: a watcher (read-only: the agent drops its input) or a
+    joiner (a second writer). Watchers are best effort: one that falls behind misses
+    output and is resynced from the replay, so it never slows the session."""
+
+    channel: Channel
+    who: str  # for notices: "alice from alice.2"
+    writes: bool = False
+    moderator: bool = False
+    behind: bool = False
+
+
 class SessionCore:
     def __init__(self, channel: Channel, traits: KindTraits, limits: Limits, *,
                  max_frame: int, recorder: Recorder | None, now: float) -> None:
@@ -162,7 +176,10 @@ class SessionCore:
         self.max_frame = max_frame
         self.recorder = recorder
         self.outputs = [_Output(t) for t in traits.streams]
-        self._input: deque[tuple[int, bytearray]] = deque()
+        # Input to write, in arrival order: (the channel it came on, its seq, the bytes).
+        self._input: deque[tuple[Channel, int, bytearray]] = deque()
+        self.readers: dict[str, Reader] = {}  # watchers and joiners, by the glue's key
+        self.watcher_input_dropped = 0  # frames of input from watchers, never written
         self.stdin_eof = False  # the client sent EOF
         self.frozen = False  # a required recording stalled: no output, no input
         self.recording_lost = False  # ended for it: held output can never be sent
@@ -211,6 +228,8 @@ class SessionCore:
                       else self.detached_at + self.limits.detach_timeout)
         due = [t for t in (self._limit_at, self._warn_at, self._idle_at, self._watchdog_at,
                            detach_end) if t is not None]
+        due += [(r.channel.last_heard or 0.0) + self.limits.client_timeout
+                for r in self.readers.values()]
         return min(due) if due else None
 
     def tick(self, now: float, holds_terminal: bool = True) -> list[Event]:
@@ -218,6 +237,9 @@ class SessionCore:
         (a shell at its prompt); a long silent job in the foreground is not idleness, so
         the idle clock starts when the shell gets the terminal back."""
         events: list[Event] = []
+        for key, r in list(self.readers.items()):
+            if now - (r.channel.last_heard or 0.0) >= self.limits.client_timeout:
+                self.remove_reader(key, now, "silent")
         if self._watchdog_at is not None and now >= self._watchdog_at:
             silent = now - (self.channel.last_heard or 0.0)
             if silent >= self.limits.client_timeout:
@@ -292,7 +314,11 @@ class SessionCore:
     # ----- frames the core sends -----
 
     def send(self, ftype: FrameType, payload: bytes, now: float) -> None:
-        """A frame of the session's own (NOTICE, STDERR text); dropped once closed."""
+        """A frame of the session's own (NOTICE, STDERR text, EXIT), to every client;
+        recorded once; dropped by channels that have closed."""
+        for r in self.readers.values():
+            if not r.channel.closed:
+                r.channel.send(ftype, payload, now)
         if not self.channel.closed:
             self.channel.send(ftype, payload, now)
             if ftype == FrameType.NOTICE:
@@ -310,6 +336,9 @@ class SessionCore:
         self._record(EventKind.EXIT, exit_doc)
         self.stop_limits()
         self.channel.close(now)
+        for r in self.readers.values():
+            if not r.channel.closed:
+                r.channel.close(now)
 
     def take_outgoing(self) -> list[tuple[bytes, int]]:
         frames = self.channel.take_outgoing()
@@ -334,7 +363,6 @@ class SessionCore:
         channel.last_heard = now
         self.detached_at = None
         self._watchdog_at = now + self.limits.client_timeout / 4
-        self._input = deque((0, data) for _seq, data in self._input)
         replay = self._replay_tail()
         if replay:
             self.outputs[0].buf[:0] = replay
@@ -343,12 +371,13 @@ class SessionCore:
         else:
             self.notice(f"attached: {who}", now)
 
-    def _replay_tail(self) -> bytes:
+    def _replay_tail(self, limit: int = REPLAY_BYTES) -> bytes:
         """The kept output, from a line start when it was cut, after a clear screen."""
         if not self.replay:
             return b""
-        tail = bytes(self.replay[-REPLAY_BYTES:])
-        if len(self.replay) > REPLAY_BYTES:
+        limit = min(limit, REPLAY_BYTES)
+        tail = bytes(self.replay[-limit:])
+        if len(self.replay) > limit:
             nl = tail.find(b"\n")
             start = nl + 1
             if nl < 0:  # no line at all: at least not inside a UTF-8 character
@@ -398,24 +427,24 @@ class SessionCore:
             if len(self.replay) > 2 * REPLAY_BYTES:
                 del self.replay[:-REPLAY_BYTES]
 
+    def _gating(self) -> list[Channel]:
+        """The channels whose credit paces the session: the writers (the owner unless
+        detached, and joiners). Watchers never slow it."""
+        owner = [] if self.detached_at is not None else [self.channel]
+        return owner + [r.channel for r in self.readers.values() if r.writes]
+
     def send_output(self, now: float, *, backlogged: bool, final: bool = False) -> None:
         """Send what credit, the socket and the recording allow, never splitting a UTF-8
-        character unless the stream has ended (`final`: the process has gone). Detached,
-        output is only recorded and kept for the replay, paced by the recording alone."""
-        if self.detached_at is not None:
-            for out in self.outputs:
-                room = self.room()
-                end = min(len(out.buf), room)
-                if end > 0:
-                    chunk = bytes(out.buf[:end])
-                    del out.buf[:end]
-                    self._sent(out, chunk, now)
-            return
+        character unless the stream has ended (`final`: the process has gone). Detached
+        with no joiner, output is only recorded, kept for the replay and shown to
+        watchers, paced by the recording alone."""
+        gating = self._gating()
+        for r in self.readers.values():
+            self._resync(r, now, backlogged)
         for out in self.outputs:
             while out.buf:
-                room = min(self.channel.send_capacity(), self.max_frame,
-                           self.room())
-                if room <= 0 or backlogged:
+                room = min([self.max_frame, self.room(), *(ch.send_capacity() for ch in gating)])
+                if room <= 0 or (backlogged and gating):
                     break
                 end = min(room, len(out.buf))
                 if end == len(out.buf) and not (out.eof or final):
@@ -425,16 +454,93 @@ class SessionCore:
                 if end <= 0:
                     break
                 chunk = bytes(out.buf[:end])
-                self.channel.send(out.ftype, chunk, now)
+                for ch in gating:
+                    ch.send(out.ftype, chunk, now)
+                self._to_watchers(out.ftype, chunk, now, backlogged)
                 del out.buf[:end]
                 self._sent(out, chunk, now)
 
+    def _to_watchers(self, ftype: FrameType, chunk: bytes, now: float, backlogged: bool) -> None:
+        for r in self.readers.values():
+            if r.writes or r.behind or r.channel.closed:
+                continue
+            if backlogged or r.channel.send_capacity() < len(chunk):
+                r.behind = True  # it misses this; resynced from the replay once it catches up
+            else:
+                r.channel.send(ftype, chunk, now)
+
+    def _resync(self, r: Reader, now: float, backlogged: bool) -> None:
+        """A watcher that fell behind (or just came) gets the screen again once at least
+        half its window is free: a clear screen and the recent output that fits."""
+        ch = r.channel
+        room = ch.send_capacity()
+        if not r.behind or backlogged or ch.closed or room < ch.window_bytes // 2:
+            return
+        r.behind = False
+        replay = self._replay_tail(room - 64)
+        for i in range(0, len(replay), self.max_frame):
+            ch.send(FrameType.DATA, replay[i:i + self.max_frame], now)
+
+    # ----- watchers and joiners -----
+
+    def add_reader(self, key: str, reader: Reader, now: float) -> None:
+        reader.channel.last_heard = now
+        reader.behind = self.traits.resizable  # a terminal: start from the current screen
+        self.readers[key] = reader
+        self._resync(reader, now, backlogged=False)  # the screen first: it starts with a clear
+        self.notice(f"{reader.who} {'joined' if reader.writes else 'started watching'}", now)
+
+    def remove_reader(self, key: str, now: float, why: str = "") -> None:
+        reader = self.readers.pop(key, None)
+        if reader is None:
+            return
+        if not reader.channel.closed:
+            reader.channel.close(now)
+        verb = "left" if reader.writes else "stopped watching"
+        self.notice(f"{reader.who} {verb}{f' ({why})' if why else ''}", now)
+
+    @property
+    def has_moderator(self) -> bool:
+        return any(r.moderator for r in self.readers.values())
+
+    def receive_reader(self, key: str, blob: bytes, now: float) -> list[Event]:
+        """A datagram from a watcher or joiner. A watcher's input is dropped here (it is
+        read-only: only the agent holds the keys that make a writer); a joiner's is
+        queued like the owner's, except that it neither resizes nor ends the session."""
+        r = self.readers.get(key)
+        if r is None:
+            return []
+        events: list[Event] = []
+        for frame in r.channel.receive(blob, now):
+            t = frame.type
+            if t == FrameType.CLOSE:
+                if r.moderator and frame.payload == END:
+                    self.notice(f"session ended by moderator {r.who}", now)
+                    events.append(Hangup("moderator"))
+                self.remove_reader(key, now)
+                break
+            if not r.writes:
+                self.watcher_input_dropped += 1
+            elif t == FrameType.DATA:
+                self._input.append((r.channel, frame.seq, bytearray(frame.payload)))
+                self._last_io = now
+            else:
+                self._input.append((r.channel, frame.seq, bytearray()))
+                if t == FrameType.SIGNAL and len(frame.payload) == 1:
+                    events.append(Signal(frame.payload[0]))
+        if not r.writes:
+            r.channel.consume(r.channel.delivered_seq, now)
+        return events
+
+    def take_reader_outgoing(self) -> list[tuple[str, bytes, int]]:
+        return [(key, blob, qos) for key, r in list(self.readers.items())
+                for blob, qos in r.channel.take_outgoing()]
+
     def output_blocked(self, *, backlogged: bool) -> bool:
         """No output can be sent: stop reading from the process."""
-        if self.detached_at is not None:
-            return self.room() <= 0
-        return (self.channel.send_capacity() <= 0 or backlogged
-                or self.room() <= 0)
+        gating = self._gating()
+        return (self.room() <= 0 or (backlogged and bool(gating))
+                or any(ch.send_capacity() <= 0 for ch in gating))
 
     def may_read(self, stream: int, *, backlogged: bool) -> bool:
         out = self.outputs[stream]
@@ -447,17 +553,17 @@ class SessionCore:
         """A datagram from the client: DATA is queued for the process, the rest are events."""
         events: list[Event] = []
         for frame in self.channel.receive(blob, now):
-            events.extend(self._on_frame(frame, now))
+            events.extend(self._on_frame(frame, now, self.channel))
         return events
 
-    def _on_frame(self, frame: Frame, now: float) -> list[Event]:
+    def _on_frame(self, frame: Frame, now: float, channel: Channel) -> list[Event]:
         t = frame.type
         if t == FrameType.DATA:
-            self._input.append((frame.seq, bytearray(frame.payload)))
+            self._input.append((channel, frame.seq, bytearray(frame.payload)))
             self._last_io = now
             return []
         # Control frames hold their place in the queue, so credit passes them in order.
-        self._input.append((frame.seq, bytearray()))
+        self._input.append((channel, frame.seq, bytearray()))
         if t == FrameType.RESIZE and len(frame.payload) == 4 and self.traits.resizable:
             # Any u16 pair arrives here; the terminal and the recording get a size every
             # role accepts.
@@ -479,7 +585,7 @@ class SessionCore:
         recording has no room (recording comes first). `open_`: the input is still open;
         input after EOF goes nowhere, as with a pipe."""
         while self._input:
-            _seq, data = self._input[0]
+            _ch, _seq, data = self._input[0]
             if data and not open_:
                 data.clear()
             if data:
@@ -493,7 +599,7 @@ class SessionCore:
     def input_written(self, n: int, *, hidden: bool) -> None:
         """`n` bytes of `next_input` reached the process. `hidden`: echo was off (a
         password prompt), read before the write; such input is not recorded."""
-        data = self._input[0][1]
+        data = self._input[0][2]
         if n and self.recorder is not None:
             if hidden != self._input_hidden:
                 self._input_hidden = hidden
@@ -504,7 +610,7 @@ class SessionCore:
 
     def input_dropped(self) -> None:
         """The reader has gone: drop the pending piece, as a closed pipe would."""
-        self._input[0][1].clear()
+        self._input[0][2].clear()
 
     @property
     def input_drained(self) -> bool:
@@ -512,6 +618,7 @@ class SessionCore:
         return not self._input and self.stdin_eof
 
     def credit(self, now: float) -> None:
-        """Credit the client for every frame the process has taken."""
-        upto = self._input[0][0] - 1 if self._input else self.channel.delivered_seq
-        self.channel.consume(upto, now)
+        """Credit each writer for every frame of its the process has taken."""
+        for ch in [self.channel, *(r.channel for r in self.readers.values() if r.writes)]:
+            first = next((seq for c, seq, _ in self._input if c is ch), None)
+            ch.consume(first - 1 if first is not None else ch.delivered_seq, now)
