@@ -466,8 +466,8 @@ class AuthorityService:
         session again as its owner would have asked: a shell as its run-as user, at its
         start time (the time window it was granted in), with a reason (one was given if it
         was needed), deny statements aside (they do not choose the limits). Only shells
-        wait for moderators."""
-        if session.mode != "shell":
+        wait for moderators, and no one moderates their own session (four eyes, not two)."""
+        if session.mode != "shell" or session.user == user:
             return False
         owner = self.registry.principals.get(session.user)
         try:

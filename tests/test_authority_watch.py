@@ -156,6 +156,48 @@ def test_moderator_only_for_the_groups_of_the_statement_that_allowed_the_session
     assert "moderator" not in auth.audit()[-1]
 
 
+def test_no_one_moderates_their_own_session(auth: Watchers) -> None:
+    # carol's shell on web1, allowed by a statement that requires a lead; carol is a lead
+    write_private_file(auth.home.policy, POLICY.format(window="").replace(
+        'users = ["alice"]\nagents = ["web1"]', 'users = ["alice", "carol"]\nagents = ["web1"]').encode())
+    assert granted(auth, "carol", request("shell", "web1", None, run_as=APP)).require_moderator
+    assert auth.report("web1", [session(SID[0], user="carol"), session(SID[1])])["ok"]
+    assert granted(auth, "carol", request("watch", "web1", SID[0])).moderator is False
+    assert granted(auth, "erin", request("watch", "web1", SID[0])).moderator is True
+    assert granted(auth, "carol", request("watch", "web1", SID[1])).moderator is True
+
+
+def test_grants_carry_the_moderator_claims_only_where_they_mean_something(auth: Watchers) -> None:
+    from tether import paseto
+    from tether.encoding import dumps
+
+    def token(**claims: Any) -> str:
+        base = grants.Grant(user="carol", agent="web1", agent_key="k", client_key="c",
+                            mqtt_name="carol.1", mode="watch", run_as=APP, command=None,
+                            max_duration=60, idle_timeout=0, recording="off", recorder=None,
+                            reason=None, jti="j", expires=time.time() + 60, attach=SID[0])
+        return paseto.sign(auth.identity.signing_seed, dumps(dict(base.claims(time.time()), **claims)),
+                           implicit=grants.IMPLICIT)
+
+    def decode(**claims: Any) -> grants.Grant:
+        return grants.decode(auth.identity.public_key, token(**claims))
+
+    plain = decode()
+    assert (plain.moderator, plain.require_moderator, plain.moderators) == (False, False, None)
+    assert "moderator" not in grants.Grant.claims(plain, time.time())  # written only when set
+    assert decode(moderator=True).moderator is True
+    g = decode(mode="shell", attach=None, require_moderator=True, moderators=["leads"])
+    assert (g.require_moderator, g.moderators) == (True, ["leads"])
+    for claims, why in (({"moderator": 1}, "moderator is not true or false"),
+                        ({"moderator": True, "mode": "join"}, "moderator is only for watch grants"),
+                        ({"require_moderator": "yes"}, "require_moderator is not true or false"),
+                        ({"require_moderator": True}, "require_moderator is only for shell grants"),
+                        ({"moderators": "leads"}, "moderators is not a list of group names"),
+                        ({"moderators": [1]}, "moderators is not a list of group names")):
+        with pytest.raises(grants.GrantError, match=f"^grant is malformed: {why}$"):
+            decode(**claims)
+
+
 def test_the_moderated_statement_is_found_at_the_sessions_start_time(auth: Watchers) -> None:
     # "moderated" only applies on a day that is not today: at the session's start (that
     # day) it allowed the shell; now the owner's shell would fall to "people".
