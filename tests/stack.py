@@ -327,11 +327,12 @@ def running_stack(kind: str, root: Path) -> Iterator[Stack]:
 class PtyClient:
     """A tether command on a real pseudo-terminal, driven like a person at a keyboard."""
 
-    def __init__(self, stack: Stack, *args: str, cols: int = 80, rows: int = 24) -> None:
+    def __init__(self, stack: Stack, *args: str, cols: int = 80, rows: int = 24,
+                 env: dict[str, str] | None = None) -> None:
         self.master, slave = open_pty(cols, rows)
         self.slave_name = os.ttyname(slave)
         self.proc = subprocess.Popen(
-            [TETHER, *args], stdin=slave, stdout=slave, stderr=slave, env=stack.env, cwd=stack.root,
+            [TETHER, *args], stdin=slave, stdout=slave, stderr=slave, env=env or stack.env, cwd=stack.root,
             start_new_session=True, preexec_fn=take_controlling_tty,
         )
         os.close(slave)
