@@ -61,6 +61,9 @@ MAX_ENROL_BYTES = 16 * 1024  # a sealed enrolment request is well under 2 KiB
 MAX_SESSIONS_REPLY_BYTES = 96 * 1024
 # Modes whose sessions can outlive their client (the grant's detach_timeout).
 DETACHABLE = ("shell", "exec")
+# What others may do with a live session of each mode (as agents support it): a command's
+# output can be watched, but only a shell takes a second writer.
+_ACTIONS_ON: dict[str, tuple[str, ...]] = {"shell": WATCH_ACTIONS, "exec": ("watch",)}
 
 
 class AuthorityStateError(TetherError):
@@ -374,7 +377,7 @@ class AuthorityService:
         live: LiveSession | None = None
         if attach is not None:  # a takeover of one's own shell, or a watch or join
             live = self.live.find(agent_name, attach, now)
-            refusal = (_target_refusal(live, agent_name, attach, run_as) if mode in WATCH_ACTIONS
+            refusal = (_target_refusal(live, mode, agent_name, attach, run_as) if mode in WATCH_ACTIONS
                        else _attach_refusal(live, user, agent_name, attach, run_as))
             if refusal:
                 return {"ok": False, "error": refusal}
@@ -518,7 +521,7 @@ class AuthorityService:
         listed: list[tuple[str, LiveSession, list[str]]] = []
         for name, session in self.live.on_agents(agents, now):
             actions = ["attach"] if session.user == user and session.mode == "shell" else []
-            actions += [a for a in WATCH_ACTIONS if may(a, name, session.run_as)]
+            actions += [a for a in _ACTIONS_ON.get(session.mode, ()) if may(a, name, session.run_as)]
             if session.user != user and not actions:
                 continue  # someone else's session the caller may not touch: not shown
             listed.append((name, session, actions))
@@ -598,11 +601,14 @@ class AuthorityService:
                                                      "x25519": recorder.x25519}}
 
 
-def _target_refusal(live: LiveSession | None, agent: str, sid: str, run_as: str | None) -> str | None:
+def _target_refusal(live: LiveSession | None, mode: str, agent: str, sid: str,
+                    run_as: str | None) -> str | None:
     """Why session `sid` on `agent` cannot be watched or joined as the live table knows it
     (whether the policy lets this user do it is decided next)."""
     if live is None:
         return f"no live session {sid} on agent {agent}: it ended, or the agent has not reported it yet"
+    if mode not in _ACTIONS_ON.get(live.mode, ()):
+        return f"only shell sessions can be joined; session {sid} on {agent} runs a command (watch it instead)"
     if run_as is not None and run_as != live.run_as:
         return f"session {sid} on {agent} runs as {live.run_as!r}, not {run_as!r}"
     return None

@@ -215,7 +215,8 @@ def test_the_moderated_statement_is_found_at_the_sessions_start_time(auth: Watch
 
 
 def test_watch_and_join_refusals_say_why_and_are_audited_with_the_sid(auth: Watchers) -> None:
-    assert auth.report("web1", [session(SID[0]), session(SID[1], run_as="root")])["ok"]
+    assert auth.report("web1", [session(SID[0]), session(SID[1], run_as="root"),
+                                session(SID[2], mode="exec")])["ok"]
     assert auth.report("local", [session(SID[2]), session(SID[3], run_as="postgres")])["ok"]
     cases = [
         ("carol", request("watch", "web1", SID[7]),
@@ -224,6 +225,8 @@ def test_watch_and_join_refusals_say_why_and_are_audited_with_the_sid(auth: Watc
          f"no live session {SID[0]} on agent local: it ended, or the agent has not reported it yet"),
         ("carol", request("watch", "web1", SID[0], run_as="nobody"),
          f"session {SID[0]} on web1 runs as 'app', not 'nobody'"),
+        ("carol", request("join", "web1", SID[2]),
+         f"only shell sessions can be joined; session {SID[2]} on web1 runs a command (watch it instead)"),
         # root only when listed literally: the leads' "*" does not cover it
         ("carol", request("watch", "web1", SID[1]),
          "denied: user 'carol' may not watch sessions running as 'root' on 'web1' (statement #5 'leads')"),
@@ -244,8 +247,9 @@ def test_watch_and_join_refusals_say_why_and_are_audited_with_the_sid(auth: Watc
     assert [(e["user"], e["mode"], e["sid"], e["why"]) for e in denied] == [
         (who, body["mode"], body["attach"], error) for who, body, error in cases]
     # whose session it was, when the table knew it
-    assert [e.get("session_user") for e in denied] == [None, None] + ["alice"] * 7
+    assert [e.get("session_user") for e in denied] == [None, None] + ["alice"] * 8
     assert granted(auth, "boss", request("watch", "local", SID[2])).attach == SID[2]
+    assert granted(auth, "carol", request("watch", "web1", SID[2])).attach == SID[2]
 
 
 def test_a_watch_or_join_must_name_a_session(auth: Watchers) -> None:
@@ -303,9 +307,10 @@ def test_sessions_lists_others_sessions_only_where_the_policy_allows(auth: Watch
     assert auth.report("local", [session(SID[4], started=15.0),
                                  session(SID[5], run_as="postgres", started=25.0)])["ok"]
     both = ["watch", "join"]
-    # carol: every session but root's, watch and join; her own can also be attached
+    # carol: every session but root's, watch and join (a command's only watch); her own
+    # can also be attached
     assert listed(auth, "carol") == [
-        ("web1", SID[3], ["attach", *both]), ("web1", SID[2], both), ("local", SID[5], both),
+        ("web1", SID[3], ["attach", *both]), ("web1", SID[2], ["watch"]), ("local", SID[5], both),
         ("local", SID[4], both), ("web1", SID[0], both)]
     # bob: his own exec (nothing to do with it but show it), others' app sessions to watch
     assert listed(auth, "bob") == [
@@ -347,7 +352,7 @@ def test_others_sessions_stay_under_the_packet_cap(auth: Watchers) -> None:
     reply = auth.ask("carol", {"type": "sessions", "agent": None})
     assert len(auth.outbox.sent[before][1]) <= MAX_PAYLOAD
     assert reply["more"] is True and 40 < len(reply["sessions"]) < 100
-    assert all(s["actions"] == ["watch", "join"] for s in reply["sessions"])
+    assert all(s["actions"] == ["watch"] for s in reply["sessions"])  # commands: watch only
 
 
 def test_a_broken_policy_lists_only_ones_own_sessions(auth: Watchers) -> None:
