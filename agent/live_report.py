@@ -1,4 +1,4 @@
-"""The agent's list of its live sessions, reported to the authority (docs/protocol.md §6.5).
+"""The agent's list of its live sessions, reported to the authority (docs/protocol.md §6.3).
 
 The authority answers `tether sessions --live` and grants an attach only for a session the
 owning agent reported, so the list goes out 1 s after any change (coalesced) and every
