@@ -37,6 +37,7 @@ RECONNECTING = "reconnecting\u2026"
 NOTICE_WITHIN = 2.0  # the issue's bound from the cut to "reconnecting…"
 BACK_WITHIN = 20.0  # restore to "reconnected": the console retries every 2 s, the agent backs off
 # up to 5 s (and can wait 10 s for a CONNACK on a connection the relay reset); margin for load
+SILENT_NOTICE_WITHIN = 9.0  # keepalive 5 s: a ping after at most 5 s, given up 2.5 s later; margin
 CUT_FOR = 5.0  # the cut's length: the scenario's parameter, not a wait for anything to happen
 LINES = 40
 
@@ -124,25 +125,31 @@ class Resumed:
 
 
 def resume_across(b: Browser, page: int, banner: str, cut: Callable[[], None], held: Callable[[], bool],
-                  restore: Callable[[], None], what: str) -> Resumed:
+                  restore: Callable[[], None], what: str, notice_within: float = NOTICE_WITHIN,
+                  typed_first: bool = False) -> Resumed:
     """A shell in the page's terminal; a loop that numbers its lines runs across a cut;
     a line is typed during it. `banner` is where the page must say "reconnecting…" and
     then "reconnected"; the cut lasts CUT_FOR s, and longer until `held` is true (the
     reconnect attempts it must see have been turned away). Checks that
     every line of the loop and the typed line's output arrived exactly once, and that
-    typing works after it."""
+    typing works after it. `typed_first`: the line is typed at once after the cut, before
+    the page can know of it (so its frames go into a connection that is dead)."""
     open_terminal(b, page)
     type_line(b, page, f"for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.2; done")
     b("waitTerminal", page, pattern=r"^line-3$", timeout=30000)
 
     cut_at = time.monotonic()
     cut()
-    notice = b("waitFunction", page, timeout=10000, expression=shown(banner, RECONNECTING))
+    if typed_first:
+        seen_at_cut = numbered(b("terminal", page)["text"])
+        type_line(b, page, "echo typed-$((6*7))")
+    notice = b("waitFunction", page, timeout=int(notice_within * 1000) + 10000, expression=shown(banner, RECONNECTING))
     noticed = time.monotonic() - cut_at
-    seen_at_cut = numbered(b("terminal", page)["text"])
-    # Typed while the link is down (the loop still holds the terminal: the shell reads the
-    # line when the loop ends).
-    type_line(b, page, "echo typed-$((6*7))")
+    if not typed_first:
+        seen_at_cut = numbered(b("terminal", page)["text"])
+        # Typed while the link is down (the loop still holds the terminal: the shell reads
+        # the line when the loop ends).
+        type_line(b, page, "echo typed-$((6*7))")
     wait_for(lambda: time.monotonic() - cut_at >= CUT_FOR and held(), timeout=CUT_FOR + 30,
              what=f"the cut held ({what})")
     assert b("evaluate", page, expression=shown(banner, RECONNECTING)), "the banner did not stay up"
@@ -158,7 +165,7 @@ def resume_across(b: Browser, page: int, banner: str, cut: Callable[[], None], h
     print(f"{what}: cut to {notice!r}: {noticed:.2f} s; cut held {restored_at - cut_at:.2f} s; "
           f"restore to {back!r}: {reconnected:.2f} s; lines at the cut {max(seen_at_cut)}, "
           f"before the restore {max(seen_before_restore)}")
-    assert noticed < NOTICE_WITHIN, took
+    assert noticed < notice_within, took
     assert reconnected < BACK_WITHIN, took
     # The cut was real: nothing of the loop's output reached the page while it lasted (one
     # line of slack: output received just before the cut may still be in xterm's queue).
@@ -201,6 +208,19 @@ def test_the_console_link_cut(browser: Browser, relayed_console: tuple[Stack, Re
     resume_across(b, page, CONN_BANNER, relay.cut, lambda: relay.refused >= 2, relay.restore,
                   f"[{stack.kind}] console link")
     assert relay.refused >= 2 and relay.accepted >= 2, relay
+
+
+@pytest.mark.parametrize("stack", ["amqtt", "mosquitto"], indirect=True)
+def test_a_silent_partition_of_the_console_link(browser: Browser, relayed_console: tuple[Stack, Relay]) -> None:
+    """The page's link goes silent (nothing moves, nothing is closed): only MQTT's
+    keepalive can tell, within 7.5 s at the console's 5 s. The line is typed before the
+    page knows: its frames go into the dead connection and are resent after it."""
+    stack, relay = relayed_console
+    b = browser
+    page = login(b, stack, "rita")
+    b("wait", page, selector="[data-testid=instance-row][data-agent=local][data-online=true]", timeout=30000)
+    resume_across(b, page, CONN_BANNER, lambda: relay.cut(silent=True), lambda: True, relay.restore,
+                  f"[{stack.kind}] console link, silent", notice_within=SILENT_NOTICE_WITHIN, typed_first=True)
 
 
 def _rita(stack: Stack) -> None:
