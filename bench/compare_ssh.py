@@ -107,10 +107,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="run only these tests")
     ap.add_argument("--no-floor", action="store_true",
                     help="leave out the bare-MQTT floor session from the keystroke test")
-    ap.add_argument("--recording", choices=["off", "optional", "required"], default="off",
-                    help="the policy's recording for the tether sessions (default off: ssh records "
-                    "nothing, so like with like; `optional` measures tether as `tether up` "
-                    "ships, with every session streamed to the recorder)")
+    ap.add_argument("--recording", choices=["both", "off", "optional", "required"], default="both",
+                    help="the policy's recording for the tether sessions. `both` (default): two "
+                    "tether contenders in the same run and rotation, one unrecorded (`off`, like "
+                    "ssh, which records nothing) and one recorded as `tether up` ships "
+                    "(`optional`, every session streamed to the recorder); the report adds the "
+                    "ratios recorded / unrecorded. Otherwise one tether contender with that "
+                    "recording")
+    ap.add_argument("--recorder-process", action="store_true",
+                    help="run the recorder as a process of its own (`tether up --no-recorder` and "
+                    "`tether recorder`) instead of inside `tether up`, so its CPU is counted apart")
     ap.add_argument("--floor-role", choices=["client", "agent"], help=argparse.SUPPRESS)
     ap.add_argument("--floor-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--floor-tag", default="", help=argparse.SUPPRESS)
@@ -195,17 +201,38 @@ def measure_all(run: Run) -> int | None:
             log(f"mosquitto pid {stack.broker.pid}, tether up pid {stack.up.pid}, port {stack.port}")
             from stack import statement  # type: ignore[import-not-found]
 
-            body = statement(recording=f'"{args.recording}"').replace("OSUSER", getpass.getuser())
+            recorder_pid = None
+            if args.recorder_process:
+                stack.stop_up()
+                stack.start_up("--no-recorder")
+                recorder = stack.start_recorder()
+                recorder_pid = recorder.pid
+                log(f"tether up --no-recorder pid {stack.up.pid}, tether recorder pid {recorder.pid}")
+            meta["recorder"] = ("its own process (`tether recorder`)" if args.recorder_process
+                                else "inside `tether up`, as shipped")
+            both_modes = args.recording == "both"
+            body = statement(recording='"off"' if both_modes else f'"{args.recording}"')
+            if both_modes:
+                # The second user, bob, is recorded as `tether up` ships; the first is not.
+                body += "\n" + statement(recording='"optional"').replace(
+                    'id = "test"', 'id = "recorded"').replace('users = ["USER"]', 'users = ["bob"]')
+            body = body.replace("OSUSER", getpass.getuser())
             user = re.search(rb'users = \["([^"]+)"\]', stack.home.policy.read_bytes())
             assert user is not None
             stack.home.policy.write_text(body.replace("USER", user.group(1).decode()))
-            meta["recording"] = args.recording
-            log(f"policy: recording = {args.recording}")
+            meta["recording"] = ("both: tether unrecorded (`off`) and tether recorded (`optional`)"
+                                 if both_modes else args.recording)
+            log(f"policy: recording = {meta['recording']}")
             client_env = dict(os.environ, TERM="xterm-256color")
             ssh_c = ssh_contender(sshd, client_env)
-            teth_c = tether_contender(stack, TETHER)
+            teth_c = tether_contender(stack, TETHER, recorder_pid=lambda: recorder_pid)
             teth_c.env["TERM"] = "xterm-256color"
             both = [ssh_c, teth_c]
+            if both_modes:
+                rec_c = tether_contender(stack, TETHER, "tether_rec", identity=stack.bob_identity,
+                                         recorder_pid=lambda: recorder_pid)
+                rec_c.env["TERM"] = "xterm-256color"
+                both.append(rec_c)
             meta["versions"] = versions(TETHER, stack.env, stack.root)
 
             # Warm up: page cache, .pyc files, ssh and tether code paths.
@@ -256,6 +283,8 @@ def measure_all(run: Run) -> int | None:
                 section("pty", results["pty"], f"PTY bulk, {size / MB:.0f} MB, {reps} reps each",
                         lambda: alternate(reps, both, lambda c: pty_bulk(c, path, size, args.timeout),
                                           results["pty"], "PTY MB/s"))
+            meta["recorded sessions"] = recorded_summary(stack.home.recordings / "index.db")
+            log(f"recorder's index: {meta['recorded sessions']}")
             # Everything that ran on the machine meanwhile and was not ours: interference.
             wall = time.time() - run.started
             other = max(0.0, others_cpu() - run.others0)
@@ -279,6 +308,24 @@ def measure_all(run: Run) -> int | None:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     return None
+
+
+def recorded_summary(db_path: Path) -> str:
+    """What the recorder stored, by user: proof that the recorded contender's sessions were
+    recorded (and the unrecorded one's were not)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = db.execute("SELECT user, COUNT(*), SUM(bytes_out), SUM(log_bytes) FROM sessions "
+                              "GROUP BY user").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return f"unknown ({exc})"
+    return "; ".join(f"{user}: {n} sessions, {(out or 0) / MB:.0f} MB output, "
+                     f"{(log or 0) / MB:.0f} MB of logs" for user, n, out, log in rows) or "none"
 
 
 def report(run: Run, argv: list[str] | None) -> int:
@@ -322,7 +369,7 @@ def report(run: Run, argv: list[str] | None) -> int:
         args.json.write_text(json.dumps({"meta": meta, "results": details,
                                          "echo_samples_ms": {
                                              who: echo_samples(results["echo"], who)
-                                             for who in ("ssh", "tether", "floor")},
+                                             for who in ("ssh", "tether", "tether_rec", "floor")},
                                          }, indent=1, default=str))
         log(f"wrote {args.json}")
     return 1 if errors else 0

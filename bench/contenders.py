@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cpu import proc_cpu, scan_cpu
+from cpu import descendants_cpu, proc_cpu, scan_cpu, thread_cpu
 from sshd import SshServer
 
 
@@ -39,18 +39,32 @@ def ssh_contender(sshd: SshServer, env: dict[str, str]) -> Contender:
     )
 
 
-def tether_contender(stack: Any, tether_bin: str) -> Contender:
+def tether_contender(stack: Any, tether_bin: str, name: str = "tether",
+                     identity: Path | None = None,
+                     recorder_pid: Callable[[], int | None] = lambda: None) -> Contender:
+    """`identity`: the client's identity file (another user, whom the policy treats
+    differently: recorded or not). `recorder_pid`: a `tether recorder` of its own, when the
+    bench runs one apart from `tether up` (then its CPU is a part of its own)."""
     up_pid = stack.up.pid
     broker_pid = stack.broker.pid
 
     def server_parts() -> dict[str, float]:
         own, children = proc_cpu(up_pid)
-        return {"tether up (agent)": own, "session (shell, cat)": children,
-                "mosquitto": proc_cpu(broker_pid)[0]}
+        main, threads = thread_cpu(up_pid)
+        parts = {"tether up": own, "tether up: event loop thread": main,
+                 "tether up: other threads": threads, "session (shell, cat)": children,
+                 "recorder index worker": descendants_cpu(up_pid, "index_process"),
+                 "mosquitto": proc_cpu(broker_pid)[0]}
+        rec = recorder_pid()
+        if rec is not None:
+            parts["tether recorder (own process)"] = proc_cpu(rec)[0] + descendants_cpu(rec, "")
+        return parts
 
     env = dict(stack.env)
+    if identity is not None:
+        env["TETHER_IDENTITY"] = str(identity)
     return Contender(
-        name="tether", cwd=stack.root, env=env,
+        name=name, cwd=stack.root, env=env,
         shell_argv=[tether_bin, "shell", "local"],
         exec_argv=lambda cmd: [tether_bin, "run", "local", "--", *cmd],
         server_parts=server_parts,

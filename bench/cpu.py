@@ -23,6 +23,64 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return (ut + st) / CLK_TCK, (cut + cst) / CLK_TCK
 
 
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """(main thread, all other live threads) of a process, CPU seconds: tether up's event
+    loop (agent, authority and recorder loop) against its helper threads (the recorder's
+    store thread: writes, fsync, commit)."""
+    main = other = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return math.nan, math.nan
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
+        if int(tid) == pid:
+            main = cpu
+        else:
+            other += cpu
+    return main, other
+
+
+def descendants_cpu(pid: int, cmdline_has: str) -> float:
+    """Own CPU seconds (plus reaped children) of the live descendants of pid whose command
+    line contains `cmdline_has` ("" for all): e.g. the recorder's index worker, a long-lived
+    child whose CPU shows in no cutime until it exits."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for child in _children(p):
+            todo.append(child)
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                own, reaped = proc_cpu(child)
+            except OSError:
+                continue
+            if cmdline_has in cmd:
+                total += own + reaped
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
 def wait4_cpu(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
     """Reap proc (which must still be unreaped); (return code, its user+sys CPU seconds)."""
     deadline = time.monotonic() + timeout

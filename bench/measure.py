@@ -184,6 +184,7 @@ class EchoSession:
 class Result:
     ssh: list[Sample] = field(default_factory=list)
     tether: list[Sample] = field(default_factory=list)
+    tether_rec: list[Sample] = field(default_factory=list)  # tether with the session recorded
     floor: list[Sample] = field(default_factory=list)
     error: str | None = None
 

@@ -71,10 +71,38 @@ class Row:
     note: str = ""
     test: str = ""
     others: float = math.nan  # share of the machine other processes used during the test
+    rec: float = math.nan  # tether with the session recorded (nan: not measured)
 
     @property
     def ratio(self) -> float:
         return self.tether / self.ssh if self.ssh else math.nan
+
+    @property
+    def rec_ratio(self) -> float:
+        return self.rec / self.ssh if self.ssh else math.nan
+
+    @property
+    def rec_cost(self) -> float:
+        """recorded / unrecorded."""
+        return self.rec / self.tether if self.tether else math.nan
+
+
+# Issue 11's goal for what recording may cost (recorded / unrecorded), by row metric prefix.
+REC_GOALS: tuple[tuple[str, str, Callable[[float], bool]], ...] = (
+    ("PTY bulk output", "≥ 0.8", lambda x: x >= 0.8),
+             ("exec bulk output, no PTY", "≥ 0.8", lambda x: x >= 0.8),
+             ("keystroke echo round trip p50", "≤ 1.2", lambda x: x <= 1.2))
+
+
+def rec_goal(row: Row) -> tuple[str, bool | None]:
+    for prefix, text, ok in REC_GOALS:
+        if row.metric.startswith(prefix):
+            return text, None if math.isnan(row.rec_cost) else ok(row.rec_cost)
+    return "", None
+
+
+def _r(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.2f}"
 
 
 def fmt(x: float, unit: str) -> str:
@@ -94,35 +122,45 @@ def build_rows(r: dict[str, Result]) -> list[Row]:
         res = r[key]
         return pick(res.ssh), pick(res.tether)
 
+    def rec(key: str, pick: Callable[[list[Sample]], float]) -> None:
+        """The recorded contender's value for the row just added."""
+        if r[key].tether_rec:
+            rows[-1].rec = pick(r[key].tether_rec)
+
     def med(samples: list[Sample]) -> float:
         return median([s.value for s in samples])
 
     s, t = vals("pty", med)
     rows.append(Row("PTY bulk output (cat in a shell)", "MB/s", s, t, "higher", "≥ 1.0 x ssh",
                     None if math.isnan(t / s) else t / s >= 1.0, test="pty"))
+    rec("pty", med)
     s, t = vals("exec", med)
     rows.append(Row("exec bulk output, no PTY", "MB/s", s, t, "higher", "≥ 0.5 x ssh",
                     None if math.isnan(t / s) else t / s >= 0.5, "first byte to exit", "exec"))
+    rec("exec", med)
     s, t = vals("exec", lambda xs: median([x.extra["mb_s_total"] for x in xs]))
     rows.append(Row("exec bulk output incl. connection setup", "MB/s", s, t, "higher", "", None,
                     "start to exit", "exec"))
+    rec("exec", lambda xs: median([x.extra["mb_s_total"] for x in xs]))
     e = r["echo"]
     sv = [x for smp in e.ssh for x in smp.extra.get("all", [])]
     tv = [x for smp in e.tether for x in smp.extra.get("all", [])]
+    rv = [x for smp in e.tether_rec for x in smp.extra.get("all", [])]
     s50, t50 = pct(sv, 50), pct(tv, 50)
     rows.append(Row("keystroke echo round trip p50", "ms", s50, t50, "lower", "≤ 2 x ssh",
-                    None if math.isnan(t50 / s50) else t50 <= 2 * s50, test="echo"))
+                    None if math.isnan(t50 / s50) else t50 <= 2 * s50, test="echo", rec=pct(rv, 50)))
     s99, t99 = pct(sv, 99), pct(tv, 99)
     rows.append(Row("keystroke echo round trip p99", "ms", s99, t99, "lower", "≤ 2 ms",
-                    None if math.isnan(t99) else t99 <= 2.0, test="echo"))
+                    None if math.isnan(t99) else t99 <= 2.0, test="echo", rec=pct(rv, 99)))
     s, t = vals("true", med)
     rows.append(Row("`run -- true` wall time", "s", s, t, "lower", "≤ 1.0 x ssh",
                     None if math.isnan(t / s) else t <= s, test="true"))
+    rec("true", med)
     return rows
 
 
-def cpu_rows(r: dict[str, Result], size: int) -> list[tuple[str, str, str]]:
-    """(what, ssh, tether) median CPU seconds per 100 MB for the bulk tests."""
+def cpu_rows(r: dict[str, Result], size: int) -> list[tuple[str, str, str, str]]:
+    """(what, ssh, tether, tether recorded) median CPU seconds per 100 MB for the bulk tests."""
     out = []
     scale = 100 * MB / size
     for key, label in (("pty", "PTY bulk"), ("exec", "exec bulk")):
@@ -130,7 +168,8 @@ def cpu_rows(r: dict[str, Result], size: int) -> list[tuple[str, str, str]]:
         if not res.ssh or not res.tether:
             continue
         keys = ["client_cpu_s", "server_cpu_s"]
-        keys += sorted({k for x in res.ssh + res.tether for k in x.extra if k.startswith("cpu ")},
+        keys += sorted({k for x in res.ssh + res.tether + res.tether_rec for k in x.extra
+                        if k.startswith("cpu ")},
                        key=lambda k: (not k.startswith("cpu server:"), k))
 
         def m(xs: list[Sample], k: str) -> str:
@@ -141,7 +180,7 @@ def cpu_rows(r: dict[str, Result], size: int) -> list[tuple[str, str, str]]:
             what = {"client_cpu_s": "client", "server_cpu_s": "server side, total"}.get(k)
             if what is None:
                 what = k.removeprefix("cpu ").removesuffix(" s").replace("server:", "server: ")
-            out.append((f"{label}: {what}", m(res.ssh, k), m(res.tether, k)))
+            out.append((f"{label}: {what}", m(res.ssh, k), m(res.tether, k), m(res.tether_rec, k)))
     return out
 
 
@@ -149,31 +188,45 @@ def others(x: float) -> str:
     return "" if math.isnan(x) else f"{x * 100:.0f}%"
 
 
-def render_text(rows: list[Row], refs: list[str], cpu: list[tuple[str, str, str]],
+def _yes(met: bool | None, no: str) -> str:
+    return "" if met is None else ("yes" if met else no)
+
+
+def render_text(rows: list[Row], refs: list[str], cpu: list[tuple[str, str, str, str]],
                 errors: dict[str, str]) -> str:
-    head = ("metric", "unit", "ssh", "tether", "tether/ssh", "better", "goal", "met", "others")
+    recorded = any(not math.isnan(row.rec) for row in rows)
+    head: tuple[str, ...] = ("metric", "unit", "ssh", "tether", "tether/ssh")
+    if recorded:
+        head += ("recorded", "rec/ssh", "rec/unrec", "rec goal", "met")
+    head += ("better", "goal", "met", "others")
     body = []
     for row in rows:
-        met = "" if row.met is None else ("yes" if row.met else "NO")
-        body.append((row.metric, row.unit, fmt(row.ssh, row.unit), fmt(row.tether, row.unit),
-                     "n/a" if math.isnan(row.ratio) else f"{row.ratio:.2f}", row.better, row.goal, met,
-                     others(row.others)))
+        line: tuple[str, ...] = (row.metric, row.unit, fmt(row.ssh, row.unit),
+                                 fmt(row.tether, row.unit), _r(row.ratio))
+        if recorded:
+            goal, ok = rec_goal(row)
+            line += (fmt(row.rec, row.unit), _r(row.rec_ratio), _r(row.rec_cost), goal, _yes(ok, "NO"))
+        body.append((*line, row.better, row.goal, _yes(row.met, "NO"), others(row.others)))
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     lines += [f"reference: {r}" for r in refs]
     lines.append("others: share of the machine's CPU that other processes used during that test")
+    if recorded:
+        lines.append("recorded: tether with the session recorded (policy `optional`, as `tether up` "
+                     "ships); rec/unrec: recorded / unrecorded tether; rec goal: issue 11's bound on it")
     if cpu:
         lines.append("CPU seconds per 100 MB (median):")
-        for what, s, t in cpu:
-            lines.append(f"  {what:<50} ssh {s:>6}   tether {t:>6}")
+        for what, s, t, rc in cpu:
+            lines.append(f"  {what:<50} ssh {s:>6}   tether {t:>6}"
+                         + (f"   recorded {rc:>6}" if recorded else ""))
     for k, v in errors.items():
         lines.append(f"ERROR in {k}: {v}")
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[Row], refs: list[str], cpu: list[tuple[str, str, str]],
+def render_markdown(rows: list[Row], refs: list[str], cpu: list[tuple[str, str, str, str]],
                     errors: dict[str, str], meta: dict[str, Any], details: dict[str, Any]) -> str:
     md = ["# tether vs OpenSSH: side-by-side benchmark", ""]
     md.append(f"- command: `{meta['command']}`")
@@ -187,16 +240,27 @@ def render_markdown(rows: list[Row], refs: list[str], cpu: list[tuple[str, str, 
         md.append(f"- machine load: {meta['load']}")
     md.append(f"- parameters: {meta['params']}")
     md.append("")
-    md.append("| metric | unit | ssh | tether | tether/ssh | better | goal (budget) | met "
-              "| others' CPU |")
-    md.append("|---|---|---:|---:|---:|---|---|---|---:|")
+    recorded = any(not math.isnan(row.rec) for row in rows)
+    if recorded:
+        md.append("| metric | unit | ssh | tether | tether/ssh | tether recorded | recorded/ssh "
+                  "| recorded/unrecorded | goal (issue 11) | met | better | goal (budget) | met "
+                  "| others' CPU |")
+        md.append("|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|")
+    else:
+        md.append("| metric | unit | ssh | tether | tether/ssh | better | goal (budget) | met "
+                  "| others' CPU |")
+        md.append("|---|---|---:|---:|---:|---|---|---|---:|")
     for row in rows:
-        met = "" if row.met is None else ("yes" if row.met else "**no**")
-        ratio = "n/a" if math.isnan(row.ratio) else f"{row.ratio:.2f}"
+        met = _yes(row.met, "**no**")
         note = f" ({row.note})" if row.note else ""
+        rec = ""
+        if recorded:
+            goal, ok = rec_goal(row)
+            rec = (f"{fmt(row.rec, row.unit)} | {_r(row.rec_ratio)} | {_r(row.rec_cost)} | {goal} | "
+                   f"{_yes(ok, '**no**')} | ")
         md.append(f"| {row.metric}{note} | {row.unit} | {fmt(row.ssh, row.unit)} | "
-                  f"{fmt(row.tether, row.unit)} | {ratio} | {row.better} | {row.goal} | {met} "
-                  f"| {others(row.others)} |")
+                  f"{fmt(row.tether, row.unit)} | {_r(row.ratio)} | {rec}{row.better} | {row.goal} "
+                  f"| {met} | {others(row.others)} |")
     md.append("")
     md.append("*others' CPU*: the share of the machine's CPU (all cores) that processes other than "
               "the benchmark's own used during that test. Anything above a few percent disturbs "
@@ -215,10 +279,10 @@ def render_markdown(rows: list[Row], refs: list[str], cpu: list[tuple[str, str, 
                   "this script draining the PTY or pipe. *kernel threads*: all kworkers etc., "
                   "where Linux does part of the PTY work; other work on the machine adds to it.")
         md.append("")
-        md.append("| | ssh | tether |")
-        md.append("|---|---:|---:|")
-        for what, s, t in cpu:
-            md.append(f"| {what} | {s} | {t} |")
+        md.append("| | ssh | tether |" + (" tether recorded |" if recorded else ""))
+        md.append("|---|---:|---:|" + ("---:|" if recorded else ""))
+        for what, s, t, rc in cpu:
+            md.append(f"| {what} | {s} | {t} |" + (f" {rc} |" if recorded else ""))
         md.append("")
     for k, v in errors.items():
         md.append(f"**Error in {k}:** {v}")
@@ -241,9 +305,9 @@ def details_of(results: dict[str, Result], raw: Result) -> dict[str, Any]:
                                **{ek: (round(ev, 6) if isinstance(ev, float) else ev)
                                   for ek, ev in s.extra.items() if ek != "all"})
                           for s in getattr(v, who)]
-           for k, v in results.items() if k != "echo" for who in ("ssh", "tether")},
+           for k, v in results.items() if k != "echo" for who in ("ssh", "tether", "tether_rec")},
         **{f"echo.{who}_ms": {"p50": pct(vals, 50), "p90": pct(vals, 90), "p99": pct(vals, 99),
                               "max": max(vals) if vals else math.nan, "n": len(vals)}
            for who, vals in ((who, echo_samples(results["echo"], who))
-                             for who in ("ssh", "tether", "floor"))},
+                             for who in ("ssh", "tether", "tether_rec", "floor"))},
     }
