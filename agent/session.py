@@ -109,6 +109,7 @@ class AgentSession:
         self._finishing = False
         self._cut_until = 0.0  # the last moment the agent was seen cut off from the broker
         self._awaiting_moderator = False
+        self._released = False  # the process's descriptors are closed
         self._reader_topics: dict[str, str] = {}  # watchers' and joiners' a2c topics
         self._done = False
         self._end_task: asyncio.Task[None] | None = None
@@ -194,10 +195,10 @@ class AgentSession:
                     log.warning("%s: %s; ending the session", self.topic_out, ev.reason)
                 self.terminate(signal.SIGHUP)
             elif isinstance(ev, Resize):
-                if self.proc is not None:
+                if self.proc is not None and not self._released:
                     self.kind.resize(ev.cols, ev.rows)
             elif isinstance(ev, Signal):
-                if self.proc is not None:
+                if self.proc is not None and not self._released:
                     self._signal(ev.signum)
             elif isinstance(ev, Frozen):
                 self._apply_backpressure()
@@ -291,6 +292,9 @@ class AgentSession:
         log.debug("%s: sending exit %s", self.topic_out, self._exit_status)
         self.core.finish(code, sig, time.monotonic())
         self._flush_channel()
+        # Everything the process will ever say is in the channel now: its descriptors go,
+        # while the tail waits (up to the resume window) for a client that may come back.
+        self._release_process()
         if self.recording is not None:
             self.recording.finish()
         while not self.channel.all_acked and self._peer_may_return(since):
@@ -306,10 +310,16 @@ class AgentSession:
         self.core.stop_limits()
         if self._coalesce is not None:
             self._coalesce.cancel()
+        self._release_process()
+        self.on_done(self)
+
+    def _release_process(self) -> None:
+        """End the process if it still runs, and close every descriptor of it (once)."""
         for r in self._readers:
             self._pause(r)
         self._stop_writing()
-        if self.proc is not None:
+        if self.proc is not None and not self._released:
+            self._released = True
             if self._exit_status is None:
                 self.loop.remove_reader(self.proc.pidfd)
                 self._kill()
@@ -327,7 +337,6 @@ class AgentSession:
                         os.close(fd)
             self.proc.master = self.proc.stdin = self.proc.stdout = self.proc.stderr = None
         self._input_fd = None
-        self.on_done(self)
 
     # ----- attach -----
 
@@ -346,7 +355,7 @@ class AgentSession:
                                  window_bytes=request.window, auto_consume=False), now, who)
         self.core.max_frame = request.max_frame
         self.topic_out = topic_out
-        if self.proc is not None and self.kind.traits.resizable:
+        if self.proc is not None and not self._released and self.kind.traits.resizable:
             self.kind.resize(request.cols, request.rows)
             # Same size, no SIGWINCH from the kernel: a full-screen program redraws for this.
             self._signal(signal.SIGWINCH)  # to the foreground group

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from tether.authority.policy import Decision, Policy, Request
 
-ACTIONS = ("shell", "exec", "forward", "watch", "audit", "admin")  # = policy.ACTIONS (tested)
+ACTIONS = ("shell", "exec", "forward", "watch", "join", "audit", "admin")  # = policy.ACTIONS (tested)
 
 CHECK_EXAMPLES = """\
 examples:

@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from stack import Spy, Stack, wait_for
+from stack import Spy, Stack, policy, statement, wait_for
 
 from tether.channel import Channel
 from tether.frames import HEADER, Direction, FrameCipher, FrameType
@@ -62,6 +62,13 @@ def test_replayed_frames_do_not_count_as_hearing_from_the_peer() -> None:
 def test_replayed_client_frames_do_not_keep_an_abandoned_session_alive(fresh_stack: Stack) -> None:
     fresh_stack.stop_up()
     fresh_stack.start_up("--client-timeout", str(CLIENT_TIMEOUT))
+    # Without detaching, silence ends the session (with it, silence detaches it first:
+    # test_e2e_session.py's vanished client).
+    with policy(fresh_stack, statement(detach_timeout="0")):
+        _abandoned(fresh_stack)
+
+
+def _abandoned(fresh_stack: Stack) -> None:
     spy = Spy(fresh_stack)
     try:
         client = fresh_stack.popen("run", "local", "--", "sh", "-c", "echo $$; exec sleep 600",

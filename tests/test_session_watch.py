@@ -168,7 +168,7 @@ def test_a_silent_watcher_is_dropped_after_the_client_timeout() -> None:
 
 
 def test_notices_and_the_exit_reach_every_reader() -> None:
-    core, owner = make()
+    core, _owner = make()
     watcher = add(core, "w", "carol")
     reader_frames(core, "w", watcher, T0)
     core.finish(0, None, T0 + 1)
