@@ -300,6 +300,9 @@ class AgentService:
             raise grants.GrantError(f"no live session {request.attach} on this agent: it has ended")
         if grant.run_as != session.grant.run_as:
             raise grants.GrantError("the grant does not match the session's run-as user")
+        revoked = self._revoked(self.bulletin.current, grant)
+        if revoked is not None:
+            raise grants.GrantError(revoked)
         if grant.mode == "watch":
             return session  # anyone's, as the policy allowed: read-only
         if session.grant.mode != "shell":
@@ -310,9 +313,6 @@ class AgentService:
             raise grants.GrantError(f"session {request.attach} is not yours")
         if grant.mode != session.grant.mode:
             raise grants.GrantError("the grant does not match the session's mode")
-        revoked = self._revoked(self.bulletin.current, grant)
-        if revoked is not None:
-            raise grants.GrantError(revoked)
         return session
 
     def _authorise(self, grant: grants.Grant, request: SessionRequest, now: float) -> None:
