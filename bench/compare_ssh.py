@@ -230,7 +230,7 @@ def measure_all(run: Run) -> int | None:
             both = [ssh_c, teth_c]
             if both_modes:
                 rec_c = tether_contender(stack, TETHER, "tether_rec", identity=stack.bob_identity,
-                                         recorder_pid=lambda: recorder_pid)
+                                         recorder_pid=lambda: recorder_pid, recorded_user="bob")
                 rec_c.env["TERM"] = "xterm-256color"
                 both.append(rec_c)
             meta["versions"] = versions(TETHER, stack.env, stack.root)
@@ -347,6 +347,17 @@ def report(run: Run, argv: list[str] | None) -> int:
         refs.append(f"keystroke echo floor (tether's topology with bare asyncio+paho over Mosquitto: "
                     f"no grant, handshake, crypto or channel): p50 {pct(floor_ms, 50):.3f} ms, "
                     f"p99 {pct(floor_ms, 99):.3f} ms")
+    for key, label in (("exec", "exec bulk"), ("pty", "PTY bulk")):
+        recs = [s.extra for s in results[key].tether_rec if "recorded_bytes_out" in s.extra]
+        if recs:
+            fracs = [x["recorded_bytes_out"] / x.get("bytes_on_pty", size) for x in recs]
+            short = sum(1 for f in fracs if f < 0.999)
+            refs.append(f"recording of the recorded {label} runs: the recorder stored "
+                        f"{min(fracs) * 100:.0f}-{max(fracs) * 100:.0f}% of each session's output"
+                        + (f"; {short} of {len(fracs)} runs lost output (the optional recording "
+                           f"stopped pacing when its recorder fell silent for 3 s and dropped "
+                           f"what did not fit, with a recorded gap): those runs were partly "
+                           f"unrecorded" if short else ""))
     cpu = cpu_rows(results, size)
     print()
     print(render_text(rows, refs, cpu, errors))

@@ -4,6 +4,7 @@ each with how to start a shell and an exec and how much CPU its server side has 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ class Contender:
     shell_argv: list[str]
     exec_argv: Callable[[list[str]], list[str]]
     server_parts: Callable[[], dict[str, float]]  # cumulative CPU seconds, by process
+    # For a recorded contender: given the wall time before a session, what the recorder
+    # stored of it once it is closed (an optional recording drops output, with a recorded
+    # gap, when its recorder falls silent: then the session was not paced by it).
+    recorded: Callable[[float], dict[str, Any]] | None = None
 
     def cpu_snapshot(self) -> tuple[dict[str, float], dict[int, float]]:
         """Cumulative CPU of the server side (by part) and this bench; kernel threads."""
@@ -39,9 +44,38 @@ def ssh_contender(sshd: SshServer, env: dict[str, str]) -> Contender:
     )
 
 
+RECORDED_WAIT = 120.0  # the agent drains a recording for up to 120 s after its session
+
+
+def recorded_row(db_path: Path, user: str, after: float) -> dict[str, Any]:
+    """The recorder's row of `user`'s newest session started after `after` (wall time),
+    once closed; {"recording": "not closed"} if it did not close within RECORDED_WAIT."""
+    import sqlite3
+
+    deadline = time.monotonic() + RECORDED_WAIT
+    row = None
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+            try:
+                row = db.execute("SELECT status, bytes_out, log_bytes FROM sessions WHERE user=? "
+                                 "AND started>=? ORDER BY started DESC LIMIT 1",
+                                 (user, after)).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            row = None
+        if row is not None and row[0] != "live":
+            return {"recording": row[0], "recorded_bytes_out": row[1], "recorded_log_bytes": row[2]}
+        time.sleep(0.2)  # polling interval of a condition wait
+    return {"recording": "not closed" if row else "no row",
+            "recorded_bytes_out": row[1] if row else 0}
+
+
 def tether_contender(stack: Any, tether_bin: str, name: str = "tether",
                      identity: Path | None = None,
-                     recorder_pid: Callable[[], int | None] = lambda: None) -> Contender:
+                     recorder_pid: Callable[[], int | None] = lambda: None,
+                     recorded_user: str | None = None) -> Contender:
     """`identity`: the client's identity file (another user, whom the policy treats
     differently: recorded or not). `recorder_pid`: a `tether recorder` of its own, when the
     bench runs one apart from `tether up` (then its CPU is a part of its own)."""
@@ -68,4 +102,6 @@ def tether_contender(stack: Any, tether_bin: str, name: str = "tether",
         shell_argv=[tether_bin, "shell", "local"],
         exec_argv=lambda cmd: [tether_bin, "run", "local", "--", *cmd],
         server_parts=server_parts,
+        recorded=None if recorded_user is None else (
+            lambda after: recorded_row(stack.home.recordings / "index.db", recorded_user, after)),
     )

@@ -108,6 +108,7 @@ def system_busy() -> float:
 
 
 PF_KTHREAD = 0x00200000
+SCHED_IDLE = 5  # /proc/PID/stat field 41, policy
 
 
 def scan_cpu() -> tuple[float, dict[int, float]]:
@@ -116,7 +117,9 @@ def scan_cpu() -> tuple[float, dict[int, float]]:
 
     The difference of two calls is what other work used in between: a process that exits
     meanwhile moves into its parent's reaped-children time. Kernel threads are counted
-    apart, because the kernel does PTY work for us (and others) in kworker threads."""
+    apart, because the kernel does PTY work for us (and others) in kworker threads.
+    Processes at SCHED_IDLE (other tether stacks' recorder index workers) are left out:
+    they run only on a core that would otherwise idle, so they take nothing from us."""
     procs: dict[int, tuple[int, float]] = {}
     kernel: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -130,6 +133,8 @@ def scan_cpu() -> tuple[float, dict[int, float]]:
         cpu = sum(int(x) for x in rest[11:15]) / CLK_TCK
         if int(rest[6]) & PF_KTHREAD:
             kernel[int(entry)] = cpu
+        elif len(rest) > 38 and int(rest[38]) == SCHED_IDLE:
+            continue
         else:
             procs[int(entry)] = (int(rest[1]), cpu)
     me = os.getpid()

@@ -45,6 +45,7 @@ def make_text_file(path: Path, size: int) -> int:
 
 
 def pty_bulk(c: Contender, file: Path, size: int, timeout: float) -> Sample:
+    wall0 = time.time()
     pp = PtyProc(c.shell_argv, c.env, c.cwd)
     try:
         pp.ready()
@@ -60,10 +61,18 @@ def pty_bulk(c: Contender, file: Path, size: int, timeout: float) -> Sample:
     if n < size:
         raise BenchError(f"{c.name}: PTY delivered {n} bytes, expected at least {size} (rc {rc})")
     return Sample(size / elapsed / MB, {"seconds": elapsed, "bytes_on_pty": n, "rc": rc,
-                                        "client_cpu_s": client_cpu, **cpu})
+                                        "client_cpu_s": client_cpu, **cpu, **recorded(c, wall0)})
+
+
+def recorded(c: Contender, wall0: float) -> dict[str, Any]:
+    """For a recorded contender, what its recorder stored of the session (after the
+    measurement: waiting for the recording to close also keeps its tail out of the next
+    contender's run)."""
+    return {} if c.recorded is None else c.recorded(wall0)
 
 
 def exec_bulk(c: Contender, file: Path, size: int, timeout: float) -> Sample:
+    wall0 = time.time()
     with tempfile.TemporaryFile() as err:
         cpu0 = c.cpu_snapshot()
         t0 = time.perf_counter()
@@ -98,7 +107,7 @@ def exec_bulk(c: Contender, file: Path, size: int, timeout: float) -> Sample:
     return Sample(size / (end - first) / MB, {
         "seconds_streaming": end - first, "seconds_total": end - t0,
         "mb_s_total": size / (end - t0) / MB, "first_byte_s": first - t0,
-        "client_cpu_s": client_cpu, **cpu,
+        "client_cpu_s": client_cpu, **cpu, **recorded(c, wall0),
     })
 
 
