@@ -87,6 +87,7 @@ class AgentService:
         self.sessions: dict[tuple[str, str], AgentSession] = {}
         # Watchers' and joiners' handshakes, by (client, sid): the session they read.
         self.readers: dict[tuple[str, str], AgentSession] = {}
+        self._reader_grants: dict[tuple[str, str], grants.Grant] = {}
         self.bulletin = BulletinTracker(b64d(ident.authority["ed25519"]))
         self._pending: dict[tuple[str, str], _Pending] = {}
         # Recorder streams by (client, sid); they outlive their sessions until the end is acked.
@@ -191,7 +192,9 @@ class AgentService:
         now = time.time()
         for (client, sid), session in list(self.sessions.items()):
             why = self._revoked(bulletin, session.grant)
-            order = bulletin.terminates(self.name, sid, now)
+            # The session's own id, whatever handshake its current client came by.
+            order = (bulletin.terminates(self.name, session.sid, now)
+                     or bulletin.terminates(self.name, sid, now))
             if order is not None:
                 why = f"session terminated by {order.get('by', 'an administrator')}"
             if why is not None:
@@ -200,6 +203,12 @@ class AgentService:
                 session.end_with_notice(f"session closed: {why}")
         for key in [k for k, p in self._pending.items() if self._revoked(bulletin, p.grant)]:
             del self._pending[key]
+        for key, grant in list(self._reader_grants.items()):
+            why = self._revoked(bulletin, grant)
+            reader = self.readers.get(key)
+            if why is not None and reader is not None:
+                log.warning("dropping %s of %s from session %s: %s", grant.mode, key[0], reader.sid, why)
+                reader.remove_reader("/".join(key), f"revoked: {why}")
 
     def _revoked(self, bulletin: Revocations, grant: grants.Grant) -> str | None:
         return bulletin.grant_refusal(grant.user, grant.jti, grant.client_key)
@@ -404,8 +413,9 @@ class AgentService:
         if reader is not None:
             if reader.has_reader("/".join(key)):
                 reader.on_reader_datagram("/".join(key), payload)
-            else:
-                del self.readers[key]  # it stopped watching, or its session ended
+            else:  # it stopped watching, or its session ended
+                del self.readers[key]
+                self._reader_grants.pop(key, None)
             return
         pending = self._pending.get(key)
         if pending is None:
@@ -472,6 +482,7 @@ class AgentService:
                         key[0], key[1], pending.attach, pending.grant.mode)
             return
         self.readers[key] = session
+        self._reader_grants[key] = pending.grant
         self.stats[pending.grant.mode] += 1
         session.add_reader("/".join(key), pending.topic_out, keys, pending.request, pending.grant,
                            f"{pending.grant.user} from {key[0]}")
@@ -486,6 +497,7 @@ class AgentService:
         self._live_changed()
         for key in [k for k, s in self.readers.items() if s is session]:
             del self.readers[key]
+            self._reader_grants.pop(key, None)
         for key, s in list(self.sessions.items()):
             if s is session:
                 del self.sessions[key]

@@ -382,6 +382,12 @@ class AgentSession:
     def has_reader(self, key: str) -> bool:
         return key in self.core.readers
 
+    def remove_reader(self, key: str, why: str) -> None:
+        """Drop a watcher or joiner (its grant was revoked); everyone is told."""
+        self.core.remove_reader(key, time.monotonic(), why)
+        self._flush_channel()
+        self.on_change()
+
     def on_reader_datagram(self, key: str, blob: bytes) -> None:
         now = time.monotonic()
         before = len(self.core.readers)
