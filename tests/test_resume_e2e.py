@@ -5,8 +5,11 @@ duplicated either way; the user sees "reconnecting…" within 2 s of the cut and
 
 The cuts are real: the client's (or the agent's) identity file points at a loopback relay
 (tests/support/relay.py) that resets every connection at once and turns new ones away
-until it is restored; the broker restart is a SIGKILL of the broker process and a new one
-on the same port. Both brokers, by the stack fixtures' parametrization."""
+until it is restored, or (a silent partition) moves nothing and closes nothing; the broker
+restart is a SIGKILL of the broker process and a new one on the same port. Both brokers,
+by the stack fixtures' parametrization. docs/testing.md rows 117 to 123 say what each test
+asserts. The cuts are held for their length with a sleep (hold_cut): the length is the
+scenario, not a wait for something; everything else waits on conditions."""
 
 from __future__ import annotations
 
@@ -196,11 +199,6 @@ class TimedPty(PtyClient):
             except EOFError as exc:
                 raise AssertionError(f"{text!r} not seen; the client exited: {exc}") from None
         return t
-
-
-def pty_env(stack: Stack, identity: Path) -> Any:
-    """What PtyClient reads from a stack, with the client's identity set."""
-    return SimpleNamespace(env=dict(stack.env, TETHER_IDENTITY=str(identity)), root=stack.root)
 
 
 def start_shell(stack: Any) -> TimedPty:
