@@ -24,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "watch": "watch a live session read-only (policy action `watch`)",
     "join": "join a live shell session as a second writer (policy action `join`)",
     "ls": "list agents with online/offline, labels, platform, last seen",
-    "sessions": "list recorded sessions, or terminate a live one",
+    "sessions": "list recorded sessions (--live: your live ones to attach), or terminate one",
     "broker": "run the embedded MQTT broker, or generate Mosquitto files",
     "authority": "run the authority, or manage users and agents",
     "policy": "check and validate the access policy",
