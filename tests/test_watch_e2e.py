@@ -165,3 +165,43 @@ def test_a_moderated_shell_starts_when_a_moderator_watches_and_the_moderator_end
         registry = Registry.load(stack.home.registry)
         registry.principals["bob"].groups = saved
         registry.save()
+
+
+def test_a_watcher_that_never_reads_does_not_slow_the_session(stack: Stack) -> None:
+    """A watcher that completes its handshake and then never acks anything: 20 MB of
+    output (twenty credit windows) still reach the owner, complete, while it watches."""
+    import asyncio
+    import hashlib
+    import subprocess
+
+    from support.agent_peer import Peer
+
+    before = _own_sids(stack)
+    owner = stack.popen("run", "local", "--", "sh", "-c",
+                        "read go; head -c 20000000 /dev/zero | tr '\\0' 'w'; echo done",
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        new = wait_for(lambda: _own_sids(stack) - before, timeout=30, what="the session listed")
+        sid = next(iter(new))
+
+        async def stalled_watch() -> None:
+            async with Peer(stack, slot_no=6) as peer:
+                request = peer.request(mode="watch", command=None, attach=sid,
+                                       grant=peer.grant(mode="watch", command=None, attach=sid))
+                answer = await peer.hello(request, confirm=True)
+                assert answer.accepted, answer.refused
+                # Watching, never reading: start the flood and wait for the owner's copy.
+                assert owner.stdin is not None
+                owner.stdin.write(b"go\n")
+                owner.stdin.flush()
+                out, err = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: owner.communicate(timeout=120))
+                assert out == b"w" * 20_000_000 + b"done\n", hashlib.sha256(out).hexdigest()
+                assert b"started watching" in err, err  # it was there all along
+
+        asyncio.run(stalled_watch())
+        assert owner.returncode == 0
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
