@@ -45,12 +45,16 @@ class LiveSession(Protocol):
 
     def detached_since(self) -> float | None: ...
 
+    @property
+    def awaiting_moderator(self) -> bool: ...
+
 
 def session_entry(s: LiveSession) -> dict[str, Any]:
     command = None if s.grant.command is None else shlex.join(s.grant.command)[:COMMAND_TEXT]
     return {"sid": s.sid, "user": s.grant.user, "mode": s.grant.mode, "run_as": s.grant.run_as,
             "command": command, "started": s.started, "attached": not s.detached,
-            "detached_at": s.detached_since(), "detach_timeout": s.grant.detach_timeout}
+            "detached_at": s.detached_since(), "detach_timeout": s.grant.detach_timeout,
+            "awaiting_moderator": s.awaiting_moderator}
 
 
 class LiveReporter:

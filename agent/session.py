@@ -127,6 +127,10 @@ class AgentSession:
     def detached(self) -> bool:
         return self.core.detached_at is not None
 
+    @property
+    def awaiting_moderator(self) -> bool:
+        return self._awaiting_moderator
+
     def detached_since(self) -> float | None:
         """When the session lost its client, as wall-clock time (for the live list)."""
         at = self.core.detached_at
@@ -138,6 +142,7 @@ class AgentSession:
         """Start the process, or (a moderated session) wait for a moderator to watch."""
         if self.grant.require_moderator and not self.core.has_moderator:
             self._awaiting_moderator = True
+            self.on_change()  # moderators find it in `tether sessions --live`
             groups = ", ".join(self.grant.moderators or []) or "a moderator group"
             self._send(FrameType.NOTICE, f"this session is moderated: it starts when a moderator "
                        f"({groups}) watches it".encode())

@@ -29,6 +29,7 @@ class LiveSession:
     attached: bool
     detached_at: float | None
     detach_timeout: int
+    awaiting_moderator: bool = False  # a moderated shell that waits for a moderator to watch
 
     @classmethod
     def from_json(cls, entry: dict[str, Any]) -> LiveSession:
@@ -37,12 +38,14 @@ class LiveSession:
                    command=entry["command"], started=float(entry["started"]),
                    attached=entry["attached"],
                    detached_at=None if entry["detached_at"] is None else float(entry["detached_at"]),
-                   detach_timeout=entry["detach_timeout"])
+                   detach_timeout=entry["detach_timeout"],
+                   awaiting_moderator=entry.get("awaiting_moderator", False))
 
     def to_json(self) -> dict[str, Any]:
         return {"sid": self.sid, "user": self.user, "mode": self.mode, "run_as": self.run_as,
                 "command": self.command, "started": self.started, "attached": self.attached,
-                "detached_at": self.detached_at, "detach_timeout": self.detach_timeout}
+                "detached_at": self.detached_at, "detach_timeout": self.detach_timeout,
+                **({"awaiting_moderator": True} if self.awaiting_moderator else {})}
 
 
 @dataclass

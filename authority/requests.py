@@ -153,6 +153,8 @@ def _live_session_problem(entry: object) -> str | None:
     timeout = entry.get("detach_timeout")
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
         return "detach_timeout is not a whole number of seconds"
+    if not isinstance(entry.get("awaiting_moderator", False), bool):
+        return "awaiting_moderator is not true or false"
     return None
 
 

@@ -30,6 +30,8 @@ def _ago(t: object, now: float) -> str:
 
 def describe(s: dict[str, Any], now: float) -> str:
     state = "attached" if s.get("attached") else f"detached {_ago(s.get('detached_at'), now)}"
+    if s.get("awaiting_moderator"):
+        state = "awaiting a moderator"
     what = s.get("command") or s.get("mode") or "?"
     return (f"{safe(str(s['sid']))}  {safe(str(s.get('agent', '?'))):<16} "
             f"{safe(str(s.get('run_as', '?'))):<10} {state:<22} started {_ago(s.get('started'), now)}  "

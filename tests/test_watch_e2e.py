@@ -146,6 +146,9 @@ def test_a_moderated_shell_starts_when_a_moderator_watches_and_the_moderator_end
                 owner.expect(rb"it starts when a moderator \(leads\) watches it")
                 owner.send(b"echo held-$((6*7))\r")  # held until the shell runs
                 sid = _sid_seen_by_bob(stack, "watch", before)
+                # Moderators can pick out the sessions that wait for one.
+                assert [s.get("awaiting_moderator") for s in _live(stack, _bob(stack))
+                        if s["sid"] == sid] == [True]
                 moderator = PtyClient(stack, "watch", sid, env=_bob(stack))
                 try:
                     owner.expect(rb"held-42")
