@@ -43,6 +43,7 @@ export class SessionCore {
     this.accepted = {};
     this.grantClaims = null;
     this.exit = null;
+    this.peerCloseReason = '';
     this.inputQueue = [];
     this.inputQueued = 0;
     this._consumeQueue = []; // [seq, done] in delivery order
@@ -64,6 +65,7 @@ export class SessionCore {
   start() {
     const body = { type: 'grant', agent: this.agent, mode: this.mode, run_as: this.request.run_as ?? null,
       reason: this.request.reason ?? null, command: this.request.command ?? null };
+    if (this.request.attach) body.attach = this.request.attach; // a grant to take over, watch or join that live session
     this.pending = authz.buildRequest(this.key, this.user, this.authority.x25519, body, this.clock.wall());
     this.state = 'granting';
     this.publish(this.topics.authzRequest(this.slot), this.pending.payload, 1);
@@ -222,7 +224,11 @@ export class SessionCore {
         try { text = fromUtf8(f.payload); } catch { text = '(undecodable notice)'; }
         this._emit({ type: 'notice', text });
       } else if (f.type === FrameType.CLOSE) {
-        this._emit({ type: 'peer-closed' });
+        // 'detached': another client attached the session (the agent said so in a NOTICE).
+        let reason = '';
+        try { reason = fromUtf8(f.payload); } catch { reason = ''; }
+        this.peerCloseReason = reason;
+        this._emit({ type: 'peer-closed', reason });
       }
     }
     this._advance();
@@ -257,7 +263,7 @@ export class SessionCore {
     this.channel.tick(now);
     this.flush();
     this._stop();
-    this._emit({ type: 'closed', exit: this.exit });
+    this._emit({ type: 'closed', exit: this.exit, reason: this.peerCloseReason });
   }
 
   // ----- outgoing -----
@@ -353,11 +359,14 @@ export class SessionCore {
     }
   }
 
-  // The user closes the tab: CLOSE (the agent hangs up the shell).
-  close() {
+  // The user closes the tab: CLOSE (the agent hangs up the shell). `detach`: the owner
+  // leaves the shell running for a later attach (the agent ends it if the grant's
+  // detach_timeout is 0); `end`: a moderator watching ends the session (anyone else
+  // watching or joining just leaves), as ClientSessionCore.close.
+  close({ detach = false, end = false } = {}) {
     if (this.state === 'open' && !this.channel.closed) {
       const now = this.clock.mono();
-      this.channel.close(now);
+      this.channel.close(now, utf8(detach ? 'detach' : end ? 'end' : ''));
       this.channel.tick(now);
       this.flush();
     }

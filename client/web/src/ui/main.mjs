@@ -10,6 +10,7 @@ import { Topics, validName } from '../proto/topics.mjs';
 import { Instances } from './instances.mjs';
 import { TerminalTab } from './terminal.mjs';
 import { SessionsPage } from './sessions.mjs';
+import { LivePage } from './live.mjs';
 import { h } from './dom.mjs';
 
 const app = document.getElementById('app');
@@ -175,19 +176,43 @@ function shell(config, me, client) {
     next.tab.focus();
   });
 
-  const openTerminal = (agent, runAs, reason = null) => {
-    const term = new TerminalTab(ctx, agent, runAs, reason, { retry: (r) => { removePage(page); openTerminal(agent, runAs, r); } });
-    const page = addPage({ id: `term-${term.sid}`, label: `${agent}${runAs ? ` (${runAs})` : ''}`, el: term.el, closable: true,
+  // A terminal tab: a new shell, or (opts.attach: a live session's sid) one taken over
+  // (mode shell), watched or joined.
+  ctx.liveTabs = new Set(); // the tabs whose session is open
+  const openTerminal = (agent, runAs, reason = null, { mode = 'shell', attach = null } = {}) => {
+    const term = new TerminalTab(ctx, agent, runAs, reason, { mode, attach,
+      retry: (r, again = { mode, attach }) => { removePage(page); openTerminal(agent, runAs, r, again); } });
+    const verb = { watch: 'watching ', join: 'joined ' }[mode] ?? '';
+    const page = addPage({ id: `term-${term.sid}`, label: `${verb}${agent}${runAs ? ` (${runAs})` : ''}`, el: term.el, closable: true,
       onShow: () => term.focus(), onClose: () => term.close() });
     show(page);
     term.start();
+    return term;
   };
   const instances = new Instances(ctx, openTerminal);
   const sessions = new SessionsPage(ctx);
+  const live = new LivePage(ctx, (s, mode) => openTerminal(s.agent, s.run_as, null, { mode, attach: s.sid }));
   const pi = addPage({ id: 'nav-instances', label: 'Instances', el: instances.el, onShow: () => instances.focus() });
+  addPage({ id: 'nav-live', label: 'Live sessions', el: live.el, onShow: () => live.shown() });
   addPage({ id: 'nav-sessions', label: 'Sessions', el: sessions.el, onShow: () => sessions.shown() });
   show(pi);
-  bus.subscribe(ctx.asker.subscriptions()).catch(() => {}).finally(() => instances.start());
+  mainEl.before(live.offer);
+  bus.subscribe(ctx.asker.subscriptions()).catch(() => {}).finally(() => {
+    instances.start();
+    live.offerOnSignIn(); // after a reload, or in another browser: the user's live shells
+  });
+  // Closing or reloading the page detaches its shells (CLOSE 'detach'), so they wait for
+  // an attach instead of ending, where the grant's detach_timeout allows; others end.
+  window.addEventListener('pagehide', () => {
+    for (const t of [...ctx.liveTabs]) if (!(t.mode === 'shell' && t.detach())) t.session?.close();
+    // mqtt.js corks its stream for each packet and uncorks on a setTimeout(0) (its
+    // process.nextTick in the browser), which never runs in a page being unloaded: the
+    // CLOSE frames would stay unsent. Uncorked here, they go to the websocket now.
+    const stream = client.stream;
+    for (let i = 0; i < 1000 && stream?.writableCorked; i += 1) stream.uncork();
+  });
+  // A page back from the browser's cache has lost its connection and its sessions: start over.
+  window.addEventListener('pageshow', (ev) => { if (ev.persisted) location.reload(); });
 
   // Broker connection state. One console slot per user: another tab logging in as the
   // same user takes the connection over, and the broker drops this one soon after every

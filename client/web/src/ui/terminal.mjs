@@ -11,25 +11,46 @@ import { randomBytes } from '../proto/crypto.mjs';
 import { SessionCore } from '../proto/session.mjs';
 import { h } from './dom.mjs';
 
+// Modes (protocol.md §11.1-§11.2): 'shell' (a new shell, or with `attach` one of the
+// user's own live shells taken over), 'watch' (read-only: nothing typed here is sent) and
+// 'join' (a second writer in another user's shell).
+const MODE_NOTE = { watch: 'Watching, read-only', join: 'Joined: what you type goes to the shell' };
+
 export class TerminalTab {
-  constructor(ctx, agent, runAs, reason, { retry }) {
+  constructor(ctx, agent, runAs, reason, { retry, mode = 'shell', attach = null }) {
     this.ctx = ctx;
     this.agent = agent;
     this.runAs = runAs;
     this.reason = reason;
     this.retry = retry;
+    this.mode = mode;
+    this.attach = attach; // the live session's sid (attach, watch, join), else null
     this.sid = hex(randomBytes(16));
+    // The session's own id everywhere (the live list, recordings): a new shell's is its
+    // handshake's; an attached, watched or joined one keeps its first.
+    this.sessionSid = attach ?? this.sid;
+    this.detaching = false;
     this.banner = h('div', { class: 'banner', dataset: { testid: 'session-banner' }, role: 'status', 'aria-live': 'polite' }, `Requesting access to ${agent}…`);
     this.recorded = h('span', { class: 'recorded', hidden: true, dataset: { testid: 'recorded' } }, 'This session is recorded');
     this.searchBox = h('input', { type: 'search', placeholder: 'Find (Ctrl+Shift+F)', 'aria-label': 'Find in terminal' });
-    this.termEl = h('div', { class: 'termwrap', dataset: { testid: 'terminal', agent } });
+    this.termEl = h('div', { class: 'termwrap', dataset: { testid: 'terminal', agent, mode } });
+    this.modeNote = h('span', { class: `mode-note ${mode}`, dataset: { testid: 'mode-note' }, hidden: !MODE_NOTE[mode] },
+      MODE_NOTE[mode] ?? '');
+    // Detach: only the owner's shell, and only when its grant lets it wait (detach_timeout).
+    this.detachBtn = h('button', { dataset: { testid: 'detach' }, hidden: mode !== 'shell', disabled: true,
+      title: 'Leave the shell running; attach it again later (from Live sessions)', onclick: () => this.detach() }, 'Detach');
+    // End session: a moderator watching (the grant says so) ends the watched session.
+    this.endBtn = h('button', { class: 'danger', dataset: { testid: 'end-session' }, hidden: true,
+      title: 'End the watched session (you are its moderator)', onclick: () => this.endSession() }, 'End session');
     this.bar = h('div', { class: 'termbar' }, h('strong', {}, agent), h('span', { class: 'muted' }, runAs ? `as ${runAs}` : ''),
-      this.recorded, h('span', { class: 'grow' }), this.searchBox,
+      this.recorded, this.modeNote, h('span', { class: 'grow' }),
+      this.detachBtn, this.endBtn, this.searchBox,
       h('button', { onclick: () => this.search(true), 'aria-label': 'Previous match' }, '↑'),
       h('button', { onclick: () => this.search(false), 'aria-label': 'Next match' }, '↓'),
       h('button', { onclick: () => this.copy(), title: 'Copy the selection (Ctrl+Shift+C)' }, 'Copy'),
       h('button', { onclick: () => this.paste(), title: 'Paste (Ctrl+Shift+V)' }, 'Paste'));
-    this.el = h('section', { class: 'termpage', dataset: { testid: 'terminal-tab', agent } }, this.banner, this.termEl, this.bar);
+    this.el = h('section', { class: 'termpage', dataset: { testid: 'terminal-tab', agent, mode, sid: this.sessionSid } },
+      this.banner, this.termEl, this.bar);
     this.el.tetherTerm = this; // for tests and the browser's devtools
     this.searchBox.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter') this.search(ev.shiftKey);
@@ -39,6 +60,7 @@ export class TerminalTab {
       cursorBlink: true, fontSize: 14, scrollback: 5000, allowProposedApi: true,
       fontFamily: 'ui-monospace, SFMono-Regular, "DejaVu Sans Mono", Menlo, Consolas, monospace',
       theme: { background: '#0d1117', foreground: '#e6edf3', selectionBackground: '#264f78' },
+      disableStdin: mode === 'watch', // read-only: xterm.js then reports no keys or pastes at all
     });
     this.fit = new FitAddon();
     this.finder = new SearchAddon();
@@ -113,12 +135,12 @@ export class TerminalTab {
     const { ctx } = this;
     const s = new SessionCore({
       user: ctx.me.name, key: ctx.me.key, slot: ctx.me.slot, authority: ctx.config.authority, topics: ctx.topics,
-      agent: this.agent, mode: 'shell', sid: Uint8Array.from(this.sid.match(/../g), (x) => parseInt(x, 16)),
+      agent: this.agent, mode: this.mode, sid: Uint8Array.from(this.sid.match(/../g), (x) => parseInt(x, 16)),
       // max_frame: output frames of at most 3 KiB, so every packet stays under the 4 KiB
       // that Mosquitto's websocket listener sends quickly (a 64 KiB one takes ~1.5 s);
       // window: 64 KiB of credit, so Ctrl-C during a flood waits behind little output (and the
       // embedded broker, which pays per message, has few 3 KiB frames to carry first).
-      request: { run_as: this.runAs, reason: this.reason, term: 'xterm-256color', cols: this.term.cols, rows: this.term.rows,
+      request: { run_as: this.runAs, reason: this.reason, ...(this.attach ? { attach: this.attach } : {}), term: 'xterm-256color', cols: this.term.cols, rows: this.term.rows,
         max_frame: 3072, window: 64 * 1024,
         env: { LANG: 'C.UTF-8', COLORTERM: 'truecolor' } },
       publish: (t, p, q) => ctx.bus.publish(t, p, q), clock: ctx.clock, timers: ctx.timers,
@@ -133,9 +155,12 @@ export class TerminalTab {
     };
     document.addEventListener('tether-reconnected', onReconnect);
     this.offReconnect = () => document.removeEventListener('tether-reconnected', onReconnect);
-    this.term.onData((data) => s.sendInput(data));
-    this.term.onBinary((data) => s.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 255)));
-    this.term.onResize(({ cols, rows }) => s.resize(cols, rows));
+    if (this.mode !== 'watch') { // a watcher sends nothing: the agent would drop it anyway
+      this.term.onData((data) => s.sendInput(data));
+      this.term.onBinary((data) => s.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 255)));
+    }
+    // The owner's window sizes the terminal; the agent ignores a joiner's or watcher's.
+    if (this.mode === 'shell') this.term.onResize(({ cols, rows }) => s.resize(cols, rows));
     try {
       await ctx.bus.subscribe(s.subscriptions());
     } catch (e) {
@@ -149,11 +174,18 @@ export class TerminalTab {
     switch (evt.type) {
       case 'granted':
         this.setBanner(`Access granted${evt.claims?.run_as ? ` as ${evt.claims.run_as}` : ''}; connecting to ${this.agent}…`);
+        this.moderator = this.mode === 'watch' && evt.claims?.moderator === true;
         break;
       case 'accepted':
         this.ctx.timers.clear(this.bannerFade);
         this.banner.hidden = true;
         this.recorded.hidden = !evt.recorded; // the badge in the bar says so for the whole session
+        this.detachTimeout = Number(evt.extra?.detach_timeout ?? 0);
+        this.detachBtn.disabled = !(this.detachTimeout > 0);
+        if (this.detachBtn.disabled) this.detachBtn.title = 'This session cannot be detached: the policy\'s detach_timeout for it is 0';
+        this.endBtn.hidden = !this.moderator;
+        this.ctx.liveTabs?.add(this);
+        if (this.mode === 'watch') this.setBanner('Watching, read-only: what you type here is not sent.', 'watch');
         this.focus();
         break;
       case 'denied':
@@ -178,14 +210,26 @@ export class TerminalTab {
       case 'exit':
         break; // shown with 'closed', after the output before it is written
       case 'closed': {
+        this.ctx.liveTabs?.delete(this);
+        this.detachBtn.disabled = true;
+        this.endBtn.hidden = true;
         if (evt.local) break;
+        if (evt.reason === 'detached') {
+          this.term.write('', () => {
+            this.setBanner([h('span', { dataset: { testid: 'detached-elsewhere' } }, 'Detached: attached from another client.'),
+              ' The session goes on there. ', h('button', { onclick: () => this.retry(this.reason, { mode: 'shell', attach: this.sessionSid }) }, 'Attach it here')], 'warn');
+            this.term.options.cursorBlink = false;
+          });
+          break;
+        }
         const exit = evt.exit ?? this.session?.exit;
         const code = exit?.signal != null ? 128 + exit.signal : exit?.code ?? null;
         const text = exit?.signal != null ? `killed by signal ${exit.signal}` : code !== null ? 'exited with code ' : 'ended without an exit status';
         this.term.write('', () => {
           this.setBanner([`Session on ${this.agent} ${text}`, code !== null && exit?.signal == null
             ? h('strong', { dataset: { testid: 'exit-code' } }, String(code)) : h('span', { dataset: { testid: 'exit-code' }, hidden: true }, String(code ?? 255)),
-          '. ', h('button', { onclick: () => this.retry(this.reason) }, 'Reconnect')], code === 0 ? 'done' : 'bad');
+          '. ', this.mode === 'shell' ? h('button', { onclick: () => this.retry(this.reason, { mode: 'shell', attach: null }) }, 'Reconnect') : ''],
+          code === 0 ? 'done' : 'bad');
           this.term.options.cursorBlink = false;
         });
         break;
@@ -208,6 +252,25 @@ export class TerminalTab {
     }
     this.termEl.replaceChildren(box);
     this.bar.hidden = true;
+  }
+
+  // Leave the shell running (CLOSE 'detach'); it waits detach_timeout for an attach.
+  detach() {
+    if (!this.session || this.session.state !== 'open' || !(this.detachTimeout > 0)) return false;
+    this.detaching = true;
+    this.session.close({ detach: true });
+    const minutes = Math.round(this.detachTimeout / 60);
+    this.setBanner([h('span', { dataset: { testid: 'detached' } }, `Detached from session ${this.sessionSid} on ${this.agent}`),
+      `; it keeps running for ${minutes} min. `, h('button', { dataset: { testid: 'attach-again' }, onclick: () => this.retry(this.reason, { mode: 'shell', attach: this.sessionSid }) }, 'Attach again')], 'done');
+    this.term.options.cursorBlink = false;
+    return true;
+  }
+
+  // A moderator watching ends the session (CLOSE 'end').
+  endSession() {
+    if (!this.session || this.session.state !== 'open') return;
+    this.session.close({ end: true });
+    this.setBanner(h('span', { dataset: { testid: 'ended' } }, `Asked ${this.agent} to end the session.`), 'done');
   }
 
   close() {

@@ -53,6 +53,10 @@ const ops = {
   },
   // The main document's response headers.
   goto: (p, { url }) => p.goto(url).then((r) => (r ? r.headers() : null)),
+  // Reloads the page as a user would (pagehide runs in the old document first).
+  reload: (p) => p.reload().then(() => null),
+  // Closes a page and its context (pagehide runs first); its number is not reused.
+  closePage: (p) => p.context().close().then(() => null),
   // What the page has written to its console so far: [{type, text}].
   consoleLog: (p) => p.tetherLog,
   click: (p, { selector, timeout = 15000 }) => p.click(selector, { timeout }),
