@@ -397,13 +397,7 @@ class AgentSession:
         now = time.monotonic()
         before = len(self.core.readers)
         self._handle(self.core.receive_reader(key, blob, now))
-        if not self._awaiting_moderator:
-            self._write_input()
-        self.core.credit(now)
-        if not self._finishing:
-            self._send_buffered()
-        else:
-            self._flush_channel()
+        self._after_input(now)
         if len(self.core.readers) != before:
             self.on_change()
 
@@ -542,6 +536,10 @@ class AgentSession:
     def on_datagram(self, blob: bytes) -> None:
         now = time.monotonic()
         self._handle(self.core.receive(blob, now))
+        self._after_input(now)
+
+    def _after_input(self, now: float) -> None:
+        """Write what came in, credit it, and send what that made room for."""
         if not self._awaiting_moderator:  # held, not dropped, until the process runs
             self._write_input()
         self.core.credit(now)

@@ -1,11 +1,20 @@
-"""`tether watch SID`: show a live session read-only; `tether join` (commands/join.py)
-shares this module's code."""
+"""`tether watch SID`: show a live session read-only. `tether join` and `tether attach`
+(commands/join.py, commands/attach.py) share this module's code: each connects this
+terminal to a live session the authority lists, in its own mode."""
 
 from __future__ import annotations
 
 import argparse
 
 ABOUT = {
+    "attach": (
+        "Attach this terminal to one of your live shell sessions: one you detached with ~d, "
+        "one whose connection was lost, or one open in another terminal (that one is told it "
+        "was detached). Without SID: your only detached session; otherwise the candidates are "
+        "listed. The authority grants the attach afresh, as for a new shell, so rights you "
+        "have lost cannot be regained this way. The screen is restored from the session's "
+        "recent output. `tether sessions --live` lists your live sessions."
+    ),
     "watch": (
         "Watch a live session read-only, as the policy's `watch` action allows: you see what "
         "its users see, from the current screen on; nothing you type is sent (the agent would "
@@ -54,4 +63,6 @@ async def _read(args: argparse.Namespace, action: str) -> int:
     target = choose(await live_sessions(args.identity, args.agent), args.sid, action)
     request = terminal_request(str(target.get("run_as")), args.reason)
     request["attach"] = target["sid"]
-    return await interactive(args, str(target["agent"]), request, mode=action)
+    # A takeover is a shell of one's own; watch and join are modes of their own.
+    return await interactive(args, str(target["agent"]), request,
+                             mode="shell" if action == "attach" else action)
