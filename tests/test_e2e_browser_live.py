@@ -7,13 +7,18 @@ real agent on real PTYs.
    "attached" for the agent's 300 s client timeout); signing in again offers it
    ("You have a live shell session." with an Attach button); Attach opens a tab whose
    screen shows what was typed before the reload (the agent's replay), and typing works.
-   The tab's Detach button detaches it again, "Attach again" comes back, `exit 0` ends it.
+   Attaching it from another tab tells the earlier one "Detached: attached from another
+   client."; the tab's Detach button detaches it again ("Detached from session SID on
+   local; it keeps running for 10 min."), "Attach again" comes back, `exit 0` ends it.
 2. Watch and join: walt (console user, policy `watch`/`join` on `local`) finds lena's
    shell in "Live sessions" with Watch and Join and no Attach; watching shows her output,
    the tab says "Watching, read-only", the moderator's "End session" is not offered, and
    what walt types is never sent (his channel sends no frame) and never runs in her shell;
    lena is told he started and stopped watching. Joining writes: his command runs in her
    shell, she sees "joined" and "left".
+3. Moderated: lena's shell waits for a moderator (group leads); walt, in leads, watches it
+   from "Live sessions" (listed "waiting for a moderator"), her held line then runs, and
+   his tab's "End session" (CLOSE `end`) ends her session ("session ended by moderator").
 
 The waits are on conditions (the page's text, the authority's answers), never sleeps.
 """
@@ -25,8 +30,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from stack import OS_USER, Stack
+from stack import OS_USER, Stack, policy
 from test_e2e_browser import PASSPHRASE, PROMPT, Browser, login, open_terminal, type_line
+
+from tether.authority.registry import Registry
 
 WALT = f"""
 [[statement]]
@@ -150,13 +157,25 @@ def reload_and_reattach(b: Browser, page: int, token: str) -> None:
     b("waitTerminal", page, pattern=f"^after-{token}$", timeout=30000)
     print(f"attach click to the restored screen {restored:.2f} s")
 
+    # Another client attaches it (here another tab of the page, as the Live page's Attach
+    # would from elsewhere): the earlier tab is told so.
+    b("evaluate", page, arg=sid, expression=(
+        "void document.querySelector('#nav-live-panel').tetherLive.open({agent: 'local', run_as: null, sid: arg}, 'shell')"))
+    b("waitFunction", page, expression=f"document.querySelectorAll('[data-testid=terminal-tab][data-sid=\"{sid}\"]').length === 2")
+    b("waitTerminal", page, pattern=f"^after-{token}$", timeout=30000)  # the new tab's replay
+    b("click", page, selector="[role=tab][id^=term-]")  # the earlier tab
+    elsewhere = "[data-testid=terminal-tab]:not([hidden]) [data-testid=detached-elsewhere]"
+    b("wait", page, selector=elsewhere, timeout=30000)
+    assert b("text", page, selector=elsewhere) == "Detached: attached from another client."
+    b("click", page, selector="[role=tab][id^=term-]:last-of-type")
+
     # Detach from the tab, then attach again from its banner.
     b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=detach]")
     b("wait", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=detached]")
     banner = str(b("text", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=session-banner]"))
     assert f"Detached from session {sid} on local; it keeps running for 10 min." in banner, banner
     live_row(b, page, sid, "detached", timeout=20)
-    b("click", page, selector="[role=tab][id^=term-]")
+    b("click", page, selector="[role=tab][id^=term-]:last-of-type")
     b("click", page, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=attach-again]")
     b("waitFunction", page, expression=f"{LAST_TAB}?.dataset.sid === arg", arg=sid)
     b("waitTerminal", page, pattern=f"^after-{token}$", timeout=30000)
@@ -241,3 +260,63 @@ def watch_and_join(b: Browser, owner: int, walt: int) -> None:
     b("waitFunction", owner, expression=(
         "document.querySelector('[data-testid=terminal-tab]:not([hidden]) [data-testid=exit-code]')?.textContent === '0'"),
         timeout=30000)
+
+
+MODERATED = f"""
+[[statement]]
+id = "lena-moderated"
+effect = "allow"
+users = ["lena"]
+agents = ["local"]
+actions = ["shell"]
+run_as = ["{OS_USER}"]
+require_moderator = ["leads"]
+{WALT}"""
+
+
+@pytest.fixture
+def walt_leads(people: Stack) -> Iterator[Stack]:
+    """lena's shells need a moderator (group leads), and walt is in leads."""
+    registry = Registry.load(people.home.registry)
+    saved = list(registry.principals["walt"].groups)
+    registry.principals["walt"].groups = [*saved, "leads"]
+    registry.save()
+    try:
+        with policy(people, MODERATED):
+            yield people
+    finally:
+        registry = Registry.load(people.home.registry)
+        registry.principals["walt"].groups = saved
+        registry.save()
+
+
+@pytest.mark.parametrize("stack", ["amqtt", "mosquitto"], indirect=True)
+def test_a_moderator_watching_ends_the_session(browser: Browser, walt_leads: Stack) -> None:
+    """A moderated shell waits (its input held) until walt, a moderator, watches it; his
+    watch tab offers "End session", which ends it for lena."""
+    stack, b = walt_leads, browser
+    owner = login(b, stack, "lena")
+    walt = login(b, stack, "walt")
+    try:
+        b("wait", owner, selector="[data-testid=instance-row][data-agent=local][data-online=true]", timeout=30000)
+        b("click", owner, selector="[data-testid=instance-row][data-agent=local] [data-testid=connect]")
+        b("waitTerminal", owner, pattern=r"it starts when a moderator \(leads\) watches it", timeout=30000)
+        sid = last_tab_sid(b, owner)
+        b("click", owner, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=terminal]")
+        type_line(b, owner, "echo held-$((6*7))")  # held until the shell runs
+        assert live_row(b, walt, sid) == "waiting for a moderator"
+        row = f"[data-testid=live-row][data-sid='{sid}']"
+        b("click", walt, selector=f"{row} [data-testid=live-watch]")
+        b("waitTerminal", owner, pattern="^held-42$", timeout=30000)
+        b("waitTerminal", walt, pattern="^held-42$", timeout=30000)
+        end = "[data-testid=terminal-tab]:not([hidden]) [data-testid=end-session]"
+        b("wait", walt, selector=end)
+        assert b("text", walt, selector=end) == "End session"
+        b("click", walt, selector=end)
+        b("wait", walt, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=ended]")
+        b("waitTerminal", owner, pattern=r"session ended by moderator walt", timeout=30000)
+        b("wait", owner, selector="[data-testid=terminal-tab]:not([hidden]) [data-testid=exit-code]", state="attached",
+          timeout=30000)
+    finally:
+        b("closePage", owner)
+        b("closePage", walt)

@@ -60,6 +60,7 @@ export class LivePage {
   describe(s) {
     const now = this.ctx.clock.wall();
     if (this.openHere().has(s.sid)) return 'open in this page';
+    if (s.awaiting_moderator === true) return 'waiting for a moderator';
     return s.attached ? 'attached' : `detached ${ago(now - (s.detached_at ?? now))}`;
   }
 
