@@ -28,12 +28,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from stack import OS_USER, Stack, policy
 from test_e2e_browser import PASSPHRASE, PROMPT, Browser, login, open_terminal, type_line
 
 from tether.authority.registry import Registry
+
+SHOTS = Path(os.environ["TETHER_LIVE_SHOTS"]) if os.environ.get("TETHER_LIVE_SHOTS") else None
 
 WALT = f"""
 [[statement]]
@@ -106,6 +109,12 @@ def live_row(b: Browser, page: int, sid: str, state: str | None = None, timeout:
                                  f"(last: {seen!r}); the page says {b('text', page, selector='#nav-live-panel')!r}")
 
 
+def shot(b: Browser, page: int, name: str) -> None:
+    """A screenshot into $TETHER_LIVE_SHOTS, when set (for looking at the UI)."""
+    if SHOTS is not None:
+        b("screenshot", page, path=str(SHOTS / f"live-{name}.png"))
+
+
 def terminal_text(b: Browser, page: int) -> str:
     t = b("terminal", page)
     return str(t["text"]) if t else ""
@@ -140,6 +149,7 @@ def reload_and_reattach(b: Browser, page: int, token: str) -> None:
     offered = time.monotonic() - reloaded
     offer = str(b("text", page, selector="[data-testid=live-offer]"))
     assert "You have a live shell session." in offer and "Attach" in offer, offer
+    shot(b, page, "offer")
     # The page's pagehide detached it: otherwise it stays "attached" until the agent's
     # client timeout (300 s).
     state = live_row(b, page, sid, "detached", timeout=20)
@@ -214,6 +224,7 @@ def watch_and_join(b: Browser, owner: int, walt: int) -> None:
     assert int(b("count", walt, selector=f"{row} [data-testid=live-join]")) == 1
     assert int(b("count", walt, selector=f"{row} [data-testid=live-attach]")) == 0  # not his
     assert b("text", walt, selector=f"{row} td") == "lena"
+    shot(b, walt, "list")
 
     # Watch: her screen, read-only.
     b("click", walt, selector=f"{row} [data-testid=live-watch]")
@@ -233,6 +244,7 @@ def watch_and_join(b: Browser, owner: int, walt: int) -> None:
     type_line(b, owner, "echo check-$((6*7))")
     b("waitTerminal", owner, pattern="^check-42$", timeout=30000)
     b("waitTerminal", walt, pattern="^check-42$", timeout=30000)
+    shot(b, walt, "watching")
     sent = b("evaluate", walt, expression=(
         f"(() => {{ const s = {LAST_TAB}.tetherTerm.session; return {{framesSent: s.channel.stats.framesSent,"
         " queued: s.inputQueued}; })()"))

@@ -117,7 +117,9 @@ export class LivePage {
     this.offer.hidden = !own.length;
     if (!own.length) { this.offer.replaceChildren(); return; }
     const list = h('ul', {}, ...own.map((s) => h('li', { dataset: { testid: 'offer-item', sid: s.sid } },
-      h('span', {}, `${s.agent}${s.run_as ? ` as ${s.run_as}` : ''} · ${this.describe(s)} · started ${ago(this.ctx.clock.wall() - s.started)} `),
+      // Its state is left out: just after a reload the agent may not have reported the
+      // detach yet, and "attached" would read as if another client had it.
+      h('span', {}, `${s.agent}${s.run_as ? ` as ${s.run_as}` : ''} · started ${ago(this.ctx.clock.wall() - s.started)} `),
       h('button', { class: 'primary', dataset: { testid: 'offer-attach', sid: s.sid },
         'aria-label': `Attach your shell on ${s.agent} (${s.sid.slice(0, 8)}) in a new tab`, onclick: () => this.choose(s, 'shell') }, 'Attach'))));
     this.offer.replaceChildren(
