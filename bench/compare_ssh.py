@@ -21,7 +21,7 @@ the two tools:
 
 Usage (as root or any user; see bench/README.md)::
 
-    python3 bench/compare_ssh.py                 # full run, about 3 minutes
+    python3 bench/compare_ssh.py                 # full run, about 5 minutes (recorded and unrecorded)
     python3 bench/compare_ssh.py --quick         # 50 MB, fewer repetitions
     nice -n -10 python3 bench/compare_ssh.py --wait-quiet 240 --markdown out.md --json out.json
 

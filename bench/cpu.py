@@ -185,6 +185,8 @@ def loadavg() -> str:
 def cpu_delta(before: tuple[dict[str, float], dict[int, float]],
               after: tuple[dict[str, float], dict[int, float]]) -> dict[str, float]:
     d = {f"cpu {k} s": after[0][k] - before[0][k] for k in before[0]}
-    d["server_cpu_s"] = sum(v for k, v in d.items() if k.startswith("cpu server:"))
+    # "server:X: Y" is a breakdown of part X (tether up's threads), already in X's figure.
+    d["server_cpu_s"] = sum(v for k, v in d.items()
+                            if k.startswith("cpu server:") and ": " not in k.removeprefix("cpu server:"))
     d["cpu kernel threads s"] = kernel_delta(before[1], after[1])
     return d
