@@ -265,6 +265,7 @@ class AgentService:
                  "detach_timeout": (grant if target is None else target.grant).detach_timeout}
         if target is not None:
             extra["attach"] = target.sid
+            extra["moderator"] = grant.moderator
         pending = self._hs.accept(hello, extra)
         try:
             self.replay.save(now)  # before the ACCEPT: a restart must not take this HELLO again

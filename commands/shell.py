@@ -87,11 +87,12 @@ async def interactive(args: argparse.Namespace, agent: str, request: dict[str, o
                     stderr_line("\n" + HELP)
                 nonlocal detached, ended
                 pending = session.send_input(result.data) if result.data and not watching else None
-                if result.end and watching:
+                if result.end and watching and session.accepted.get("moderator"):
                     ended = True
                     disconnected.set()
                 elif result.end:
-                    stderr_line("\ntether: ~k is for a moderator watching (`tether watch`)")
+                    stderr_line("\ntether: ~k ends the session only for its moderator "
+                                "(policy require_moderator); ~. stops watching")
                 if result.detach and mode != "shell":
                     stderr_line("\ntether: only the session's owner detaches; ~. leaves")
                 elif result.detach and not session.accepted.get("detach_timeout"):
