@@ -257,7 +257,8 @@ def test_grant_handshake_data_close() -> None:
     assert "closed" not in w.types()
     w.agent_send(FrameType.CLOSE)
     assert w.types()[-2:] == ["peer-closed", "closed"]
-    assert w.event("closed") == {"type": "closed", "exit": {"code": 3, "signal": None}, "local": False}
+    assert w.event("closed") == {"type": "closed", "exit": {"code": 3, "signal": None}, "local": False,
+                                 "reason": ""}
     # The client's CLOSE carries the final ack: the agent holds nothing unacknowledged.
     assert [f.type for f in w.agent_reads()] == [FrameType.CLOSE]
     assert w.agent_ch is not None and w.agent_ch.all_acked and w.agent_ch.send_capacity() == w.agent_ch.window_bytes

@@ -121,6 +121,7 @@ class ClientSessionCore:
         self.early: list[bytes] = []
         self.accepted: dict[str, Any] = {}
         self.exit: dict[str, int | None] = {"code": None, "signal": None}
+        self.peer_close_reason = ""  # the agent's CLOSE payload: "detached" after a takeover
         self.input_queue: deque[bytes] = deque()
         self.input_queued = 0
         self._consume_queue: deque[_Delivered] = deque()
@@ -364,7 +365,9 @@ class ClientSessionCore:
             elif f.type == FrameType.NOTICE:
                 self._emit({"type": "notice", "text": f.payload.decode(errors="replace")})
             elif f.type == FrameType.CLOSE:
-                self._emit({"type": "peer-closed"})
+                # "detached": another client attached the session (a NOTICE said so).
+                self.peer_close_reason = f.payload.decode(errors="replace")
+                self._emit({"type": "peer-closed", "reason": self.peer_close_reason})
 
     def _done(self, entry: _Delivered) -> None:
         if entry.done:
@@ -501,4 +504,5 @@ class ClientSessionCore:
             self.flush()
         if self.state != "closed":
             self._stop()
-            self._emit({"type": "closed", "exit": dict(self.exit), "local": local})
+            self._emit({"type": "closed", "exit": dict(self.exit), "local": local,
+                        "reason": self.peer_close_reason})
