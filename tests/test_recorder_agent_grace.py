@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from stack import Stack, wait_for
 from support.relay import Relay
 
@@ -110,6 +111,7 @@ def test_a_restarted_agent_aborts_its_old_recordings_at_once(fresh_stack: Stack)
         _kill_session_processes(marker)
 
 
+@pytest.mark.timeout(300)  # four roles started by hand, a cut and a resume: slow under load
 def test_an_agent_back_after_the_grace_resumes_its_recording(fresh_stack: Stack) -> None:
     """Cut for longer than the grace: the row is aborted meanwhile, then the agent is back
     (same boot), the session goes on, and the recording ends closed, intact and indexed."""
