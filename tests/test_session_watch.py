@@ -174,3 +174,14 @@ def test_notices_and_the_exit_reach_every_reader() -> None:
     core.finish(0, None, T0 + 1)
     frames = reader_frames(core, "w", watcher, T0 + 1)
     assert [f.type for f in frames][-2:] == [FrameType.EXIT, FrameType.CLOSE]
+
+
+def test_a_dropped_watcher_is_told_why_and_closed() -> None:
+    core, _owner = make()
+    watcher = add(core, "w", "carol")
+    reader_frames(core, "w", watcher, T0)
+    core.remove_reader("w", T0 + 1, "revoked: user 'carol' has been revoked")
+    frames = reader_frames(core, "w", watcher, T0 + 1)
+    assert notices(frames) == ["you were removed from the session: revoked: user 'carol' has been revoked"]
+    assert frames[-1].type == FrameType.CLOSE
+    assert core.take_reader_outgoing() == []  # its last frames go once

@@ -180,6 +180,7 @@ class SessionCore:
         self._input: deque[tuple[Channel, int, bytearray]] = deque()
         self.readers: dict[str, Reader] = {}  # watchers and joiners, by the glue's key
         self.watcher_input_dropped = 0  # frames of input from watchers, never written
+        self._parting: list[tuple[str, bytes, int]] = []  # removed readers' last frames
         self.stdin_eof = False  # the client sent EOF
         self.frozen = False  # a required recording stalled: no output, no input
         self.recording_lost = False  # ended for it: held output can never be sent
@@ -495,7 +496,10 @@ class SessionCore:
         if reader is None:
             return
         if not reader.channel.closed:
+            if why:  # dropped, not leaving: it is told why before its channel closes
+                reader.channel.send(FrameType.NOTICE, f"you were removed from the session: {why}".encode(), now)
             reader.channel.close(now)
+        self._parting += [(key, blob, qos) for blob, qos in reader.channel.take_outgoing()]
         verb = "left" if reader.writes else "stopped watching"
         self.notice(f"{reader.who} {verb}{f' ({why})' if why else ''}", now)
 
@@ -533,8 +537,10 @@ class SessionCore:
         return events
 
     def take_reader_outgoing(self) -> list[tuple[str, bytes, int]]:
-        return [(key, blob, qos) for key, r in list(self.readers.items())
-                for blob, qos in r.channel.take_outgoing()]
+        """Each reader's frames, by key; a removed reader's last ones (NOTICE, CLOSE) once."""
+        parting, self._parting = self._parting, []
+        return parting + [(key, blob, qos) for key, r in list(self.readers.items())
+                          for blob, qos in r.channel.take_outgoing()]
 
     def output_blocked(self, *, backlogged: bool) -> bool:
         """No output can be sent: stop reading from the process."""
