@@ -117,6 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--recorder-process", action="store_true",
                     help="run the recorder as a process of its own (`tether up --no-recorder` and "
                     "`tether recorder`) instead of inside `tether up`, so its CPU is counted apart")
+    ap.add_argument("--shadow-recorder", action="store_true",
+                    help="with --recording both: the second tether contender runs unrecorded while "
+                    "bench/shadow_recorder.py, a stand-in for a one-stream recorder, reads and "
+                    "stores its agent-to-client stream (no acks, no pacing)")
     ap.add_argument("--floor-role", choices=["client", "agent"], help=argparse.SUPPRESS)
     ap.add_argument("--floor-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--floor-tag", default="", help=argparse.SUPPRESS)
@@ -210,11 +214,24 @@ def measure_all(run: Run) -> int | None:
                 log(f"tether up --no-recorder pid {stack.up.pid}, tether recorder pid {recorder.pid}")
             meta["recorder"] = ("its own process (`tether recorder`)" if args.recorder_process
                                 else "inside `tether up`, as shipped")
+            if args.shadow_recorder:
+                # bob's sessions, which the policy leaves unrecorded: the session topic names
+                # the client by its principal (tether.topics.Topics.session).
+                shadow = subprocess.Popen(
+                    [sys.executable, str(_HERE / "shadow_recorder.py"), str(stack.spy_identity),
+                     "tether/v1/a/local/s/bob/+/a2c", str(tmp / "shadow.log")],
+                    env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                stack.procs.append(shadow)  # killed by pid with the stack
+                assert shadow.stdout is not None
+                log(f"{shadow.stdout.readline().decode().strip()}, pid {shadow.pid}")
+                recorder_pid = shadow.pid
+                meta["recorder"] = "one-stream stand-in (bench/shadow_recorder.py) for the second contender"
             both_modes = args.recording == "both"
             body = statement(recording='"off"' if both_modes else f'"{args.recording}"')
             if both_modes:
                 # The second user, bob, is recorded as `tether up` ships; the first is not.
-                body += "\n" + statement(recording='"optional"').replace(
+                rec = '"off"' if args.shadow_recorder else '"optional"'
+                body += "\n" + statement(recording=rec).replace(
                     'id = "test"', 'id = "recorded"').replace('users = ["USER"]', 'users = ["bob"]')
             body = body.replace("OSUSER", getpass.getuser())
             user = re.search(rb'users = \["([^"]+)"\]', stack.home.policy.read_bytes())
@@ -230,7 +247,8 @@ def measure_all(run: Run) -> int | None:
             both = [ssh_c, teth_c]
             if both_modes:
                 rec_c = tether_contender(stack, TETHER, "tether_rec", identity=stack.bob_identity,
-                                         recorder_pid=lambda: recorder_pid, recorded_user="bob")
+                                         recorder_pid=lambda: recorder_pid,
+                                         recorded_user=None if args.shadow_recorder else "bob")
                 rec_c.env["TERM"] = "xterm-256color"
                 both.append(rec_c)
             meta["versions"] = versions(TETHER, stack.env, stack.root)

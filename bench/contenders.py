@@ -91,7 +91,7 @@ def tether_contender(stack: Any, tether_bin: str, name: str = "tether",
                  "mosquitto": proc_cpu(broker_pid)[0]}
         rec = recorder_pid()
         if rec is not None:
-            parts["tether recorder (own process, with its index worker)"] = proc_cpu(rec)[0] + descendants_cpu(rec, "")
+            parts["recorder process of its own (with its index worker)"] = proc_cpu(rec)[0] + descendants_cpu(rec, "")
         return parts
 
     env = dict(stack.env)
