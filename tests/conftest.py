@@ -1,11 +1,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from stack import Stack, running_stack
 
+if TYPE_CHECKING:
+    from test_e2e_browser import Browser
+
 BROKERS = ["amqtt", "mosquitto"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium through Playwright, one per browser test module."""
+    from test_e2e_browser import Browser
+
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture(scope="module", params=BROKERS)

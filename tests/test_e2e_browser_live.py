@@ -52,15 +52,6 @@ LAST_TAB = "[...document.querySelectorAll('[data-testid=terminal-tab]')].at(-1)"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def people(stack: Stack) -> Stack:
     """lena: a shell on `local` (the default detach_timeout, 10 min); walt: no shell of his
     own, but watch and join on `local` by policy."""

@@ -46,15 +46,6 @@ SESSION_BANNER = "[data-testid=terminal-tab]:not([hidden]) [data-testid=session-
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    b = Browser()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def rita(stack: Stack) -> Stack:
     """A console user with a shell on `local`."""
     _rita(stack)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from stack import Stack
-from test_e2e_browser import Browser, browser, console, login  # noqa: F401 (fixtures)
+from test_e2e_browser import Browser, console, login  # noqa: F401 (fixtures)
 
 
 def _exec(stack: Stack, *argv: str) -> str:
