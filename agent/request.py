@@ -30,6 +30,7 @@ from tether.limits import (
     MAX_TERM_BYTES,
     valid_geometry,
 )
+from tether.topics import is_session_id
 
 MIN_FRAME = 1024  # the smallest output frame a client may ask for (HELLO `max_frame`)
 MIN_WINDOW = 64 * 1024  # the smallest credit window a client may ask for (HELLO `window`)
@@ -80,7 +81,7 @@ def parse_request(body: Mapping[str, Any]) -> SessionRequest:
 def _attach(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+    if not is_session_id(value):
         raise RequestError("attach must be a session id: 32 lowercase hex digits")
     return value
 

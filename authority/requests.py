@@ -16,7 +16,7 @@ from typing import Any
 from tether import auditq, grants
 from tether.encoding import b64d
 from tether.limits import MAX_REASON_BYTES, MAX_RUN_AS_BYTES
-from tether.topics import valid_name
+from tether.topics import is_session_id, valid_name
 
 TYPES = ("grant", "access", "terminate", "rotate", "live", "sessions")
 MAX_ACCESS_AGENTS = 20  # per access request: the signed reply stays under 4 KiB
@@ -27,7 +27,6 @@ LIVE_MODES = ("shell", "exec")  # the modes a live session can have
 # machine$) produce; never an option-like leading '-'. ASCII, so characters are bytes.
 RUN_AS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\$?")
 SID = re.compile(r"[0-9a-f]{1,64}")
-SESSION_ID = re.compile(r"[0-9a-f]{32}")  # what agents make: 16 random bytes in hex
 NAME_RULE = "1-64 letters, digits, '-', '_' or '.', not starting with '-' or '.'"
 
 
@@ -62,7 +61,7 @@ def _attach_problem(req: dict[str, Any]) -> str | None:
             return (f"a {mode} request names the session (attach): the 32-digit hex id "
                     "`tether sessions` shows")
         return None
-    if not _is_session_id(attach):
+    if not is_session_id(attach):
         return "the session to attach to is not valid: use the 32-digit hex id `tether sessions` shows"
     if mode not in ("shell", *grants.ATTACH_MODES):
         return "only shell sessions can be attached"
@@ -128,7 +127,7 @@ def _live(req: dict[str, Any]) -> str | None:
 def _live_session_problem(entry: object) -> str | None:
     if not isinstance(entry, dict):
         return "not an object"
-    if not _is_session_id(entry.get("sid")):
+    if not is_session_id(entry.get("sid")):
         return "the session id is not 32 lowercase hex digits"
     if not _is_name(entry.get("user")):
         return f"the user name is not valid: use {NAME_RULE}"
@@ -187,10 +186,6 @@ def _run_as_problem(run_as: object) -> str | None:
 
 def _is_name(value: object) -> bool:
     return isinstance(value, str) and valid_name(value)
-
-
-def _is_session_id(value: object) -> bool:
-    return isinstance(value, str) and SESSION_ID.fullmatch(value) is not None
 
 
 def _is_time(value: object) -> bool:

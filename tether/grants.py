@@ -16,6 +16,7 @@ from tether.crypto import Random
 from tether.encoding import b64e, dumps, loads
 from tether.errors import TetherError
 from tether.limits import MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, MAX_GRANT_BYTES
+from tether.topics import is_session_id
 
 MAX_LIFETIME = 600.0
 ISSUER = "tether-authority"
@@ -216,7 +217,7 @@ def _names_or_none(value: object) -> list[str] | None:
 def _sid_or_none(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) != 32 or not all(c in "0123456789abcdef" for c in value):
+    if not is_session_id(value):
         raise ValueError("attach is not a session id (32 lowercase hex digits)")
     return value
 

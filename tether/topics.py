@@ -7,6 +7,7 @@ At most 7 slashes per topic, so the layout also fits AWS IoT Core
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from tether.console_login import SLOT_SUFFIX
 
@@ -18,6 +19,13 @@ A2C = "a2c"
 # The agent's recorder stream for that session, and the recorder's signed acks.
 REC = "rec"
 RACK = "rack"
+
+
+def is_session_id(value: object) -> TypeGuard[str]:
+    """A session id as it appears in topics, grants and requests: 16 random bytes in
+    lowercase hex (32 characters)."""
+    return (isinstance(value, str) and len(value) == 32
+            and all(c in "0123456789abcdef" for c in value))
 
 
 def valid_name(name: str) -> bool:
