@@ -70,12 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def open_index(store: Path) -> sqlite3.Connection:
-    """The store's database, read side; a clear error if there is none."""
-    from tether.recorder import textindex
-
-    conn = open_store(store)
-    textindex.ensure_schema(conn)
-    return conn
+    """The store's database, read side, with its text index; a clear error if there is none."""
+    # (No schema created here: a table made in index.db would hide search.db's.)
+    return open_store(store)
 
 
 def format_hit(hit: Hit, tty: bool) -> str:

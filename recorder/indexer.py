@@ -1,7 +1,8 @@
 """The index worker: follows the stored logs and keeps the text index and keyframes.
 
 It runs in its own thread with its own SQLite connection, reading only the durable part
-of each log (the first sessions.log_bytes bytes). Progress per session is saved in
+of each log (the first sessions.log_bytes bytes). It writes only search.db, never the
+recorder's index.db (recorder/db.py says why). Progress per session is saved in
 `index_progress` in the same transaction as the rows it covers, so a restart resumes
 without duplicate rows: the screen is rebuilt by re-feeding the log up to the saved point
 with nothing written, then indexing goes on from there.
@@ -33,7 +34,6 @@ from tether.recevents import (
     resize_of,
 )
 from tether.recorder import db as rdb
-from tether.recorder import textindex
 from tether.recorder.textindex import QUIET_SECONDS, SessionIndexer
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class IndexWorker:
         self._rounds = 0
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
+        self._ready = False
         self._live: dict[str, _Live] = {}
         self._kf: Any = _keyframes()
 
@@ -130,12 +131,9 @@ class IndexWorker:
 
     @property
     def db(self) -> sqlite3.Connection:
+        """search.db (which this worker alone writes), with index.db attached read-only."""
         if self._db is None:
-            self._db = rdb.connect(self.store)
-            textindex.ensure_schema(self._db)
-            self._db.executescript(PROGRESS_SCHEMA)
-            if self._kf is not None:
-                self._kf.ensure_schema(self._db)
+            self._db = rdb.connect_search(self.store)
         return self._db
 
     def drain(self) -> None:
@@ -146,6 +144,12 @@ class IndexWorker:
 
     def step(self) -> bool:
         """One round over the sessions with work; True if anything was read."""
+        if self._db is None and not rdb.db_path(self.store).exists():
+            return False  # the recorder has not created its store yet
+        if not self._ready:
+            if not rdb.search_ready(self.db):
+                return False  # the recorder is still creating the store, or moving an old index
+            self._ready = True
         rows = self.db.execute(
             "SELECT s.sid, s.log_bytes, s.status, s.cols, s.rows, s.started,"
             " coalesce(p.log_offset, 0), coalesce(p.output_offset, 0), coalesce(p.t, 0)"

@@ -106,11 +106,8 @@ class QueryWorker:
 
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            path = recdb.db_path(self.store)
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                                 isolation_level=None, check_same_thread=False)
+            db = recdb.connect(self.store, create=False, read_only=True)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA busy_timeout=30000")
             self._db = db
         return self._db
 

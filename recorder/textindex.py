@@ -225,6 +225,8 @@ class SessionIndexer:
         if not self._rows and not self._commands and extra is None:
             return
         db = self.db
+        # The index worker's connection (recorder/db.py connect_search): this write lock is
+        # search.db's alone, so holding it while preempted never delays the recorder's commits.
         db.execute("BEGIN IMMEDIATE")
         try:
             write_rows(db, self._rows)

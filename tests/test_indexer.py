@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -53,10 +52,6 @@ def update_session(store: Path, sid: str, **values: object) -> None:
 
 def output_events(chunks: list[tuple[float, bytes]]) -> list[tuple[float, EventKind, bytes]]:
     return [(t, EventKind.OUTPUT, data) for t, data in chunks]
-
-
-def index_db(store: Path) -> sqlite3.Connection:
-    return rdb.connect(store)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +201,7 @@ def test_live_session_in_the_worker_thread(tmp_path: Path) -> None:
     w = IndexWorker(tmp_path, poll=0.05)
     w.start()
     try:
-        reader = rdb.connect(tmp_path)
+        reader = rdb.connect(tmp_path, create=False)  # a reader: search.db attached
         for _ in range(100):  # visible rows are indexed once the live tail is quiet (~0.4 s)
             w.wait_caught_up()
             if search(reader, "live-marker-one", limit=5):

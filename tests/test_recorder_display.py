@@ -58,7 +58,13 @@ def store(stack: Stack) -> tuple[Path, str, str]:
         for sid in (shell["sid"], exec_row["sid"]):
             db.execute("UPDATE sessions SET user=?, agent=?, reason=?, run_as=? WHERE sid=?",
                        (f"u{EVIL}", f"a{EVIL}", f"r{EVIL}", f"ra{EVIL}", sid))
+        db.commit()
+    finally:
+        db.close()
+    db = sqlite3.connect(copy / "search.db")  # the text index's own file
+    try:
         db.execute("UPDATE commands SET command=? WHERE sid=?", (f"c{EVIL}", shell["sid"]))
+        assert db.total_changes > 0
         db.commit()
     finally:
         db.close()

@@ -119,7 +119,7 @@ def test_indexing_clamps_the_size(store: Path) -> None:
             "IndexWorker(Path(sys.argv[1])).drain()")
     r = _run(sys.executable, "-c", code, str(store))
     assert r.returncode == 0, r.stderr
-    db = sqlite3.connect(store / "index.db")
+    db = sqlite3.connect(store / "search.db")
     try:
         progress = db.execute("SELECT finished, error FROM index_progress WHERE sid=?", (SID,)).fetchone()
         texts = [t for (t,) in db.execute("SELECT text FROM text_rows WHERE sid=?", (SID,))]
