@@ -163,8 +163,13 @@ class IndexWorker:
                 busy |= self._session(sid, log_bytes, status, cols, nrows, started,
                                       saved, out_saved, t_saved)
             except Exception as exc:
+                self._live.pop(sid, None)  # the next round resumes from the saved progress
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    # Another connection held search.db past the busy timeout (a backup,
+                    # an sqlite3 shell): the session is fine, so it is not marked failed.
+                    log.warning("indexing session %s waits: %s", sid, exc)
+                    continue
                 log.exception("indexing session %s failed", sid)
-                self._live.pop(sid, None)
                 self._mark_failed(sid, f"{type(exc).__name__}: {exc}")
         return busy
 
