@@ -55,7 +55,8 @@ def build(store: Path, lines: int, seed: int = 1) -> list[str]:
     """Write the index; return some rare strings that are in it."""
     rng = random.Random(seed)
     db = rdb.connect(store)
-    textindex.ensure_schema(db)
+    # The text tables are search.db's: attached, unqualified names reach them.
+    db.execute(f"ATTACH DATABASE ? AS {rdb.SEARCH}", (str(rdb.search_db_path(store)),))
     db.execute("PRAGMA journal_mode=OFF")  # a throwaway database: build fast
     n_sessions = max(lines // 5000, 1)
     sessions = []
@@ -122,8 +123,8 @@ def main(argv: list[str]) -> int:
         else:
             rare = build(tmp, args.lines)
             marker.write_text("\n".join(rare))
-        db = rdb.connect(tmp)
-        size = sum(p.stat().st_size for p in tmp.glob("index.db*"))
+        db = rdb.connect(tmp, create=False)
+        size = sum(p.stat().st_size for p in tmp.glob("search.db*"))
         (count,) = db.execute("SELECT count(*) FROM text_rows").fetchone()
         print(f"index: {count:,} lines, {size / 1e9:.2f} GB")
         rng = random.Random(7)
