@@ -230,8 +230,7 @@ def _move_legacy_index(store: Path, db: sqlite3.Connection) -> None:
         search.close()
     db.execute("BEGIN IMMEDIATE")
     try:
-        # The FTS table first: dropping it drops its shadow tables, which name text_rows.
-        for table in sorted(legacy, key=lambda t: t != "text_fts"):
+        for table in legacy:  # (dropping text_fts drops its shadow tables too)
             db.execute(f"DROP TABLE IF EXISTS main.{table}")
         db.execute("COMMIT")
     except BaseException:
