@@ -501,9 +501,9 @@ class AgentSession:
 
     def _flush_channel(self) -> None:
         for blob, qos in self.core.take_outgoing():
-            self.conn.publish(self.topic_out, blob, qos)
+            self.conn.publish_frame(self.topic_out, blob, qos)
         for key, blob, qos in self.core.take_reader_outgoing():
-            self.conn.publish(self._reader_topics[key], blob, qos)
+            self.conn.publish_frame(self._reader_topics[key], blob, qos)
         if self._done:
             self._timer.arm(None)
             return

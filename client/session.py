@@ -102,6 +102,7 @@ class ClientSession:
             authority_x25519=b64d(authority.get("x25519", "")),
             topics=self.topics, agent=self.agent, mode=self.mode, request=self.request,
             publish=lambda topic, payload, qos: conn.publish(topic, payload, qos),
+            publish_frame=conn.publish_frame,
             clock=_SystemClock(), timers=_LoopTimers(self.loop), rand=os.urandom,
             on_output=self._on_output, on_event=self._on_event, broker=conn.settings.address,
         )

@@ -351,15 +351,18 @@ def test_input_survives_a_client_side_cut(stack: Stack, relay: Relay, tmp_path: 
         taken_in_cut = run.feeder.written - len(parts[0])
         stored_in_cut = out.stat().st_size
         restored = time.monotonic()
+        up_at_restore = relay.bytes_up
         relay.restore()
         back = run.wait_notice(RECONNECTED, restored, BACK_WITHIN, stack)
         run.feeder.feed(parts[2])
         run.feeder.finish()
         rc = run.finish(timeout=120)
+        up_after = relay.bytes_up - up_at_restore
     finally:
         run.kill()
     print(f"[{stack.kind}] client cut, input: reconnecting… {seen - cut:.2f} s, reconnected "
-          f"{back - restored:.2f} s; the client took {taken_in_cut} bytes of stdin during the cut")
+          f"{back - restored:.2f} s; the client took {taken_in_cut} bytes of stdin during the cut and "
+          f"sent {up_after} bytes after it")
     assert rc == 0, run.err.text()
     assert run.out.text() == "stored\n"
     assert stored_in_cut == len(parts[0])  # nothing got through the cut itself
@@ -371,6 +374,9 @@ def test_input_survives_a_client_side_cut(stack: Stack, relay: Relay, tmp_path: 
         raise AssertionError(f"stdin differs: {len(received)} bytes stored for {len(sent)} sent, "
                              f"first difference at {first}")
     assert seen - cut <= NOTICE_WITHIN
+    # What was not acknowledged at the cut is sent again once, not once per retransmission
+    # timeout of the cut (queued while offline, all flushed at the reconnect).
+    assert up_after <= len(parts[1]) + len(parts[2]) + MB // 2, up_after
 
 
 # ----- c: the agent's link cut: output, input and a required recording survive -----
@@ -569,14 +575,20 @@ def test_a_60_s_client_side_cut(stack: Stack, relay: Relay, blob: tuple[Path, st
         hold_cut(cut, 60)
         assert not sessions.typed.exists()  # nothing typed ran during the cut
         restored = time.monotonic()
+        up_at_restore = relay.bytes_up
         relay.restore()
         back = sessions.after_restore(restored)
         sessions.check(digest)
+        up_after = relay.bytes_up - up_at_restore
     finally:
         sessions.close()
     print(f"[{stack.kind}] 60 s client cut: reconnecting… {[round(s - cut, 2) for s in seen]} s, "
-          f"reconnected {[round(b - restored, 2) for b in back]} s after the restore; {relay!r}")
+          f"reconnected {[round(b - restored, 2) for b in back]} s after the restore; "
+          f"{up_after} bytes sent by the clients after it; {relay!r}")
     assert max(s - cut for s in seen) <= NOTICE_WITHIN, seen
+    # The input session's unacknowledged window goes again once, with the rest of its input
+    # and the others' acks and keystrokes; not 15 retransmission rounds queued in the cut.
+    assert up_after <= len(sessions.parts[1]) + len(sessions.parts[2]) + MB // 2, up_after
 
 
 # ----- a silent partition of the client's link (no reset: only keepalives notice it) -----

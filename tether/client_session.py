@@ -99,12 +99,16 @@ class ClientSessionCore:
     def __init__(self, *, user: str, key: SigningKey, slot: str, authority_ed25519: bytes,
                  authority_x25519: bytes, topics: Topics, agent: str, mode: str = "shell",
                  request: dict[str, Any] | None = None, publish: Publish, clock: Clock, timers: Timers,
+                 publish_frame: Publish | None = None,
                  rand: Random, on_output: OnOutput = _nothing_out, on_event: OnEvent = _no_event,
                  sid: bytes | None = None, broker: str = "", status_wait: float = STATUS_WAIT) -> None:
         self.user, self.key, self.slot, self.agent, self.mode = user, key, slot, agent, mode
         self.authority_ed25519, self.authority_x25519 = authority_ed25519, authority_x25519
         self.topics, self.request = topics, dict(request or {})
         self.publish, self.clock, self.timers, self.rand = publish, clock, timers, rand
+        # The channel's frames: the channel resends them after a reconnect, so a connection
+        # may drop them while offline instead of queueing them (MqttConnection.publish_frame).
+        self.publish_frame = publish_frame or publish
         self.on_output, self.on_event = on_output, on_event
         self.broker, self.status_wait = broker, status_wait
         self.sid = sid if sid is not None else rand(16)
@@ -399,7 +403,7 @@ class ClientSessionCore:
         if ch is None:
             return
         for blob, qos in ch.take_outgoing():
-            self.publish(self.c2a_topic(), blob, qos)
+            self.publish_frame(self.c2a_topic(), blob, qos)
         self._schedule(ch.next_deadline())
 
     def _schedule(self, deadline: float | None) -> None:
