@@ -154,7 +154,7 @@ def test_a_move_cut_short_is_done_again_without_duplicates(tmp_path: Path) -> No
     assert counts[0] == counts[1] and counts[0][0] > 0
 
 
-def _update_row(store: Store, sid: str, events: int) -> Batch:
+def _update_row(sid: str, events: int) -> Batch:
     batch = Batch()
     batch.rows.append((events, 0, 0, 0, 0.0, None, None, "ok", False, False, 0.0, sid))
     return batch
@@ -173,7 +173,7 @@ def test_a_recorder_commit_does_not_wait_for_the_index_workers_lock(tmp_path: Pa
         worker.execute("INSERT INTO text_rows (sid, t, wall, offset, kind, text)"
                        " VALUES (?, 0, 0, 0, 'scroll', 'pending')", (SID,))
         start = time.monotonic()
-        store.commit(_update_row(store, SID, 7))
+        store.commit(_update_row(SID, 7))
         took = time.monotonic() - start
         assert took < 1.0, took  # before the split: the busy timeout (30 s), then an error
         assert store.db.execute("SELECT events FROM sessions WHERE sid=?", (SID,)).fetchone() == (7,)
@@ -193,7 +193,7 @@ def test_a_recorder_commit_does_not_wait_for_the_index_workers_lock(tmp_path: Pa
     other.execute("BEGIN IMMEDIATE")
     store.db.execute("PRAGMA busy_timeout=200")
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        store.commit(_update_row(store, SID, 8))
+        store.commit(_update_row(SID, 8))
     other.execute("ROLLBACK")
     other.close()
     store.close()
