@@ -156,8 +156,9 @@ class MqttConnection:
         with contextlib.suppress(OSError, AttributeError):
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _paho_socket_close(self, _c: Any, _u: Any, _sock: Any) -> None:
-        self._events.append(self._unregister)
+    def _paho_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
+        # Bound to that socket: the event may run after a newer socket is registered.
+        self._events.append(lambda: self._unregister(sock))
 
     # ----- event loop side -----
 
@@ -206,7 +207,10 @@ class MqttConnection:
         self._loop.add_reader(sock, self._on_readable)
         self._update_writer()
 
-    def _unregister(self) -> None:
+    def _unregister(self, sock: Any = None) -> None:
+        """Stop watching the socket; `sock`: only if that is still the one watched."""
+        if sock is not None and sock is not self._sock:
+            return
         if self._sock is not None:
             # By now paho may have closed the socket; the selector knows it by number.
             self._loop.remove_reader(self._fd)
@@ -283,6 +287,11 @@ class MqttConnection:
                 try:
                     self._connack = self._loop.create_future()
                     await asyncio.wait_for(self._loop.run_in_executor(None, self._client.reconnect), 10)
+                    # reconnect() closed the last attempt's socket on its own thread, and may
+                    # have failed and closed this one: those events run now, before this
+                    # attempt's socket is watched, or one ran later would unhook it (seen:
+                    # "reconnected", then nothing read or sent for good).
+                    self._run_events()
                     self._register()
                     rc = await asyncio.wait_for(self._connack, 10)
                     self._run_events()
