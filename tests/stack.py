@@ -98,7 +98,8 @@ class Stack:
             self.broker = start_mosquitto(files, self.root / "mosquitto", port=self.port,
                                           ws_port=self.ws_port)
         else:
-            self.broker = start_embedded(files, port=self.port, ws_port=self.ws_port)
+            self.broker = start_embedded(files, port=self.port, workdir=self.root / "amqtt",
+                                         ws_port=self.ws_port)
 
     def start_up(self, *extra: str) -> None:
         # The console on a free port (parallel stacks), pointing at this broker's websockets.

@@ -53,7 +53,7 @@ def test_sessions_over_tls(tmp_path: Path) -> None:
             doc = loads(ident.read_bytes())
             doc["broker"]["tls"] = {"ca": str(pki["ca.crt"])}
             write_private_file(ident, dumps(doc))
-        broker = start_embedded(stack.home.broker_files, port=plain, extra_args=(
+        broker = start_embedded(stack.home.broker_files, port=plain, workdir=stack.root / "tls-broker", extra_args=(
             "--tls-listen", f"127.0.0.1:{tls}", "--certfile", str(pki["server.crt"]),
             "--keyfile", str(pki["server.key"])))
         _up(stack, broker)
