@@ -335,6 +335,15 @@ class _CappedReader(ReaderAdapter):  # type: ignore[misc]
 class _Handler(BrokerProtocolHandler):  # type: ignore[misc]
     """amqtt's broker-side protocol handler with the keepalive and QoS 1 fixes."""
 
+    _stopped = False
+
+    async def stop(self) -> None:
+        # A delivery that starts after this registers its PUBACK waiter too late for
+        # amqtt's own cancelling of them, and would wait for ever (with its client's
+        # queue count held: enough reconnects and every message to it is dropped).
+        self._stopped = True
+        await super().stop()
+
     def handle_read_timeout(self) -> None:
         # Called when nothing arrived for the (1.5x) keepalive: MQTT-3.1.2-24 says close.
         session = self.session
@@ -355,6 +364,8 @@ class _Handler(BrokerProtocolHandler):  # type: ignore[misc]
         packet = app_message.build_publish_packet(dup=retry)
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._puback_waiters[packet_id] = waiter
+        if self._stopped:
+            waiter.cancel()  # the connection has gone: redelivered on the next, if it persists
         acked = False
         try:
             await self._send_packet(packet)
