@@ -28,8 +28,11 @@ export const isReasonRequired = (error) => /reason is required/i.test(String(err
 
 export class SessionCore {
   constructor({ user, key, slot, authority, topics, agent, mode = 'shell', request = {}, publish, clock, timers,
-    onOutput = () => {}, onEvent = () => {}, sid = null, ephemeralSecret = null }) {
+    onOutput = () => {}, onEvent = () => {}, sid = null, ephemeralSecret = null, publishFrame = null }) {
     Object.assign(this, { user, key, slot, authority, topics, agent, mode, request, publish, clock, timers, onOutput, onEvent });
+    // The channel's frames: the channel resends them after a reconnect, so the connection
+    // may drop them while offline instead of queueing every resend (protocol.md §10).
+    this.publishFrame = publishFrame ?? publish;
     this.sid = sid ?? randomBytes(16);
     this.sidHex = hex(this.sid);
     this.ephemeralSecret = ephemeralSecret;
@@ -271,7 +274,7 @@ export class SessionCore {
   flush() {
     const ch = this.channel;
     if (ch === null) return;
-    for (const [blob, qos] of ch.takeOutgoing()) this.publish(this.c2aTopic(), blob, qos);
+    for (const [blob, qos] of ch.takeOutgoing()) this.publishFrame(this.c2aTopic(), blob, qos);
     this._schedule(ch.nextDeadline());
   }
 

@@ -38,6 +38,8 @@ class Bus {
   }
   listen(fn) { this.handlers.add(fn); return () => this.handlers.delete(fn); }
   publish(topic, payload, qos) { this.client.publish(topic, payload, { qos }); }
+  // Dropped while offline, not queued by mqtt.js: the session channel resends it itself.
+  publishFrame(topic, payload, qos) { if (this.client.connected) this.client.publish(topic, payload, { qos }); }
   subscribe(topics) {
     return new Promise((resolve, reject) => {
       this.client.subscribe(topics, { qos: 1 }, (err, granted) => {

@@ -32,7 +32,7 @@ export class SessionsPage {
     if (!this.audit) {
       const { ctx } = this;
       this.audit = new AuditClient({ user: ctx.me.name, key: ctx.me.key, slot: ctx.me.slot, authority: ctx.config.authority,
-        topics: ctx.topics, publish: (t, p, q) => ctx.bus.publish(t, p, q), clock: ctx.clock, timers: ctx.timers,
+        topics: ctx.topics, publish: (t, p, q) => ctx.bus.publish(t, p, q), publishFrame: (t, p, q) => ctx.bus.publishFrame(t, p, q), clock: ctx.clock, timers: ctx.timers,
         recorder: ctx.config.recorder });
       ctx.bus.listen((t, p) => this.audit.onMessage(t, p));
       this.subscribed = ctx.bus.subscribe(this.audit.subscriptions());

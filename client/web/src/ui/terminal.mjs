@@ -143,7 +143,7 @@ export class TerminalTab {
       request: { run_as: this.runAs, reason: this.reason, ...(this.attach ? { attach: this.attach } : {}), term: 'xterm-256color', cols: this.term.cols, rows: this.term.rows,
         max_frame: 3072, window: 64 * 1024,
         env: { LANG: 'C.UTF-8', COLORTERM: 'truecolor' } },
-      publish: (t, p, q) => ctx.bus.publish(t, p, q), clock: ctx.clock, timers: ctx.timers,
+      publish: (t, p, q) => ctx.bus.publish(t, p, q), publishFrame: (t, p, q) => ctx.bus.publishFrame(t, p, q), clock: ctx.clock, timers: ctx.timers,
       onOutput: (bytes, done) => this.term.write(bytes, done),
       onEvent: (evt) => this.onEvent(evt),
     });
