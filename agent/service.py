@@ -255,6 +255,8 @@ class AgentService:
             target = self._attach_target(grant, request)
             if target is None:
                 self._authorise(grant, request, now)
+            elif grant.mode in ("watch", "join"):
+                self._check_max_sessions(grant, now)  # a place of its own (an attach is not)
         except (RequestError, grants.GrantError, SpawnError) as exc:
             self._refuse(topic_out, hello.refuse(str(exc)), str(exc))
             return
@@ -347,6 +349,10 @@ class AgentService:
         # A session whose process has exited is only flushing its last frames.
         mine = sum(1 for s in self.sessions.values()
                    if s.grant.user == grant.user and not s.ending)
+        # Watching or joining someone's session (docs/policy.md: max_sessions counts them).
+        mine += sum(1 for key, s in self.readers.items()
+                    if (g := self._reader_grants.get(key)) is not None and g.user == grant.user
+                    and not s.ending and s.has_reader("/".join(key)))
         # A handshake the client gave up on (it waits 10 s) holds no place.
         fresh = now - PENDING_TIMEOUT + CLIENT_HANDSHAKE_WAIT
         mine += sum(1 for p in self._pending.values()

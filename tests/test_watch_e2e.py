@@ -208,3 +208,38 @@ def test_a_watcher_that_never_reads_does_not_slow_the_session(stack: Stack) -> N
         if owner.poll() is None:
             owner.kill()
             owner.wait()
+
+
+def test_watching_counts_against_max_sessions(stack: Stack) -> None:
+    """docs/policy.md: `max_sessions` counts watch and join sessions too. bob may have one:
+    a second watch at once is refused clearly; once he stops watching, he may again."""
+    limited = BOB.replace('actions = ["watch", "join"]', 'actions = ["watch", "join"]\nmax_sessions = 1')
+    assert limited != BOB
+    with policy(stack, statement() + limited):
+        before = _own_sids(stack)
+        owner = _shell(stack)
+        watcher = None
+        try:
+            sid = _sid_seen_by_bob(stack, "watch", before)
+            watcher = PtyClient(stack, "watch", sid, env=_bob(stack))
+            owner.expect(rb"bob from \S+ started watching")
+            second = stack.tether("watch", sid, env=_bob(stack), timeout=60)
+            assert second.returncode != 0
+            assert b"already has 1 of 1 allowed sessions" in second.stderr, second.stderr
+            assert b"Traceback" not in second.stderr
+            watcher.send(b"~.")
+            assert watcher.drain_until_exit() == 0
+            owner.expect(rb"bob from \S+ stopped watching")
+            again = PtyClient(stack, "watch", sid, env=_bob(stack))
+            try:
+                owner.expect(rb"bob from \S+ started watching")
+                again.send(b"~.")
+                assert again.drain_until_exit() == 0
+            finally:
+                again.close()
+            owner.send(b"exit\r")
+            assert owner.drain_until_exit(timeout=30) == 0
+        finally:
+            owner.close()
+            if watcher is not None:
+                watcher.close()
