@@ -320,6 +320,11 @@ class AgentService:
         if session.grant.mode != "shell":
             raise grants.GrantError("only shell sessions can be attached or joined")
         if grant.mode == "join":
+            if grant.recording == "required" and session.recording is None:
+                # What the joiner types would go unrecorded, against the joiner's policy.
+                raise grants.GrantError("policy requires recording for you here, and this "
+                                        "session is not recorded, so you cannot join it "
+                                        "(watching it is not affected)")
             return session  # anyone's, as the policy allowed: a second writer
         if session.grant.user != grant.user:
             raise grants.GrantError(f"session {request.attach} is not yours")

@@ -243,3 +243,27 @@ def test_watching_counts_against_max_sessions(stack: Stack) -> None:
             owner.close()
             if watcher is not None:
                 watcher.close()
+
+
+def test_a_join_that_policy_requires_recorded_is_refused_on_an_unrecorded_session(
+        stack: Stack) -> None:
+    """The owner's shell is unrecorded (recording "off"); bob's join statement requires
+    recording: what bob typed would escape the recording his policy demands, so the join
+    is refused clearly and the session goes on untouched."""
+    joins_recorded = BOB + 'recording = "required"\n'
+    with policy(stack, statement(recording='"off"') + joins_recorded):
+        before = _own_sids(stack)
+        owner = _shell(stack)
+        try:
+            sid = _sid_seen_by_bob(stack, "join", before)
+            r = stack.tether("join", sid, env=_bob(stack), timeout=60)
+            assert r.returncode != 0
+            assert b"this session is not recorded, so you cannot join it" in r.stderr, r.stderr
+            assert b"Traceback" not in r.stderr
+            owner.send(b"echo still-$((6*7))\r")
+            owner.expect(rb"still-42")
+            assert b"joined" not in owner.buffer
+            owner.send(b"exit\r")
+            assert owner.drain_until_exit(timeout=30) == 0
+        finally:
+            owner.close()
