@@ -188,7 +188,10 @@ class MqttConnection:
         self._update_writer()
 
     def _update_writer(self) -> None:
-        if self._sock is None:
+        if self._sock is None or self._client.socket() is not self._sock:
+            # Not watched, or paho closed it just now (a write into a reset connection,
+            # inside publish): its number may be closed or reused, and the socket-close
+            # event queued for it unwatches it.
             return
         if self._client.want_write():
             if self._writable.is_set():

@@ -75,3 +75,45 @@ def test_a_connection_works_after_an_attempt_timed_out_waiting_for_its_connack(s
     print(f"[{stack.kind}] reconnected {to_connect:.2f} s after the restore, a message "
           f"{to_message:.2f} s later; {relay!r}")
     assert to_message < 15
+
+
+@pytest.mark.timeout(120)
+def test_a_publish_into_a_connection_the_peer_has_just_reset(stack: Stack) -> None:
+    """The reset has arrived but the event loop has not read it yet: paho's write fails and
+    closes the socket inside publish(). Seen in an agent's log as "Bad file descriptor"
+    from a recorder ack's handler, whose DATA never went out (the recording then waited
+    for a resend)."""
+    ident = Identity.load(stack.home.user_identity)
+    bulletin = Topics().bulletin()
+
+    async def scenario(relay: Relay) -> float:
+        received: list[float] = []
+
+        def on_message(topic: str, _payload: bytes) -> None:
+            if topic == bulletin:
+                received.append(time.monotonic())
+
+        settings = BrokerSettings.from_identity(ident.name, ident.broker)
+        settings.port = relay.port
+        settings.client_id = settings.username
+        conn = MqttConnection(settings, on_message)
+        conn.subscribe(bulletin, 1)
+        await conn.connect()
+        try:
+            await wait_until(lambda: bool(received), 15, "the retained bulletin")
+            relay.cut()  # blocks until the resets are sent; the loop has not run since
+            for _ in range(3):
+                conn.publish("tether/v1/test/after-reset", b"x" * 100, qos=0)
+            await wait_until(lambda: not conn.connected, 10, "the disconnect noticed")
+            restored = time.monotonic()
+            relay.restore()
+            await wait_until(lambda: conn.connected, 30, "connected again")
+            await wait_until(lambda: bool(received) and received[-1] > restored, 15,
+                             "a message after the reconnect (the bulletin, resubscribed)")
+            return received[-1] - restored
+        finally:
+            await conn.close()
+
+    with Relay(stack.port) as relay:
+        took = asyncio.run(scenario(relay))
+    print(f"[{stack.kind}] messages again {took:.2f} s after the restore")
