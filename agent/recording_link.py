@@ -100,7 +100,9 @@ class RecordingLink:
         self._timer.arm(self.sender.next_deadline())
 
     def on_reconnect(self) -> None:
-        self.sender.excuse_silence(time.monotonic())
+        now = time.monotonic()
+        self.sender.excuse_silence(now)
+        self.sender.resend_all(now)
         self.flush()
 
     def on_message(self, blob: bytes) -> None:

@@ -141,6 +141,35 @@ def test_a_lost_message_is_resent_after_the_timeout() -> None:
     assert b"".join(e.data for e in events) == b"a" * 100 + b"b" * 100
 
 
+def test_after_a_reconnect_everything_unacked_goes_out_at_once() -> None:
+    """What was sent into a cut is lost; the back-off (up to RTO_MAX) is not waited out."""
+    s = sender()
+    r = handshake(s)
+    s.record(EventKind.OUTPUT, b"a" * 100, NOW)
+    assert len(s.take_outgoing(NOW)) == 1  # lost in the cut
+    for t in (1, 2, 4, 8, 12):  # resends while cut off back off to RTO_MAX; all lost too
+        s.take_outgoing(NOW + t)
+    s.record(EventKind.OUTPUT, b"b" * 100, NOW + 12.5)
+    [second] = s.take_outgoing(NOW + 12.5)
+    assert r.on_data(second).events == []  # back online: this one came, but after a gap
+    s.resend_all(NOW + 12.6)
+    resent = s.take_outgoing(NOW + 12.6)
+    events = [e for blob in resent for e, _ in r.on_data(blob).events]
+    assert b"".join(e.data for e in events if e.kind == EventKind.OUTPUT) == b"a" * 100 + b"b" * 100
+    assert r.expected == s.next_index
+    assert s.next_deadline() == pytest.approx(NOW + 12.6 + RTO_MIN)
+
+
+def test_after_a_reconnect_an_unacked_open_goes_out_at_once() -> None:
+    s = sender()
+    assert s.take_outgoing(NOW) == [s.open_message]
+    for t in (1, 2, 4, 8):
+        s.take_outgoing(NOW + t)
+    assert s.take_outgoing(NOW + 8.1) == []  # waiting out the back-off
+    s.resend_all(NOW + 8.1)
+    assert s.take_outgoing(NOW + 8.1) == [s.open_message]
+
+
 def test_ack_must_be_signed_by_the_recorder() -> None:
     s = sender()
     s.take_outgoing(NOW)

@@ -304,6 +304,15 @@ class RecordingSender:
         answered, so its debt starts again from here (a cut agent is not a stalled recorder)."""
         self._last_heard = max(self._last_heard, now)
 
+    def resend_all(self, now: float) -> None:
+        """After a reconnect: what was sent into the cut is lost, so the next
+        `take_outgoing` sends everything unacked (or the OPEN) again now instead of after
+        the back-off, which can be RTO_MAX away (seen: a session's last events left the
+        agent up to 4 s after it was back, once the test's link was gone)."""
+        self._sent_upto = self.acked
+        self._rto = RTO_MIN
+        self._deadline = now if not self.opened else None
+
     def on_message(self, blob: bytes, now: float) -> bool:
         """Handle an ACK or REFUSE. True if it was authentic and new."""
         try:
