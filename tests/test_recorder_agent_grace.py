@@ -116,6 +116,9 @@ def test_an_agent_back_after_the_grace_resumes_its_recording(fresh_stack: Stack)
     """Cut for longer than the grace: the row is aborted meanwhile, then the agent is back
     (same boot), the session goes on, and the recording ends closed, intact and indexed."""
     stack, marker = fresh_stack, os.urandom(4).hex()
+    # The relay is the agent's only way to the broker: it stays up until the recording is
+    # closed (closing it as soon as the client ended cut the agent off again, before the
+    # tail it had sent into the first cut was sent again).
     with Relay(stack.port) as relay:
         _roles(stack, grace=1.0, agent_identity=_via(stack, relay))
         client, row = _live(stack, marker)
@@ -132,10 +135,13 @@ def test_an_agent_back_after_the_grace_resumes_its_recording(fresh_stack: Stack)
             if client.poll() is None:
                 client.kill()
                 client.wait()
-    assert client.returncode == 0, (out, err, stack.log_tail())
-    assert out == f"after-typed-{marker}\n".encode(), (out, err)
-    closed = wait_for(lambda: (r := stack.recorded(str(row["sid"])))["status"] == "closed" and r,
-                      timeout=60, what="the resumed recording closed")
+        assert client.returncode == 0, (out, err, stack.log_tail())
+        assert out == f"after-typed-{marker}\n".encode(), (out, err)
+        try:
+            closed = wait_for(lambda: (r := stack.recorded(str(row["sid"])))["status"] == "closed" and r,
+                              timeout=60, what="the resumed recording closed")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {relay!r}; {stack.log_tail()}") from None
     assert closed["chain"] == "ok" and closed["exit_code"] == 0
     v = stack.tether("verify", str(row["sid"]))
     assert v.returncode == 0 and b"verified: intact" in v.stdout, v.stdout
