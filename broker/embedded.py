@@ -655,9 +655,55 @@ class _TetherBroker(Broker):  # type: ignore[misc]
         done = asyncio.Event()
         client_session.attributes[_LOOP_DONE] = done
         try:
-            await super()._client_message_loop(client_session, handler)
+            await self._message_loop(client_session, handler)
         finally:
             done.set()
+
+    async def _message_loop(self, client_session: Session, handler: Any) -> None:
+        """amqtt's client loop, except that what the client published before its
+        DISCONNECT is delivered before the disconnect is handled. amqtt's loop delivered at
+        most one of the messages queued by then and dropped the rest (an agent's clean stop
+        publishes its offline status and presence, then disconnects: the presence was lost)."""
+        loop = asyncio.get_running_loop()
+        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
+        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                leaving = disconnect_waiter in done
+                if subscribe_waiter in done:
+                    await self._handle_subscription(client_session, handler, subscribe_waiter)
+                    subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+                if unsubscribe_waiter in done:
+                    await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+                    unsubscribe_waiter = asyncio.ensure_future(
+                        handler.get_next_pending_unsubscription()
+                    )
+                if wait_deliver in done:
+                    if not await self._handle_message_delivery(client_session, handler, wait_deliver):
+                        break
+                    if not leaving:  # leaving: a new waiter could take a message and be cancelled
+                        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+                if leaving:
+                    queue = client_session.delivered_message_queue
+                    while not queue.empty():
+                        message: asyncio.Future[Any] = loop.create_future()
+                        message.set_result(queue.get_nowait())
+                        await self._handle_message_delivery(client_session, handler, message)
+                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
+                    break
+        except asyncio.CancelledError:
+            log.debug("client loop of %s cancelled", client_session.client_id)
+        finally:
+            waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _handle_disconnect(
         self, client_session: Session, handler: Any, disconnect_waiter: Any

@@ -20,6 +20,7 @@ from support.brokers import (
     ProbeClient,
     RawClient,
     connected,
+    publish_packet,
     start_broker,
 )
 
@@ -346,3 +347,27 @@ def test_raw_client_speaks_mqtt(broker: BrokerProcess) -> None:
         assert raw.connect("web1", "web1", pw("web1")) == 0
     with RawClient(broker.host, broker.port) as raw:
         assert raw.connect("web1", "web1", "wrong") == 5
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_what_a_client_published_right_before_its_disconnect_is_delivered(
+    broker: BrokerProcess, qos: int
+) -> None:
+    """An agent's clean stop publishes its offline status and presence, then DISCONNECT.
+    The embedded broker delivered at most one of the messages still queued when the
+    DISCONNECT came and dropped the rest (seen: the offline presence never arrived)."""
+    topic = f"{P}/a/web1/s/alice/s1/a2c"
+    with connected(broker, "alice", pw("alice")) as alice:
+        alice.subscribe(f"{P}/a/web1/s/alice/#", 1)
+        for attempt in range(5):
+            with RawClient(broker.host, broker.port) as raw:
+                assert raw.connect("web1", "web1", pw("web1")) == 0
+                burst = b"".join(publish_packet(topic, f"{attempt}-{i}".encode(), qos, i + 1)
+                                 for i in range(6))
+                raw.send(burst + b"\xe0\x00")  # six PUBLISH, then DISCONNECT, in one write
+                assert raw.closed_by_peer()
+            for i in range(6):
+                alice.wait_for(topic, f"{attempt}-{i}".encode())
+        got = [m.payload for m in alice.messages if m.topic == topic]
+        want = [f"{a}-{i}".encode() for a in range(5) for i in range(6)]
+        assert got == want  # each one, once, in order
