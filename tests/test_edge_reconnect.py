@@ -30,27 +30,34 @@ async def wait_until(cond: object, timeout: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _connect_via(stack: Stack, relay: Relay, keepalive: int | None = None) -> tuple[MqttConnection, list[float]]:
+    """A user's connection through the relay, subscribed to the retained bulletin (it
+    comes again after every resubscribe); the list gets the time of each arrival."""
+    ident = Identity.load(stack.home.user_identity)
+    bulletin = Topics().bulletin()
+    received: list[float] = []
+
+    def on_message(topic: str, _payload: bytes) -> None:
+        if topic == bulletin:
+            received.append(time.monotonic())
+
+    settings = BrokerSettings.from_identity(ident.name, ident.broker)
+    settings.port = relay.port
+    settings.client_id = settings.username
+    if keepalive is not None:
+        settings.keepalive = keepalive
+    conn = MqttConnection(settings, on_message)
+    conn.subscribe(bulletin, 1)
+    await conn.connect()
+    return conn, received
+
+
 @pytest.mark.timeout(120)
 def test_a_connection_works_after_an_attempt_timed_out_waiting_for_its_connack(stack: Stack) -> None:
     """30 s keepalive (an agent's), so the first attempt in a silent partition ends by the
     10 s CONNACK wait with its socket still open in paho; the next attempt closes it."""
-    ident = Identity.load(stack.home.user_identity)
-    bulletin = Topics().bulletin()
-
     async def scenario(relay: Relay) -> tuple[float, float]:
-        received: list[float] = []
-
-        def on_message(topic: str, _payload: bytes) -> None:
-            if topic == bulletin:
-                received.append(time.monotonic())
-
-        settings = BrokerSettings.from_identity(ident.name, ident.broker)
-        settings.port = relay.port
-        settings.client_id = settings.username
-        settings.keepalive = 30
-        conn = MqttConnection(settings, on_message)
-        conn.subscribe(bulletin, 1)  # retained: it comes again after every (re)subscribe
-        await conn.connect()
+        conn, received = await _connect_via(stack, relay, keepalive=30)
         try:
             await wait_until(lambda: bool(received), 15, "the retained bulletin")
             cut = time.monotonic()
@@ -83,22 +90,8 @@ def test_a_publish_into_a_connection_the_peer_has_just_reset(stack: Stack) -> No
     closes the socket inside publish(). Seen in an agent's log as "Bad file descriptor"
     from a recorder ack's handler, whose DATA never went out (the recording then waited
     for a resend)."""
-    ident = Identity.load(stack.home.user_identity)
-    bulletin = Topics().bulletin()
-
     async def scenario(relay: Relay) -> float:
-        received: list[float] = []
-
-        def on_message(topic: str, _payload: bytes) -> None:
-            if topic == bulletin:
-                received.append(time.monotonic())
-
-        settings = BrokerSettings.from_identity(ident.name, ident.broker)
-        settings.port = relay.port
-        settings.client_id = settings.username
-        conn = MqttConnection(settings, on_message)
-        conn.subscribe(bulletin, 1)
-        await conn.connect()
+        conn, received = await _connect_via(stack, relay)
         try:
             await wait_until(lambda: bool(received), 15, "the retained bulletin")
             relay.cut()  # blocks until the resets are sent; the loop has not run since
